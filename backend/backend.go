@@ -1,0 +1,82 @@
+// Package backend connects the tracker to the slower, consistent database of a torrent-indexing
+// site, such as Gazelle's. After every announce the core hands the backend an AnnounceDelta;
+// the backend persists it in its own time. Drivers register themselves with Register from their
+// package's init, in the manner of database/sql.
+package backend
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/chihaya/chihaya/config"
+	"github.com/chihaya/chihaya/tracker/models"
+)
+
+// Driver opens connections to one kind of backend.
+type Driver interface {
+	// New validates params (the driver's own section of the config, possibly empty) and opens a
+	// connection. An error names the offending key.
+	New(params json.RawMessage) (Conn, error)
+}
+
+// Conn is a connection to a backend. It is safe for concurrent use by many goroutines.
+type Conn interface {
+	// RecordAnnounce takes what one announce changed. It is called on the request path, so it
+	// must not wait on slow storage: a driver queues the delta and writes it later. The delta is
+	// valid only during the call; a driver copies what it keeps.
+	RecordAnnounce(ctx context.Context, delta *models.AnnounceDelta) error
+	// Close flushes whatever is queued, waiting no longer than ctx allows, and releases the
+	// connection.
+	Close(ctx context.Context) error
+}
+
+var (
+	driversMu sync.RWMutex
+	drivers   = make(map[string]Driver)
+)
+
+// Register makes a backend driver available under name. It panics when driver is nil or name is
+// taken: both are programming errors found at init.
+func Register(name string, driver Driver) {
+	driversMu.Lock()
+	defer driversMu.Unlock()
+	if driver == nil {
+		panic("backend: Register driver is nil")
+	}
+	if _, dup := drivers[name]; dup {
+		panic("backend: Register called twice for driver " + name)
+	}
+	drivers[name] = driver
+}
+
+// Drivers returns the names of the registered drivers, sorted.
+func Drivers() []string {
+	driversMu.RLock()
+	defer driversMu.RUnlock()
+	names := make([]string, 0, len(drivers))
+	for name := range drivers {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Open opens a connection with the driver that cfg names, passing it cfg's params.
+func Open(cfg config.DriverConfig) (Conn, error) {
+	driversMu.RLock()
+	driver, ok := drivers[cfg.Name]
+	driversMu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("backend: unknown driver %q (forgotten import?); registered: %s",
+			cfg.Name, strings.Join(Drivers(), ", "))
+	}
+	conn, err := driver.New(cfg.Params)
+	if err != nil {
+		return nil, fmt.Errorf("backend: driver %q: %w", cfg.Name, err)
+	}
+	return conn, nil
+}

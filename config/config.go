@@ -1,0 +1,306 @@
+// Package config holds Chihaya's configuration: plain data with its defaults and its validation
+// in one place. Nothing in it reads flags, and nothing else in Chihaya reads files.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+)
+
+// Duration is a time.Duration written in JSON as a Go duration string such as "30m" or "1h30m".
+type Duration struct {
+	time.Duration
+}
+
+// UnmarshalJSON accepts only a duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("want a duration string such as \"30m\", got %s", b)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q", s)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(d.Duration.String())
+}
+
+// DriverConfig names a registered driver and carries its own section of the configuration,
+// which the driver decodes and validates itself.
+type DriverConfig struct {
+	Name   string          `json:"driver"`
+	Params json.RawMessage `json:"params"`
+}
+
+// Config is the whole configuration of a Chihaya process. The JSON key of each field is in its
+// tag; README.md documents every key and its default.
+type Config struct {
+	Addr    string       `json:"addr"`
+	Tracker DriverConfig `json:"tracker"`
+	Backend DriverConfig `json:"backend"`
+
+	PrivateEnabled        bool `json:"private_enabled"`
+	FreeleechEnabled      bool `json:"freeleech_enabled"`
+	PurgeInactiveTorrents bool `json:"purge_inactive_torrents"`
+
+	Announce            Duration `json:"announce"`
+	MinAnnounce         Duration `json:"min_announce"`
+	RequestTimeout      Duration `json:"request_timeout"`
+	DefaultNumWant      int      `json:"default_num_want"`
+	MaxNumWant          int      `json:"max_num_want"`
+	MaxScrapeInfoHashes int      `json:"max_scrape_infohashes"`
+	ReapInterval        Duration `json:"reap_interval"`
+	PeerTimeout         Duration `json:"peer_timeout"`
+
+	AllowIPSpoofing     bool     `json:"allow_ip_spoofing"`
+	DualStackedPeers    bool     `json:"dual_stacked_peers"`
+	RealIPHeader        string   `json:"real_ip_header"`
+	TrustedProxies      []string `json:"trusted_proxies"`
+	PreferredSubnet     bool     `json:"preferred_subnet"`
+	PreferredIPv4Subnet int      `json:"preferred_ipv4_subnet"`
+	PreferredIPv6Subnet int      `json:"preferred_ipv6_subnet"`
+
+	HTTPReadHeaderTimeout Duration `json:"http_read_header_timeout"`
+	HTTPWriteTimeout      Duration `json:"http_write_timeout"`
+	HTTPIdleTimeout       Duration `json:"http_idle_timeout"`
+	HTTPKeepAlive         bool     `json:"http_keep_alive"`
+	ShutdownTimeout       Duration `json:"shutdown_timeout"`
+
+	StatsBufferSize  int      `json:"stats_buffer_size"`
+	IncludeMemStats  bool     `json:"include_mem_stats"`
+	VerboseMemStats  bool     `json:"verbose_mem_stats"`
+	MemStatsInterval Duration `json:"mem_stats_interval"`
+
+	ClientWhitelistEnabled bool     `json:"client_whitelist_enabled"`
+	ClientWhitelist        []string `json:"client_whitelist"`
+}
+
+// Default returns the configuration used for every key a file leaves out.
+func Default() Config {
+	return Config{
+		Addr:                  ":6881",
+		Tracker:               DriverConfig{Name: "memory"},
+		Backend:               DriverConfig{Name: "noop"},
+		PurgeInactiveTorrents: true,
+		Announce:              Duration{30 * time.Minute},
+		MinAnnounce:           Duration{15 * time.Minute},
+		RequestTimeout:        Duration{10 * time.Second},
+		DefaultNumWant:        50,
+		MaxNumWant:            200,
+		MaxScrapeInfoHashes:   74,
+		ReapInterval:          Duration{time.Minute},
+		PeerTimeout:           Duration{45 * time.Minute},
+		DualStackedPeers:      true,
+		PreferredIPv4Subnet:   24,
+		PreferredIPv6Subnet:   48,
+		HTTPReadHeaderTimeout: Duration{5 * time.Second},
+		HTTPWriteTimeout:      Duration{10 * time.Second},
+		HTTPIdleTimeout:       Duration{2 * time.Minute},
+		HTTPKeepAlive:         true,
+		ShutdownTimeout:       Duration{15 * time.Second},
+		StatsBufferSize:       4096,
+		MemStatsInterval:      Duration{5 * time.Second},
+	}
+}
+
+// Load reads, decodes and validates the configuration file at path. Errors name the file and
+// the key.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(data, path)
+}
+
+// Parse decodes and validates a configuration. name is the file it came from, used in errors.
+// Keys the file leaves out keep their defaults; an unknown key is an error.
+func Parse(data []byte, name string) (*Config, error) {
+	cfg := Default()
+	if err := decodeStrict(data, reflect.ValueOf(&cfg).Elem(), ""); err != nil {
+		return nil, fmt.Errorf("config %s: %w", name, err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", name, err)
+	}
+	return &cfg, nil
+}
+
+// KeyError reports a configuration key whose value is wrong or unknown.
+type KeyError struct {
+	Key string
+	Err error
+}
+
+// Error names the key and says what is wrong with it.
+func (e *KeyError) Error() string { return fmt.Sprintf("key %q: %v", e.Key, e.Err) }
+
+// Unwrap returns the underlying error.
+func (e *KeyError) Unwrap() error { return e.Err }
+
+func keyErr(key, format string, args ...any) error {
+	return &KeyError{Key: key, Err: fmt.Errorf(format, args...)}
+}
+
+var rawMessageType = reflect.TypeOf(json.RawMessage(nil))
+
+// decodeStrict decodes a JSON object into the struct v key by key, so that an unknown key or a
+// bad value is reported with its dotted name.
+func decodeStrict(data []byte, v reflect.Value, prefix string) error {
+	var fields map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&fields); err != nil {
+		if prefix == "" {
+			return fmt.Errorf("not a JSON object: %w", err)
+		}
+		return keyErr(strings.TrimSuffix(prefix, "."), "want a JSON object: %v", err)
+	}
+	if dec.More() {
+		return errors.New("trailing data after the JSON object")
+	}
+	byTag := make(map[string]reflect.Value, v.NumField())
+	for i := 0; i < v.NumField(); i++ {
+		tag := strings.Split(v.Type().Field(i).Tag.Get("json"), ",")[0]
+		if tag != "" && tag != "-" {
+			byTag[tag] = v.Field(i)
+		}
+	}
+	for key, raw := range fields {
+		field, ok := byTag[key]
+		if !ok {
+			return keyErr(prefix+key, "unknown key")
+		}
+		if field.Kind() == reflect.Struct && field.Type() != reflect.TypeOf(Duration{}) {
+			if err := decodeStrict(raw, field, prefix+key+"."); err != nil {
+				return err
+			}
+			continue
+		}
+		if field.Type() == rawMessageType {
+			field.SetBytes(append([]byte(nil), raw...))
+			continue
+		}
+		if err := json.Unmarshal(raw, field.Addr().Interface()); err != nil {
+			var te *json.UnmarshalTypeError
+			if errors.As(err, &te) {
+				return keyErr(prefix+key, "want %s, got JSON %s", te.Type, te.Value)
+			}
+			return keyErr(prefix+key, "%v", err)
+		}
+	}
+	return nil
+}
+
+// Validate checks every value and reports the first wrong one by its key.
+func (c *Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return keyErr("addr", "want host:port such as \":6881\": %v", err)
+	}
+	if c.Tracker.Name == "" {
+		return keyErr("tracker.driver", "must name a tracker driver, such as \"memory\"")
+	}
+	if c.Backend.Name == "" {
+		return keyErr("backend.driver", "must name a backend driver, such as \"noop\"")
+	}
+	positive := []struct {
+		key string
+		d   Duration
+	}{
+		{"announce", c.Announce},
+		{"min_announce", c.MinAnnounce},
+		{"request_timeout", c.RequestTimeout},
+		{"reap_interval", c.ReapInterval},
+		{"peer_timeout", c.PeerTimeout},
+		{"shutdown_timeout", c.ShutdownTimeout},
+	}
+	for _, p := range positive {
+		if p.d.Duration <= 0 {
+			return keyErr(p.key, "must be a positive duration, got %s", p.d.Duration)
+		}
+	}
+	for _, p := range []struct {
+		key string
+		d   Duration
+	}{
+		{"http_read_header_timeout", c.HTTPReadHeaderTimeout},
+		{"http_write_timeout", c.HTTPWriteTimeout},
+		{"http_idle_timeout", c.HTTPIdleTimeout},
+		{"mem_stats_interval", c.MemStatsInterval},
+	} {
+		if p.d.Duration < 0 {
+			return keyErr(p.key, "must not be negative, got %s", p.d.Duration)
+		}
+	}
+	if c.MinAnnounce.Duration > c.Announce.Duration {
+		return keyErr("min_announce", "%s is longer than announce (%s)", c.MinAnnounce.Duration, c.Announce.Duration)
+	}
+	if c.PeerTimeout.Duration <= c.Announce.Duration {
+		return keyErr("peer_timeout", "%s must be longer than announce (%s), or every peer is reaped between two announces",
+			c.PeerTimeout.Duration, c.Announce.Duration)
+	}
+	if c.MaxNumWant < 1 {
+		return keyErr("max_num_want", "must be at least 1, got %d", c.MaxNumWant)
+	}
+	if c.DefaultNumWant < 0 || c.DefaultNumWant > c.MaxNumWant {
+		return keyErr("default_num_want", "must be between 0 and max_num_want (%d), got %d", c.MaxNumWant, c.DefaultNumWant)
+	}
+	if c.MaxScrapeInfoHashes < 1 {
+		return keyErr("max_scrape_infohashes", "must be at least 1, got %d", c.MaxScrapeInfoHashes)
+	}
+	if c.PreferredIPv4Subnet < 0 || c.PreferredIPv4Subnet > 32 {
+		return keyErr("preferred_ipv4_subnet", "must be a prefix length from 0 to 32, got %d", c.PreferredIPv4Subnet)
+	}
+	if c.PreferredIPv6Subnet < 0 || c.PreferredIPv6Subnet > 128 {
+		return keyErr("preferred_ipv6_subnet", "must be a prefix length from 0 to 128, got %d", c.PreferredIPv6Subnet)
+	}
+	if _, err := c.TrustedProxyPrefixes(); err != nil {
+		return err
+	}
+	if c.RealIPHeader != "" && len(c.TrustedProxies) == 0 {
+		return keyErr("real_ip_header", "is set but trusted_proxies is empty, so the header would never be honoured")
+	}
+	if c.StatsBufferSize < 0 {
+		return keyErr("stats_buffer_size", "must not be negative, got %d", c.StatsBufferSize)
+	}
+	if c.IncludeMemStats && c.MemStatsInterval.Duration == 0 {
+		return keyErr("mem_stats_interval", "must be positive when include_mem_stats is on")
+	}
+	for i, prefix := range c.ClientWhitelist {
+		if prefix == "" {
+			return keyErr(fmt.Sprintf("client_whitelist[%d]", i), "empty peer_id prefix")
+		}
+	}
+	return nil
+}
+
+// TrustedProxyPrefixes parses trusted_proxies: each entry is a CIDR prefix or a single address.
+func (c *Config) TrustedProxyPrefixes() ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(c.TrustedProxies))
+	for i, s := range c.TrustedProxies {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, keyErr(fmt.Sprintf("trusted_proxies[%d]", i), "want an address or a CIDR prefix, got %q", s)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
+}

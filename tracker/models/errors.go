@@ -1,0 +1,36 @@
+package models
+
+// ClientError is a failure whose text is safe to show to a BitTorrent client: frontends put it
+// in the "failure reason" of an HTTP answer or the message of a UDP error packet. Every text a
+// client can see is declared here, so that operators and translators find them in one place.
+type ClientError string
+
+// Error returns the text shown to the client.
+func (e ClientError) Error() string { return string(e) }
+
+// The failures a client can be told about.
+const (
+	ErrMalformedRequest  = ClientError("malformed request")
+	ErrMissingInfoHash   = ClientError("missing info_hash")
+	ErrInvalidInfoHash   = ClientError("invalid info_hash")
+	ErrMissingPeerID     = ClientError("missing peer_id")
+	ErrInvalidPeerID     = ClientError("invalid peer_id")
+	ErrMissingPort       = ClientError("missing port")
+	ErrInvalidPort       = ClientError("invalid port")
+	ErrInvalidNumber     = ClientError("invalid numeric parameter")
+	ErrInvalidEvent      = ClientError("invalid event")
+	ErrInvalidIP         = ClientError("invalid ip address")
+	ErrTooManyInfoHashes = ClientError("too many info_hash values in one scrape")
+	ErrTorrentNotFound   = ClientError("unregistered torrent")
+	ErrInternal          = ClientError("internal tracker error, try again later")
+	ErrUnavailable       = ClientError("tracker temporarily unavailable")
+)
+
+// More failures a client can be told about, for missing or malformed announce parameters.
+const (
+	ErrMissingUploaded    = ClientError("missing uploaded")
+	ErrMissingDownloaded  = ClientError("missing downloaded")
+	ErrMissingLeft        = ClientError("missing left")
+	ErrDuplicateParameter = ClientError("info_hash or peer_id given more than once")
+	ErrNotFound           = ClientError("unknown path: announce to /announce or /<passkey>/announce")
+)

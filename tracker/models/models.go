@@ -1,0 +1,190 @@
+// Package models holds the plain values that flow between Chihaya's frontends, its transport-free
+// core and its drivers: announces, scrapes, peers, torrents, users and the deltas handed to a
+// backend. The types carry data only; the behaviour that acts on them lives in package tracker.
+package models
+
+import (
+	"net/netip"
+	"time"
+)
+
+// InfoHash is the 20-byte SHA-1 of a torrent's bencoded info dictionary (BEP 3), or the first 20
+// bytes of its SHA-256 for v2 torrents (BEP 52). It is compared as raw bytes, never as text.
+type InfoHash [20]byte
+
+// PeerID is the 20 bytes a client chooses to name itself in a swarm. It may be binary.
+type PeerID [20]byte
+
+// Family is the address family of a peer's endpoint.
+type Family uint8
+
+// The address families a peer can announce over.
+const (
+	IPv4 Family = iota
+	IPv6
+)
+
+// String returns "ipv4" or "ipv6".
+func (f Family) String() string {
+	if f == IPv6 {
+		return "ipv6"
+	}
+	return "ipv4"
+}
+
+// FamilyOf returns the family of addr; an IPv4-mapped IPv6 address counts as IPv4.
+func FamilyOf(addr netip.Addr) Family {
+	if addr.Is4() || addr.Is4In6() {
+		return IPv4
+	}
+	return IPv6
+}
+
+// PeerKey identifies one endpoint of a peer inside a swarm. A dual-stacked client that announces
+// over IPv4 and over IPv6 with the same peer ID owns two keys that differ only in Family, so
+// neither announce overwrites the other (BEP 7).
+type PeerKey struct {
+	ID     PeerID
+	Family Family
+}
+
+// Event is the announce event a client reports (BEP 3, BEP 21).
+type Event uint8
+
+// The announce events. None is a regular, periodic announce.
+const (
+	None Event = iota
+	Started
+	Completed
+	Stopped
+	Paused
+)
+
+// String returns the event's name as it appears in an HTTP announce ("" for None).
+func (e Event) String() string {
+	switch e {
+	case Started:
+		return "started"
+	case Completed:
+		return "completed"
+	case Stopped:
+		return "stopped"
+	case Paused:
+		return "paused"
+	}
+	return ""
+}
+
+// Peer is one endpoint of a swarm member as handed out to other peers.
+type Peer struct {
+	ID       PeerID
+	AddrPort netip.AddrPort
+}
+
+// Announce is one parsed announce request, independent of the transport that carried it.
+type Announce struct {
+	InfoHash InfoHash
+	PeerID   PeerID
+	// Passkey is the first path segment of /:passkey/announce, or "" on /announce.
+	Passkey string
+	// Endpoint is the address and port the peer is reachable at for its own family: the socket's
+	// address unless the configuration allows a client or a trusted proxy to say otherwise.
+	Endpoint netip.AddrPort
+	// Other, when valid, is the peer's endpoint in the other address family (BEP 7 ipv4=/ipv6=),
+	// present only where the configuration allows IP spoofing.
+	Other netip.AddrPort
+	// Remote is the address the request came from as the tracker sees it (the socket, or a
+	// trusted proxy's header); it is echoed back as BEP 24 "external ip".
+	Remote netip.Addr
+
+	Event      Event
+	Uploaded   int64
+	Downloaded int64
+	Left       int64
+	Corrupt    int64
+	// NumWant is the number of peers asked for; -1 means "the tracker's default".
+	NumWant int
+	// Compact asks for BEP 23 compact peer strings; NoPeerID leaves "peer id" out of dict peers.
+	Compact  bool
+	NoPeerID bool
+}
+
+// Seeder reports whether the announcing peer has the whole torrent.
+func (a *Announce) Seeder() bool { return a.Left == 0 }
+
+// AnnounceResponse is the core's answer to an announce. The peer slices are scratch buffers that
+// the core owns and reuses: a writer must not keep them after it returns.
+type AnnounceResponse struct {
+	Complete    int
+	Incomplete  int
+	Downloaded  int
+	Interval    time.Duration
+	MinInterval time.Duration
+	IPv4Peers   []Peer
+	IPv6Peers   []Peer
+	// ExternalIP is the requester's address as seen by the tracker (BEP 24); invalid to omit it.
+	ExternalIP netip.Addr
+	Compact    bool
+	NoPeerID   bool
+}
+
+// Scrape is one parsed scrape request.
+type Scrape struct {
+	Passkey    string
+	InfoHashes []InfoHash
+}
+
+// TorrentStats are the swarm counts of one torrent as a scrape reports them.
+type TorrentStats struct {
+	InfoHash   InfoHash
+	Seeders    int
+	Leechers   int
+	Snatches   int
+	Registered bool
+}
+
+// ScrapeResponse is the core's answer to a scrape, one entry per requested info hash in request
+// order. The slice is owned by the core and reused after the writer returns.
+type ScrapeResponse struct {
+	Files []TorrentStats
+}
+
+// Torrent is a torrent as a backend or a private-mode driver knows it.
+type Torrent struct {
+	ID        uint64
+	InfoHash  InfoHash
+	Seeders   int
+	Leechers  int
+	Snatches  int
+	Freeleech uint8
+}
+
+// User is a private tracker's account as the tracker needs it.
+type User struct {
+	ID       uint64
+	Passkey  string
+	CanLeech bool
+}
+
+// AnnounceDelta is what one announce changed, as the core hands it to the backend after the
+// swarm was updated. Byte counts are the differences since the peer's previous announce, never
+// negative.
+type AnnounceDelta struct {
+	InfoHash InfoHash
+	PeerID   PeerID
+	Passkey  string
+	Endpoint netip.AddrPort
+	Event    Event
+	// Created is true when this announce added the peer to the swarm.
+	Created bool
+	// Snatched is true when this announce counted a completed download.
+	Snatched bool
+	// Removed is true when the peer left the swarm (event stopped).
+	Removed    bool
+	Seeder     bool
+	Uploaded   int64
+	Downloaded int64
+	Corrupt    int64
+	Left       int64
+	Time       time.Time
+}

@@ -1,0 +1,366 @@
+package tracker
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/golang/glog"
+
+	"github.com/chihaya/chihaya/config"
+	"github.com/chihaya/chihaya/tracker/models"
+)
+
+// ErrClientNotWhitelisted is the failure for a peer ID outside client_whitelist. The wording is
+// Ocelot's, which Gazelle's users know.
+const ErrClientNotWhitelisted = models.ClientError("Your client is not on the whitelist")
+
+// Backend receives what each announce changed. It is the part of a backend.Conn the core uses;
+// it must be safe for concurrent use and must not block on slow storage.
+type Backend interface {
+	RecordAnnounce(ctx context.Context, delta *models.AnnounceDelta) error
+}
+
+// AnnounceWriter writes the core's answer to an announce in the frontend's wire format. The
+// response and its slices are valid only during the call.
+type AnnounceWriter interface {
+	WriteAnnounce(resp *models.AnnounceResponse) error
+}
+
+// ScrapeWriter writes the core's answer to a scrape in the frontend's wire format. The response
+// is valid only during the call.
+type ScrapeWriter interface {
+	WriteScrape(resp *models.ScrapeResponse) error
+}
+
+// Observer is told of what the core did, for metrics. Its methods are called on the request path
+// and must not block.
+type Observer interface {
+	ObserveAnnounce(a *models.Announce, res *AnnounceResult)
+	ObserveScrape(s *models.Scrape)
+	ObserveReap(r ReapResult)
+}
+
+// Tracker is the core. It is safe for concurrent use.
+type Tracker struct {
+	pool     Pool
+	backend  Backend
+	observer Observer
+
+	announce, minAnnounce time.Duration
+	defaultNumWant        int
+	maxNumWant            int
+	maxScrape             int
+	dualStacked           bool
+	preferV4, preferV6    int
+	preferSubnet          bool
+	peerTimeout           time.Duration
+	reapInterval          time.Duration
+	purgeEmpty            bool
+	whitelist             [][]byte
+
+	// Now returns the current time; tests replace it.
+	Now func() time.Time
+
+	scratch       sync.Pool
+	scrapeScratch sync.Pool
+}
+
+type announceScratch struct {
+	res   AnnounceResult
+	other AnnounceResult
+	resp  models.AnnounceResponse
+	delta models.AnnounceDelta
+}
+
+type scrapeScratch struct {
+	resp models.ScrapeResponse
+}
+
+// New returns a core that keeps swarms in pool and sends deltas to backend. observer may be nil.
+func New(cfg *config.Config, pool Pool, backend Backend, observer Observer) (*Tracker, error) {
+	if cfg.PrivateEnabled {
+		return nil, &config.KeyError{Key: "private_enabled", Err: errors.New("private mode needs a backend driver that authorizes passkeys, and none is built in yet")}
+	}
+	t := &Tracker{
+		pool:           pool,
+		backend:        backend,
+		observer:       observer,
+		announce:       cfg.Announce.Duration,
+		minAnnounce:    cfg.MinAnnounce.Duration,
+		defaultNumWant: cfg.DefaultNumWant,
+		maxNumWant:     cfg.MaxNumWant,
+		maxScrape:      cfg.MaxScrapeInfoHashes,
+		dualStacked:    cfg.DualStackedPeers,
+		preferSubnet:   cfg.PreferredSubnet,
+		preferV4:       cfg.PreferredIPv4Subnet,
+		preferV6:       cfg.PreferredIPv6Subnet,
+		peerTimeout:    cfg.PeerTimeout.Duration,
+		reapInterval:   cfg.ReapInterval.Duration,
+		purgeEmpty:     cfg.PurgeInactiveTorrents,
+		Now:            time.Now,
+	}
+	if cfg.ClientWhitelistEnabled {
+		for _, p := range cfg.ClientWhitelist {
+			t.whitelist = append(t.whitelist, []byte(p))
+		}
+	}
+	maxWant := cfg.MaxNumWant
+	t.scratch.New = func() any {
+		s := &announceScratch{}
+		s.res.IPv4Peers = make([]models.Peer, 0, maxWant)
+		s.res.IPv6Peers = make([]models.Peer, 0, maxWant)
+		return s
+	}
+	return t, nil
+}
+
+// Intervals returns the announce interval and minimum interval that answers carry, failures
+// included.
+func (t *Tracker) Intervals() (interval, minInterval time.Duration) {
+	return t.announce, t.minAnnounce
+}
+
+// MaxScrapeInfoHashes returns the most info hashes one scrape may ask about.
+func (t *Tracker) MaxScrapeInfoHashes() int { return t.maxScrape }
+
+// NumWant returns how many peers an announce asking for n gets: the default for a negative n,
+// never more than the configured cap, and none for a stopped peer.
+func (t *Tracker) NumWant(n int, e models.Event) int {
+	switch {
+	case e == models.Stopped:
+		return 0
+	case n < 0:
+		return t.defaultNumWant
+	case n > t.maxNumWant:
+		return t.maxNumWant
+	}
+	return n
+}
+
+func (t *Tracker) whitelisted(id models.PeerID) bool {
+	if len(t.whitelist) == 0 {
+		return true
+	}
+	for _, prefix := range t.whitelist {
+		if bytes.HasPrefix(id[:], prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// HandleAnnounce updates the swarm for a, sends the delta to the backend and writes the answer
+// to w. A models.ClientError is for the client to see; any other error is the tracker's own.
+func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w AnnounceWriter) error {
+	if !a.Endpoint.IsValid() {
+		return models.ErrInvalidIP
+	}
+	if !t.whitelisted(a.PeerID) {
+		return ErrClientNotWhitelisted
+	}
+	conn, err := t.pool.Get()
+	if err != nil {
+		return fmt.Errorf("tracker: get conn: %w", err)
+	}
+	defer conn.Close()
+
+	s := t.scratch.Get().(*announceScratch)
+	defer t.scratch.Put(s)
+
+	now := t.Now()
+	seeder := a.Seeder()
+	u := PeerUpdate{
+		Remove:     a.Event == models.Stopped,
+		Seeder:     seeder,
+		Completed:  a.Event == models.Completed,
+		Create:     true,
+		Uploaded:   a.Uploaded,
+		Downloaded: a.Downloaded,
+		Time:       now,
+	}
+
+	// The peer's endpoint in the other family, which only a spoofing-enabled config lets a
+	// client name, is stored first and hands out no peers; the main update then reports counts
+	// that include it.
+	if a.Other.IsValid() && models.FamilyOf(a.Other.Addr()) != models.FamilyOf(a.Endpoint.Addr()) {
+		ou := u
+		ou.Key = models.PeerKey{ID: a.PeerID, Family: models.FamilyOf(a.Other.Addr())}
+		ou.AddrPort = canonical(a.Other)
+		ou.Completed = false
+		var none Selection
+		s.other.IPv4Peers, s.other.IPv6Peers = s.other.IPv4Peers[:0], s.other.IPv6Peers[:0]
+		if err := conn.Announce(ctx, a.InfoHash, &ou, &none, &s.other); err != nil {
+			return annErr(err)
+		}
+	}
+
+	u.Key = models.PeerKey{ID: a.PeerID, Family: models.FamilyOf(a.Endpoint.Addr())}
+	u.AddrPort = canonical(a.Endpoint)
+	sel := Selection{
+		Want:   t.NumWant(a.NumWant, a.Event),
+		Seeder: seeder,
+		IPv4:   t.dualStacked || u.Key.Family == models.IPv4,
+		IPv6:   t.dualStacked || u.Key.Family == models.IPv6,
+	}
+	if t.preferSubnet {
+		bits := t.preferV4
+		if u.Key.Family == models.IPv6 {
+			bits = t.preferV6
+		}
+		sel.Prefer, _ = u.AddrPort.Addr().Prefix(bits)
+	}
+	res := &s.res
+	res.IPv4Peers, res.IPv6Peers = res.IPv4Peers[:0], res.IPv6Peers[:0]
+	if err := conn.Announce(ctx, a.InfoHash, &u, &sel, res); err != nil {
+		return annErr(err)
+	}
+
+	d := &s.delta
+	*d = models.AnnounceDelta{
+		InfoHash: a.InfoHash,
+		PeerID:   a.PeerID,
+		Passkey:  a.Passkey,
+		Endpoint: u.AddrPort,
+		Event:    a.Event,
+		Created:  !res.Prev.Found && !u.Remove,
+		Snatched: res.Snatched,
+		Removed:  u.Remove && res.Prev.Found,
+		Seeder:   seeder,
+		Left:     a.Left,
+		Corrupt:  a.Corrupt,
+		Time:     now,
+	}
+	d.Uploaded, d.Downloaded = transferDelta(a, &res.Prev)
+	if t.backend != nil {
+		if err := t.backend.RecordAnnounce(ctx, d); err != nil {
+			// The swarm is already updated; a backend keeps its own queue, so the client's answer
+			// does not depend on it.
+			glog.Errorf("tracker: backend record announce: %v", err)
+		}
+	}
+	if t.observer != nil {
+		t.observer.ObserveAnnounce(a, res)
+	}
+
+	resp := &s.resp
+	*resp = models.AnnounceResponse{
+		Complete:    res.Seeders,
+		Incomplete:  res.Leechers,
+		Downloaded:  res.Snatches,
+		Interval:    t.announce,
+		MinInterval: t.minAnnounce,
+		IPv4Peers:   res.IPv4Peers,
+		IPv6Peers:   res.IPv6Peers,
+		ExternalIP:  a.Remote,
+		Compact:     a.Compact,
+		NoPeerID:    a.NoPeerID,
+	}
+	return w.WriteAnnounce(resp)
+}
+
+// transferDelta returns the bytes uploaded and downloaded since the peer's previous announce.
+// A peer's first announce, a started event and a counter that went down (the client restarted)
+// set a new baseline and credit nothing.
+func transferDelta(a *models.Announce, prev *PrevPeer) (up, down int64) {
+	if !prev.Found || a.Event == models.Started {
+		return 0, 0
+	}
+	if a.Uploaded < prev.Uploaded || a.Downloaded < prev.Downloaded {
+		return 0, 0
+	}
+	return a.Uploaded - prev.Uploaded, a.Downloaded - prev.Downloaded
+}
+
+// canonical unmaps IPv4-mapped IPv6 addresses, so a peer reached over a dual-stack socket is
+// stored and handed out as the IPv4 peer it is.
+func canonical(ap netip.AddrPort) netip.AddrPort {
+	if ap.Addr().Is4In6() {
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return ap
+}
+
+func annErr(err error) error {
+	var ce models.ClientError
+	if errors.As(err, &ce) {
+		return ce
+	}
+	return fmt.Errorf("tracker: announce: %w", err)
+}
+
+// HandleScrape reads the counts of each requested torrent and writes them to w in request order.
+func (t *Tracker) HandleScrape(ctx context.Context, sc *models.Scrape, w ScrapeWriter) error {
+	if len(sc.InfoHashes) == 0 {
+		return models.ErrMissingInfoHash
+	}
+	if len(sc.InfoHashes) > t.maxScrape {
+		return models.ErrTooManyInfoHashes
+	}
+	conn, err := t.pool.Get()
+	if err != nil {
+		return fmt.Errorf("tracker: get conn: %w", err)
+	}
+	defer conn.Close()
+
+	s, _ := t.scrapeScratch.Get().(*scrapeScratch)
+	if s == nil {
+		s = &scrapeScratch{}
+	}
+	defer t.scrapeScratch.Put(s)
+	files := s.resp.Files[:0]
+	for _, ih := range sc.InfoHashes {
+		files = append(files, models.TorrentStats{InfoHash: ih})
+	}
+	if err := conn.Scrape(ctx, files); err != nil {
+		return fmt.Errorf("tracker: scrape: %w", err)
+	}
+	s.resp.Files = files
+	if t.observer != nil {
+		t.observer.ObserveScrape(sc)
+	}
+	return w.WriteScrape(&s.resp)
+}
+
+// Reap removes peers that have not announced within the peer timeout, and empty torrents when
+// purge_inactive_torrents is on.
+func (t *Tracker) Reap(ctx context.Context) (ReapResult, error) {
+	conn, err := t.pool.Get()
+	if err != nil {
+		return ReapResult{}, fmt.Errorf("tracker: get conn: %w", err)
+	}
+	defer conn.Close()
+	r, err := conn.Reap(ctx, t.Now().Add(-t.peerTimeout), t.purgeEmpty)
+	if err != nil {
+		return r, fmt.Errorf("tracker: reap: %w", err)
+	}
+	if t.observer != nil {
+		t.observer.ObserveReap(r)
+	}
+	return r, nil
+}
+
+// RunReaper reaps every reap_interval until ctx ends.
+func (t *Tracker) RunReaper(ctx context.Context) {
+	tick := time.NewTicker(t.reapInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			r, err := t.Reap(ctx)
+			if err != nil && ctx.Err() == nil {
+				glog.Errorf("%v", err)
+				continue
+			}
+			if glog.V(1) {
+				glog.Infof("tracker: reaped %d peers and %d torrents", r.Peers, r.Torrents)
+			}
+		}
+	}
+}
