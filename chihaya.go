@@ -19,6 +19,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	nethttp "net/http"
 	"os"
 	"os/signal"
 	"sync"
@@ -96,65 +97,124 @@ func boot(configPath string) error {
 
 // Chihaya is a running tracker.
 type Chihaya struct {
-	cfg     *config.Config
-	ln      net.Listener
-	pool    tracker.Pool
-	backend backend.Conn
-	http    *http.Server
-	stats   *stats.Stats
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	errc    chan error
-	once    sync.Once
+	cfg       *config.Config
+	ln        net.Listener
+	statsLn   net.Listener
+	pool      tracker.Pool
+	backend   backend.Conn
+	http      *http.Server
+	statsHTTP *nethttp.Server
+	stats     *stats.Stats
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	errc      chan error
+	once      sync.Once
 }
 
-// Start opens the drivers that cfg names, listens on cfg.Addr and serves until Shutdown.
-func Start(cfg *config.Config) (*Chihaya, error) {
-	pool, err := tracker.Open(cfg.Tracker)
-	if err != nil {
-		return nil, err
-	}
-	be, err := backend.Open(cfg.Backend)
-	if err != nil {
-		pool.Close()
-		return nil, err
-	}
-	st := stats.New(cfg)
-	tkr, err := tracker.New(cfg, pool, be, st)
-	if err == nil {
-		var srv *http.Server
-		if srv, err = http.NewServer(cfg, tkr); err == nil {
-			var ln net.Listener
-			if ln, err = net.Listen("tcp", cfg.Addr); err == nil {
-				return run(cfg, ln, pool, be, st, tkr, srv), nil
-			}
-			err = fmt.Errorf("listen on %s: %w", cfg.Addr, err)
-		}
-	}
-	_ = be.Close(context.Background())
-	_ = pool.Close()
-	return nil, err
-}
-
-func run(cfg *config.Config, ln net.Listener, pool tracker.Pool, be backend.Conn, st *stats.Stats, tkr *tracker.Tracker, srv *http.Server) *Chihaya {
-	ctx, cancel := context.WithCancel(context.Background())
-	c := &Chihaya{cfg: cfg, ln: ln, pool: pool, backend: be, http: srv, stats: st, cancel: cancel, errc: make(chan error, 1)}
-	c.wg.Add(3)
-	go func() { defer c.wg.Done(); st.Run(ctx) }()
-	go func() { defer c.wg.Done(); tkr.RunReaper(ctx) }()
-	go func() {
-		defer c.wg.Done()
-		if err := srv.Serve(ln); err != nil {
-			c.errc <- err
+// Start opens the drivers that cfg names, listens on cfg.Addr (and cfg.StatsAddr, when set) and
+// serves until Shutdown.
+func Start(cfg *config.Config) (_ *Chihaya, err error) {
+	c := &Chihaya{cfg: cfg, errc: make(chan error, 2)}
+	defer func() {
+		if err != nil {
+			c.closeAll()
 		}
 	}()
-	return c
+	if c.pool, err = tracker.Open(cfg.Tracker); err != nil {
+		return nil, err
+	}
+	if c.backend, err = backend.Open(cfg.Backend); err != nil {
+		return nil, err
+	}
+	var observer tracker.Observer
+	var opts []http.Option
+	if cfg.StatsEnabled {
+		c.stats = stats.New(cfg, nil)
+		observer = c.stats
+		opts = append(opts, http.WithRecorder(c.stats))
+	}
+	tkr, err := tracker.New(cfg, c.pool, c.backend, observer)
+	if err != nil {
+		return nil, err
+	}
+	if c.http, err = http.NewServer(cfg, tkr, opts...); err != nil {
+		return nil, err
+	}
+	if c.stats != nil {
+		c.stats.SetSwarm(tkr)
+		if cfg.StatsAddr == "" {
+			c.http.Handle("stats", c.stats.JSONHandler())
+			c.http.Handle("metrics", c.stats.MetricsHandler())
+		} else {
+			c.statsHTTP = &nethttp.Server{
+				Handler:           c.stats.Mux(cfg.PprofEnabled),
+				ReadHeaderTimeout: cfg.HTTPReadHeaderTimeout.Duration,
+				IdleTimeout:       cfg.HTTPIdleTimeout.Duration,
+			}
+			if c.statsLn, err = net.Listen("tcp", cfg.StatsAddr); err != nil {
+				return nil, fmt.Errorf("listen on stats_addr %s: %w", cfg.StatsAddr, err)
+			}
+		}
+	}
+	if c.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	if c.stats != nil {
+		c.goRun(func() { c.stats.Run(ctx) })
+	}
+	c.goRun(func() { tkr.RunReaper(ctx) })
+	c.goRun(func() {
+		if err := c.http.Serve(c.ln); err != nil {
+			c.errc <- err
+		}
+	})
+	if c.statsHTTP != nil {
+		c.goRun(func() {
+			if err := c.statsHTTP.Serve(c.statsLn); err != nil && !errors.Is(err, nethttp.ErrServerClosed) {
+				c.errc <- fmt.Errorf("stats listener: %w", err)
+			}
+		})
+	}
+	return c, nil
+}
+
+func (c *Chihaya) goRun(f func()) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		f()
+	}()
+}
+
+// closeAll releases what a failed Start had opened.
+func (c *Chihaya) closeAll() {
+	if c.statsLn != nil {
+		_ = c.statsLn.Close()
+	}
+	if c.backend != nil {
+		_ = c.backend.Close(context.Background())
+	}
+	if c.pool != nil {
+		_ = c.pool.Close()
+	}
 }
 
 // Addr returns the address the HTTP frontend listens on.
 func (c *Chihaya) Addr() net.Addr { return c.ln.Addr() }
 
-// Stats returns the running aggregator.
+// StatsAddr returns the address of the separate stats listener, or nil when stats are served on
+// the tracker's own listener or not at all.
+func (c *Chihaya) StatsAddr() net.Addr {
+	if c.statsLn == nil {
+		return nil
+	}
+	return c.statsLn.Addr()
+}
+
+// Stats returns the running aggregator, or nil when stats_enabled is off.
 func (c *Chihaya) Stats() *stats.Stats { return c.stats }
 
 // Shutdown stops accepting requests, waits for those in flight, stops the reaper and the stats
@@ -164,6 +224,11 @@ func (c *Chihaya) Shutdown(ctx context.Context) error {
 	c.once.Do(func() {
 		if err := c.http.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+		}
+		if c.statsHTTP != nil {
+			if err := c.statsHTTP.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("stats listener shutdown: %w", err))
+			}
 		}
 		c.cancel()
 		c.wg.Wait()

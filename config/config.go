@@ -80,6 +80,9 @@ type Config struct {
 	HTTPKeepAlive         bool     `json:"http_keep_alive"`
 	ShutdownTimeout       Duration `json:"shutdown_timeout"`
 
+	StatsEnabled     bool     `json:"stats_enabled"`
+	StatsAddr        string   `json:"stats_addr"`
+	PprofEnabled     bool     `json:"pprof_enabled"`
 	StatsBufferSize  int      `json:"stats_buffer_size"`
 	IncludeMemStats  bool     `json:"include_mem_stats"`
 	VerboseMemStats  bool     `json:"verbose_mem_stats"`
@@ -112,6 +115,7 @@ func Default() Config {
 		HTTPIdleTimeout:       Duration{2 * time.Minute},
 		HTTPKeepAlive:         true,
 		ShutdownTimeout:       Duration{15 * time.Second},
+		StatsEnabled:          true,
 		StatsBufferSize:       4096,
 		MemStatsInterval:      Duration{5 * time.Second},
 	}
@@ -272,6 +276,14 @@ func (c *Config) Validate() error {
 	}
 	if c.RealIPHeader != "" && len(c.TrustedProxies) == 0 {
 		return keyErr("real_ip_header", "is set but trusted_proxies is empty, so the header would never be honoured")
+	}
+	if c.StatsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.StatsAddr); err != nil {
+			return keyErr("stats_addr", "want host:port such as \"127.0.0.1:6880\": %v", err)
+		}
+	}
+	if c.PprofEnabled && (c.StatsAddr == "" || !c.StatsEnabled) {
+		return keyErr("pprof_enabled", "needs stats_enabled and a stats_addr of its own, so that profiles are never served on the public tracker port")
 	}
 	if c.StatsBufferSize < 0 {
 		return keyErr("stats_buffer_size", "must not be negative, got %d", c.StatsBufferSize)

@@ -25,6 +25,7 @@ import (
 
 	"github.com/chihaya/chihaya/config"
 	"github.com/chihaya/chihaya/http/query"
+	"github.com/chihaya/chihaya/stats"
 	"github.com/chihaya/chihaya/tracker"
 	"github.com/chihaya/chihaya/tracker/models"
 )
@@ -43,6 +44,8 @@ type Server struct {
 	interval       time.Duration
 	minInterval    time.Duration
 
+	recorder Recorder
+
 	router  *httprouter.Router
 	extra   map[string]nethttp.Handler
 	srv     *nethttp.Server
@@ -56,8 +59,22 @@ type scratch struct {
 	w  writer
 }
 
+// Recorder is told of every answered request, for metrics; *stats.Stats implements it. Record
+// is called on the request path and must not block.
+type Recorder interface {
+	Record(r stats.Request)
+}
+
+// Option configures a Server.
+type Option func(*Server)
+
+// WithRecorder has the server report every answered request to r.
+func WithRecorder(r Recorder) Option {
+	return func(s *Server) { s.recorder = r }
+}
+
 // NewServer returns a frontend for tkr configured by cfg.
-func NewServer(cfg *config.Config, tkr *tracker.Tracker) (*Server, error) {
+func NewServer(cfg *config.Config, tkr *tracker.Tracker, opts ...Option) (*Server, error) {
 	trusted, err := cfg.TrustedProxyPrefixes()
 	if err != nil {
 		return nil, err
@@ -69,6 +86,9 @@ func NewServer(cfg *config.Config, tkr *tracker.Tracker) (*Server, error) {
 		trusted:        trusted,
 		requestTimeout: cfg.RequestTimeout.Duration,
 		extra:          make(map[string]nethttp.Handler),
+	}
+	for _, o := range opts {
+		o(s)
 	}
 	s.interval, s.minInterval = tkr.Intervals()
 	s.scratch.New = func() any { return new(scratch) }
@@ -156,6 +176,7 @@ func (s *Server) panicked(w nethttp.ResponseWriter, r *nethttp.Request, v any) {
 }
 
 func (s *Server) serveAnnounce(w nethttp.ResponseWriter, r *nethttp.Request, passkey string) {
+	start := time.Now()
 	sc := s.scratch.Get().(*scratch)
 	defer s.scratch.Put(sc)
 	sc.w.w = w
@@ -165,6 +186,26 @@ func (s *Server) serveAnnounce(w nethttp.ResponseWriter, r *nethttp.Request, pas
 	if err != nil {
 		s.fail(&sc.w, r, err)
 	}
+	s.record(stats.Announce, r, sc.a.Event, err, start)
+}
+
+// record reports one answered request to the recorder, if there is one.
+func (s *Server) record(action stats.Action, r *nethttp.Request, e models.Event, err error, start time.Time) {
+	if s.recorder == nil {
+		return
+	}
+	family := models.IPv4
+	if ap, perr := netip.ParseAddrPort(r.RemoteAddr); perr == nil {
+		family = models.FamilyOf(ap.Addr())
+	}
+	s.recorder.Record(stats.Request{
+		Transport: "http",
+		Action:    action,
+		Family:    family,
+		Event:     e,
+		Err:       err,
+		Duration:  time.Since(start),
+	})
 }
 
 func (s *Server) announce(r *nethttp.Request, passkey string, sc *scratch) error {
@@ -185,6 +226,7 @@ func (s *Server) announce(r *nethttp.Request, passkey string, sc *scratch) error
 }
 
 func (s *Server) serveScrape(w nethttp.ResponseWriter, r *nethttp.Request, passkey string) {
+	start := time.Now()
 	sc := s.scratch.Get().(*scratch)
 	defer s.scratch.Put(sc)
 	sc.w.w = w
@@ -194,6 +236,7 @@ func (s *Server) serveScrape(w nethttp.ResponseWriter, r *nethttp.Request, passk
 	if err != nil {
 		s.fail(&sc.w, r, err)
 	}
+	s.record(stats.Scrape, r, models.None, err, start)
 }
 
 func (s *Server) scrape(r *nethttp.Request, passkey string, sc *scratch) error {

@@ -1,70 +1,127 @@
-// Package stats aggregates what the tracker does into metrics. The request path hands it events
-// over a buffered channel and never waits: when the buffer is full the event is dropped and the
-// drop is counted. One goroutine, Run, owns the aggregates.
-//
-// This first version counts announces, scrapes and reaped peers and logs memory use; the /stats
-// and /metrics endpoints build on it.
 package stats
 
 import (
 	"context"
+	"errors"
+	"math"
 	"runtime"
 	"sync/atomic"
 	"time"
 
-	"github.com/golang/glog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/chihaya/chihaya/config"
 	"github.com/chihaya/chihaya/tracker"
 	"github.com/chihaya/chihaya/tracker/models"
 )
 
-type kind uint8
+// Action is the kind of a tracker request.
+type Action uint8
 
+// The request kinds.
 const (
-	announceEvent kind = iota
-	scrapeEvent
-	reapEvent
+	Announce Action = iota
+	Scrape
+	numActions
 )
 
+// String returns "announce" or "scrape".
+func (a Action) String() string {
+	if a == Scrape {
+		return "scrape"
+	}
+	return "announce"
+}
+
+// Request describes one answered request. It is passed by value and holds no pointers but Err,
+// so recording it does not allocate.
+type Request struct {
+	// Transport is the frontend's name: "http" or "udp".
+	Transport string
+	Action    Action
+	Family    models.Family
+	// Event is the announce's event; meaningful for successful announces.
+	Event models.Event
+	// Err is the failure the client was told about, or nil.
+	Err      error
+	Duration time.Duration
+}
+
+// Swarm reports the sizes of all swarms; *tracker.Tracker implements it.
+type Swarm interface {
+	SwarmCounts(ctx context.Context) (models.SwarmCounts, error)
+}
+
 type event struct {
-	kind  kind
-	peers int
+	req  Request
+	reap tracker.ReapResult
+	kind uint8 // 0 request, 1 reap
 }
 
-// Totals is a snapshot of the aggregates.
-type Totals struct {
-	Announces   uint64
-	Scrapes     uint64
-	PeersReaped uint64
-	Dropped     uint64
-}
-
-// Stats is a tracker.Observer that aggregates in its own goroutine.
+// Stats aggregates tracker events. Record and ObserveReap are safe for concurrent use and never
+// block; everything else is owned by the goroutine running Run.
 type Stats struct {
-	events      chan event
-	dropped     atomic.Uint64
-	totals      atomic.Pointer[Totals]
+	events  chan event
+	dropped atomic.Uint64
+	start   time.Time
+	swarm   Swarm
+
 	includeMem  bool
 	verboseMem  bool
 	memInterval time.Duration
+	mem         atomic.Pointer[memSample]
+
+	// perSecond[a] holds math.Float64bits of the action's mean rate over the last minute.
+	perSecond [numActions]atomic.Uint64
+
+	reg     *prometheus.Registry
+	metrics *metrics
 }
 
 var _ tracker.Observer = (*Stats)(nil)
 
-// New returns a Stats configured by cfg. Nothing is aggregated until Run is called.
-func New(cfg *config.Config) *Stats {
+// New returns a Stats configured by cfg that reads swarm sizes from swarm (which may be nil).
+// Nothing is aggregated until Run is called.
+func New(cfg *config.Config, swarm Swarm) *Stats {
 	s := &Stats{
 		events:      make(chan event, cfg.StatsBufferSize),
+		start:       time.Now(),
+		swarm:       swarm,
 		includeMem:  cfg.IncludeMemStats,
 		verboseMem:  cfg.VerboseMemStats,
 		memInterval: cfg.MemStatsInterval.Duration,
+		reg:         prometheus.NewRegistry(),
 	}
-	s.totals.Store(&Totals{})
+	s.metrics = newMetrics(s)
+	s.reg.MustRegister(s.metrics.collectors()...)
+	s.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
 	return s
 }
 
-func (s *Stats) record(e event) {
+// SetSwarm sets where swarm sizes are read from. It must be called before Run.
+func (s *Stats) SetSwarm(swarm Swarm) { s.swarm = swarm }
+
+// Registry returns the registry that /metrics serves, so that other parts (such as a backend
+// driver) can register metrics of their own.
+func (s *Stats) Registry() *prometheus.Registry { return s.reg }
+
+// Record hands r to the aggregator. It never blocks: when the buffer is full, r is dropped and
+// counted in chihaya_stats_events_dropped_total. A nil *Stats records nothing.
+func (s *Stats) Record(r Request) {
+	if s == nil {
+		return
+	}
+	s.send(event{req: r})
+}
+
+// ObserveReap records one reaping pass; it implements tracker.Observer.
+func (s *Stats) ObserveReap(r tracker.ReapResult) { s.send(event{kind: 1, reap: r}) }
+
+func (s *Stats) send(e event) {
 	select {
 	case s.events <- e:
 	default:
@@ -72,57 +129,140 @@ func (s *Stats) record(e event) {
 	}
 }
 
-// ObserveAnnounce records one announce.
-func (s *Stats) ObserveAnnounce(*models.Announce, *tracker.AnnounceResult) {
-	s.record(event{kind: announceEvent})
-}
+// Dropped returns how many events were dropped because the buffer was full.
+func (s *Stats) Dropped() uint64 { return s.dropped.Load() }
 
-// ObserveScrape records one scrape.
-func (s *Stats) ObserveScrape(*models.Scrape) { s.record(event{kind: scrapeEvent}) }
+// window is the per-second history behind the "per second over the last minute" rates.
+const window = 60
 
-// ObserveReap records one reaping pass.
-func (s *Stats) ObserveReap(r tracker.ReapResult) { s.record(event{kind: reapEvent, peers: r.Peers}) }
-
-// Totals returns the latest aggregates, with the drop count.
-func (s *Stats) Totals() Totals {
-	t := *s.totals.Load()
-	t.Dropped = s.dropped.Load()
-	return t
-}
-
-// Run aggregates events until ctx ends.
+// Run aggregates events until ctx ends, then drains what is already buffered.
 func (s *Stats) Run(ctx context.Context) {
+	second := time.NewTicker(time.Second)
+	defer second.Stop()
 	var memTick <-chan time.Time
 	if s.includeMem {
+		s.sampleMem()
 		t := time.NewTicker(s.memInterval)
 		defer t.Stop()
 		memTick = t.C
 	}
-	cur := Totals{}
+	var (
+		ring   [window][numActions]uint64
+		cur    [numActions]uint64
+		filled int
+		slot   int
+	)
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			for {
+				select {
+				case e := <-s.events:
+					s.apply(e, &cur)
+				default:
+					return
+				}
+			}
 		case e := <-s.events:
-			switch e.kind {
-			case announceEvent:
-				cur.Announces++
-			case scrapeEvent:
-				cur.Scrapes++
-			case reapEvent:
-				cur.PeersReaped += uint64(e.peers)
+			s.apply(e, &cur)
+		case <-second.C:
+			ring[slot] = cur
+			cur = [numActions]uint64{}
+			slot = (slot + 1) % window
+			if filled < window {
+				filled++
 			}
-			snap := cur
-			s.totals.Store(&snap)
+			for a := Action(0); a < numActions; a++ {
+				var sum uint64
+				for i := 0; i < filled; i++ {
+					sum += ring[i][a]
+				}
+				s.perSecond[a].Store(math.Float64bits(float64(sum) / float64(filled)))
+			}
 		case <-memTick:
-			var m runtime.MemStats
-			runtime.ReadMemStats(&m)
-			if s.verboseMem {
-				glog.Infof("stats: heap %d B in use, %d B sys, %d GCs, last pause %s",
-					m.HeapInuse, m.Sys, m.NumGC, time.Duration(m.PauseNs[(m.NumGC+255)%256]))
-			} else if glog.V(1) {
-				glog.Infof("stats: heap %d B in use", m.HeapInuse)
-			}
+			s.sampleMem()
 		}
 	}
+}
+
+func (s *Stats) apply(e event, cur *[numActions]uint64) {
+	if e.kind == 1 {
+		s.metrics.peersReaped.Add(float64(e.reap.Peers))
+		s.metrics.torrentsReaped.Add(float64(e.reap.Torrents))
+		return
+	}
+	r := &e.req
+	transport := r.Transport
+	if transport == "" {
+		transport = "http"
+	}
+	action := r.Action.String()
+	s.metrics.requests.WithLabelValues(transport, action, r.Family.String()).Inc()
+	cur[r.Action]++
+	secs := r.Duration.Seconds()
+	s.metrics.duration.WithLabelValues(action).Observe(secs)
+	s.metrics.latency.WithLabelValues(action).Observe(secs)
+	if r.Err != nil {
+		s.metrics.failures.WithLabelValues(action, FailureKind(r.Err)).Inc()
+		return
+	}
+	if r.Action == Announce {
+		s.metrics.announces.WithLabelValues(eventName(r.Event)).Inc()
+	}
+}
+
+func eventName(e models.Event) string {
+	if e == models.None {
+		return "none"
+	}
+	return e.String()
+}
+
+// FailureKind names the kind of a failure for the "kind" label: a short, bounded name for each
+// failure a client can be told about, "other" for client failures without one, and "internal"
+// for the tracker's own errors.
+func FailureKind(err error) string {
+	var ce models.ClientError
+	if !errors.As(err, &ce) {
+		return "internal"
+	}
+	if kind, ok := failureKinds[ce]; ok {
+		return kind
+	}
+	return "other"
+}
+
+var failureKinds = map[models.ClientError]string{
+	models.ErrMalformedRequest:      "malformed_request",
+	models.ErrMissingInfoHash:       "missing_info_hash",
+	models.ErrInvalidInfoHash:       "invalid_info_hash",
+	models.ErrMissingPeerID:         "missing_peer_id",
+	models.ErrInvalidPeerID:         "invalid_peer_id",
+	models.ErrMissingPort:           "missing_port",
+	models.ErrInvalidPort:           "invalid_port",
+	models.ErrInvalidNumber:         "invalid_number",
+	models.ErrMissingUploaded:       "missing_parameter",
+	models.ErrMissingDownloaded:     "missing_parameter",
+	models.ErrMissingLeft:           "missing_parameter",
+	models.ErrDuplicateParameter:    "duplicate_parameter",
+	models.ErrInvalidEvent:          "invalid_event",
+	models.ErrInvalidIP:             "invalid_ip",
+	models.ErrTooManyInfoHashes:     "too_many_info_hashes",
+	models.ErrTorrentNotFound:       "torrent_not_found",
+	models.ErrInternal:              "internal",
+	models.ErrUnavailable:           "unavailable",
+	tracker.ErrClientNotWhitelisted: "client_not_whitelisted",
+}
+
+type memSample struct {
+	at         time.Time
+	goroutines int
+	rss        uint64
+	ms         runtime.MemStats
+}
+
+func (s *Stats) sampleMem() {
+	m := &memSample{at: time.Now(), goroutines: runtime.NumGoroutine(), rss: readRSS()}
+	runtime.ReadMemStats(&m.ms)
+	s.mem.Store(m)
 }

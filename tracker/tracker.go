@@ -37,11 +37,10 @@ type ScrapeWriter interface {
 	WriteScrape(resp *models.ScrapeResponse) error
 }
 
-// Observer is told of what the core did, for metrics. Its methods are called on the request path
-// and must not block.
+// Observer is told of what the core does outside any request, for metrics. Requests are
+// observed by the frontends, which see their whole duration and outcome. Its methods must not
+// block.
 type Observer interface {
-	ObserveAnnounce(a *models.Announce, res *AnnounceResult)
-	ObserveScrape(s *models.Scrape)
 	ObserveReap(r ReapResult)
 }
 
@@ -243,9 +242,6 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 			glog.Errorf("tracker: backend record announce: %v", err)
 		}
 	}
-	if t.observer != nil {
-		t.observer.ObserveAnnounce(a, res)
-	}
 
 	resp := &s.resp
 	*resp = models.AnnounceResponse{
@@ -320,9 +316,6 @@ func (t *Tracker) HandleScrape(ctx context.Context, sc *models.Scrape, w ScrapeW
 		return fmt.Errorf("tracker: scrape: %w", err)
 	}
 	s.resp.Files = files
-	if t.observer != nil {
-		t.observer.ObserveScrape(sc)
-	}
 	return w.WriteScrape(&s.resp)
 }
 

@@ -188,3 +188,11 @@ type AnnounceDelta struct {
 	Left       int64
 	Time       time.Time
 }
+
+// SwarmCounts are the sizes of all swarms a tracker driver holds, peers split by address
+// family (indexed by Family).
+type SwarmCounts struct {
+	Torrents int
+	Seeders  [2]int
+	Leechers [2]int
+}
