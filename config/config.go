@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -167,13 +168,17 @@ var rawMessageType = reflect.TypeOf(json.RawMessage(nil))
 func decodeStrict(data []byte, v reflect.Value, prefix string) error {
 	var fields map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&fields); err != nil {
+	err := dec.Decode(&fields)
+	if err == nil && fields == nil {
+		err = errors.New("null")
+	}
+	if err != nil {
 		if prefix == "" {
 			return fmt.Errorf("not a JSON object: %w", err)
 		}
 		return keyErr(strings.TrimSuffix(prefix, "."), "want a JSON object: %v", err)
 	}
-	if dec.More() {
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return errors.New("trailing data after the JSON object")
 	}
 	byTag := make(map[string]reflect.Value, v.NumField())

@@ -40,7 +40,8 @@ type PeerUpdate struct {
 	Remove bool
 	// Seeder stores the peer as a seeder (left = 0), otherwise as a leecher.
 	Seeder bool
-	// Completed counts one snatch on the torrent if the stored entry was not already a seeder.
+	// Completed, together with Seeder, counts one snatch on the torrent unless the stored entry
+	// was already a seeder. A completed event from a peer that still has bytes left counts none.
 	Completed bool
 	// Create allows the torrent to be created when it is unknown; without it an unknown torrent
 	// is ErrTorrentNotFound (private mode).
@@ -93,8 +94,8 @@ type ReapResult struct {
 // behind it is shared and must stay consistent under concurrent use from many Conns.
 type Conn interface {
 	// Announce applies u to the torrent's swarm and, in the same critical section, appends the
-	// peers chosen by sel to res. It never hands the announcing peer (u.Key) to itself. Counts
-	// in res are taken after the update. An unknown torrent without u.Create is
+	// peers chosen by sel to res. It never hands the announcing peer any entry with its own peer
+	// ID, in either family. Counts in res are taken after the update. An unknown torrent without u.Create is
 	// models.ErrTorrentNotFound.
 	Announce(ctx context.Context, ih models.InfoHash, u *PeerUpdate, sel *Selection, res *AnnounceResult) error
 	// Scrape sets the counts of each entry of files, whose InfoHash the caller filled. Unknown

@@ -70,10 +70,12 @@ type Tracker struct {
 }
 
 type announceScratch struct {
-	res   AnnounceResult
-	other AnnounceResult
-	resp  models.AnnounceResponse
-	delta models.AnnounceDelta
+	u, ou     PeerUpdate
+	sel, none Selection
+	res       AnnounceResult
+	other     AnnounceResult
+	resp      models.AnnounceResponse
+	delta     models.AnnounceDelta
 }
 
 type scrapeScratch struct {
@@ -173,7 +175,8 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 
 	now := t.Now()
 	seeder := a.Seeder()
-	u := PeerUpdate{
+	u := &s.u
+	*u = PeerUpdate{
 		Remove:     a.Event == models.Stopped,
 		Seeder:     seeder,
 		Completed:  a.Event == models.Completed,
@@ -187,20 +190,22 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 	// client name, is stored first and hands out no peers; the main update then reports counts
 	// that include it.
 	if a.Other.IsValid() && models.FamilyOf(a.Other.Addr()) != models.FamilyOf(a.Endpoint.Addr()) {
-		ou := u
+		ou := &s.ou
+		*ou = *u
 		ou.Key = models.PeerKey{ID: a.PeerID, Family: models.FamilyOf(a.Other.Addr())}
 		ou.AddrPort = canonical(a.Other)
 		ou.Completed = false
-		var none Selection
+		s.none = Selection{}
 		s.other.IPv4Peers, s.other.IPv6Peers = s.other.IPv4Peers[:0], s.other.IPv6Peers[:0]
-		if err := conn.Announce(ctx, a.InfoHash, &ou, &none, &s.other); err != nil {
+		if err := conn.Announce(ctx, a.InfoHash, ou, &s.none, &s.other); err != nil {
 			return annErr(err)
 		}
 	}
 
 	u.Key = models.PeerKey{ID: a.PeerID, Family: models.FamilyOf(a.Endpoint.Addr())}
 	u.AddrPort = canonical(a.Endpoint)
-	sel := Selection{
+	sel := &s.sel
+	*sel = Selection{
 		Want:   t.NumWant(a.NumWant, a.Event),
 		Seeder: seeder,
 		IPv4:   t.dualStacked || u.Key.Family == models.IPv4,
@@ -215,7 +220,7 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 	}
 	res := &s.res
 	res.IPv4Peers, res.IPv6Peers = res.IPv4Peers[:0], res.IPv6Peers[:0]
-	if err := conn.Announce(ctx, a.InfoHash, &u, &sel, res); err != nil {
+	if err := conn.Announce(ctx, a.InfoHash, u, sel, res); err != nil {
 		return annErr(err)
 	}
 

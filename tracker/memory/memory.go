@@ -287,8 +287,8 @@ func (t *torrent) candidate(i int) *entry {
 }
 
 func (t *torrent) eligible(e *entry, self models.PeerKey, sel *tracker.Selection) bool {
-	if e.id == self.ID && e.family == self.Family {
-		return false
+	if e.id == self.ID {
+		return false // neither this endpoint nor the same peer's other-family one
 	}
 	if e.family == models.IPv4 {
 		return sel.IPv4

@@ -1,0 +1,1203 @@
+package memory
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/chihaya/chihaya/config"
+	"github.com/chihaya/chihaya/tracker"
+	"github.com/chihaya/chihaya/tracker/models"
+)
+
+var t0 = time.Unix(1_700_000_000, 0)
+
+// hash returns a distinct info hash for n; the first four bytes pick the shard.
+func hash(n int) models.InfoHash {
+	var h models.InfoHash
+	binary.BigEndian.PutUint32(h[:4], uint32(n)*2654435761)
+	binary.BigEndian.PutUint32(h[16:], uint32(n))
+	return h
+}
+
+func pid(n int) models.PeerID {
+	var id models.PeerID
+	copy(id[:], fmt.Sprintf("-TS0001-%012d", n))
+	return id
+}
+
+func v4(n int) netip.AddrPort {
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(n >> 16), byte(n >> 8), byte(n)}), uint16(1000+n%60000))
+}
+
+func v6(n int) netip.AddrPort {
+	a := [16]byte{0x20, 0x01, 0x0d, 0xb8, 0xff}
+	binary.BigEndian.PutUint32(a[12:], uint32(n))
+	return netip.AddrPortFrom(netip.AddrFrom16(a), uint16(2000+n%60000))
+}
+
+func key(n int, f models.Family) models.PeerKey { return models.PeerKey{ID: pid(n), Family: f} }
+
+// peer builds the update of peer n in family f.
+func peer(n int, f models.Family, seeder bool) tracker.PeerUpdate {
+	ap := v4(n)
+	if f == models.IPv6 {
+		ap = v6(n)
+	}
+	return tracker.PeerUpdate{Key: key(n, f), AddrPort: ap, Seeder: seeder, Create: true, Time: t0}
+}
+
+func all(want int) tracker.Selection {
+	return tracker.Selection{Want: want, IPv4: true, IPv6: true}
+}
+
+func announce(tb testing.TB, c tracker.Conn, ih models.InfoHash, u tracker.PeerUpdate, sel tracker.Selection) tracker.AnnounceResult {
+	tb.Helper()
+	var res tracker.AnnounceResult
+	require.NoError(tb, c.Announce(context.Background(), ih, &u, &sel, &res))
+	return res
+}
+
+func scrape(tb testing.TB, c tracker.Conn, ih models.InfoHash) models.TorrentStats {
+	tb.Helper()
+	files := []models.TorrentStats{{InfoHash: ih}}
+	require.NoError(tb, c.Scrape(context.Background(), files))
+	return files[0]
+}
+
+// handed returns the keys of the peers in res, failing on a peer listed in the wrong family.
+func handed(tb testing.TB, res *tracker.AnnounceResult) []models.PeerKey {
+	tb.Helper()
+	var keys []models.PeerKey
+	for _, p := range res.IPv4Peers {
+		assert.True(tb, p.AddrPort.Addr().Is4(), "IPv4Peers holds %v", p.AddrPort)
+		keys = append(keys, models.PeerKey{ID: p.ID, Family: models.IPv4})
+	}
+	for _, p := range res.IPv6Peers {
+		assert.True(tb, p.AddrPort.Addr().Is6() && !p.AddrPort.Addr().Is4In6(), "IPv6Peers holds %v", p.AddrPort)
+		keys = append(keys, models.PeerKey{ID: p.ID, Family: models.IPv6})
+	}
+	return keys
+}
+
+func keySet(tb testing.TB, keys []models.PeerKey) map[models.PeerKey]bool {
+	tb.Helper()
+	set := make(map[models.PeerKey]bool, len(keys))
+	for _, k := range keys {
+		assert.False(tb, set[k], "peer %q/%v handed out twice", k.ID[:], k.Family)
+		set[k] = true
+	}
+	return set
+}
+
+// observe lists the peers of ih without changing them: a stop of an unknown peer hands out the
+// selection and stores nothing.
+func observe(tb testing.TB, c tracker.Conn, ih models.InfoHash, seeder bool) map[models.PeerKey]bool {
+	tb.Helper()
+	u := peer(999_999, models.IPv4, seeder)
+	u.Remove = true
+	sel := all(1 << 20)
+	sel.Seeder = seeder
+	res := announce(tb, c, ih, u, sel)
+	return keySet(tb, handed(tb, &res))
+}
+
+// checkInvariants walks every torrent of p and checks that its index and its slices agree.
+func checkInvariants(tb testing.TB, p *Pool) {
+	tb.Helper()
+	for i := range p.shards {
+		s := &p.shards[i]
+		s.mu.RLock()
+		for ih, t := range s.torrents {
+			assert.Equal(tb, len(t.seeders)+len(t.leechers), len(t.index), "torrent %x: index size", ih[:4])
+			for j := range t.leechers {
+				idx, ok := t.index[t.leechers[j].key()]
+				assert.True(tb, ok && idx == int32(j), "torrent %x: leecher %d indexed at %d", ih[:4], j, idx)
+			}
+			for j := range t.seeders {
+				idx, ok := t.index[t.seeders[j].key()]
+				assert.True(tb, ok && idx == -int32(j)-1, "torrent %x: seeder %d indexed at %d", ih[:4], j, idx)
+			}
+			assert.GreaterOrEqual(tb, t.snatches, 0)
+		}
+		s.mu.RUnlock()
+	}
+}
+
+func TestDriverParams(t *testing.T) {
+	tests := []struct {
+		name       string
+		params     string
+		wantShards int
+		errHas     []string
+	}{
+		{name: "absent", params: "", wantShards: DefaultShards},
+		{name: "null", params: "null", wantShards: DefaultShards},
+		{name: "blank", params: " \n\t", wantShards: DefaultShards},
+		{name: "empty object", params: "{}", wantShards: DefaultShards},
+		{name: "shards set", params: `{"shards": 8}`, wantShards: 8},
+		{name: "one shard", params: `{"shards": 1}`, wantShards: 1},
+		{name: "zero shards", params: `{"shards": 0}`, errHas: []string{`"shards"`, "got 0"}},
+		{name: "negative shards", params: `{"shards": -3}`, errHas: []string{`"shards"`, "got -3"}},
+		{name: "too many shards", params: fmt.Sprintf(`{"shards": %d}`, MaxShards+1), errHas: []string{`"shards"`}},
+		{name: "shards wrong type", params: `{"shards": "many"}`, errHas: []string{"shards"}},
+		{name: "shards fraction", params: `{"shards": 1.5}`, errHas: []string{"shards"}},
+		{name: "unknown key", params: `{"shard": 8}`, errHas: []string{`"shard"`, `known keys: "shards"`}},
+		{name: "unknown key beside a good one", params: `{"shards": 8, "ttl": "1m"}`, errHas: []string{`"ttl"`}},
+		{name: "not an object", params: `[1]`, errHas: []string{"params"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var raw json.RawMessage
+			if tt.params != "" {
+				raw = json.RawMessage(tt.params)
+			}
+			pool, err := Driver{}.New(raw)
+			if tt.errHas != nil {
+				require.Error(t, err)
+				assert.Nil(t, pool)
+				for _, s := range tt.errHas {
+					assert.Contains(t, err.Error(), s)
+				}
+				return
+			}
+			require.NoError(t, err)
+			p, ok := pool.(*Pool)
+			require.True(t, ok, "pool is %T", pool)
+			assert.Len(t, p.shards, tt.wantShards)
+			require.NoError(t, pool.Close())
+		})
+	}
+}
+
+func TestRegisteredAsMemory(t *testing.T) {
+	assert.Contains(t, tracker.Drivers(), "memory")
+	pool, err := tracker.Open(config.DriverConfig{Name: "memory", Params: json.RawMessage(`{"shards": 4}`)})
+	require.NoError(t, err)
+	require.IsType(t, &Pool{}, pool)
+	assert.Len(t, pool.(*Pool).shards, 4)
+
+	_, err = tracker.Open(config.DriverConfig{Name: "memory", Params: json.RawMessage(`{"bogus": 4}`)})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `"bogus"`)
+	assert.Contains(t, err.Error(), `driver "memory"`)
+
+	conn, err := pool.Get()
+	require.NoError(t, err)
+	assert.NoError(t, conn.Close())
+}
+
+func TestAnnounceCreatesTorrent(t *testing.T) {
+	p := NewPool(16)
+	c, err := p.Get()
+	require.NoError(t, err)
+	defer c.Close()
+
+	ih := hash(1)
+	before := scrape(t, c, ih)
+	assert.Equal(t, models.TorrentStats{InfoHash: ih}, before)
+
+	res := announce(t, c, ih, peer(1, models.IPv4, false), all(50))
+	assert.False(t, res.Prev.Found)
+	assert.Equal(t, 0, res.Seeders)
+	assert.Equal(t, 1, res.Leechers)
+	assert.Equal(t, 0, res.Snatches)
+	assert.Empty(t, res.IPv4Peers)
+	assert.Empty(t, res.IPv6Peers)
+
+	after := scrape(t, c, ih)
+	assert.Equal(t, models.TorrentStats{InfoHash: ih, Leechers: 1, Registered: true}, after)
+
+	// Another torrent stays unknown.
+	assert.False(t, scrape(t, c, hash(2)).Registered)
+	checkInvariants(t, p)
+}
+
+func TestNeverHandsSelf(t *testing.T) {
+	tests := []struct {
+		name    string
+		swarm   int
+		seeders bool
+	}{
+		{name: "alone leecher", swarm: 1},
+		{name: "alone seeder", swarm: 1, seeders: true},
+		{name: "two leechers", swarm: 2},
+		{name: "many leechers", swarm: 30},
+		{name: "many seeders", swarm: 30, seeders: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := NewPool(4)
+			ih := hash(7)
+			for i := 0; i < tt.swarm; i++ {
+				announce(t, p, ih, peer(i, models.IPv4, tt.seeders), all(0))
+			}
+			for i := 0; i < tt.swarm; i++ {
+				// A seeder asks as a leecher here so that it may see the other seeders.
+				res := announce(t, p, ih, peer(i, models.IPv4, tt.seeders), all(100))
+				got := keySet(t, handed(t, &res))
+				assert.NotContains(t, got, key(i, models.IPv4))
+				assert.Len(t, got, tt.swarm-1)
+			}
+		})
+	}
+}
+
+func TestSeedersGetLeechersOnly(t *testing.T) {
+	const nSeed, nLeech = 4, 6
+	p := NewPool(4)
+	ih := hash(3)
+	for i := 0; i < nSeed; i++ {
+		announce(t, p, ih, peer(i, models.IPv4, true), all(0))
+	}
+	for i := nSeed; i < nSeed+nLeech; i++ {
+		announce(t, p, ih, peer(i, models.IPv4, false), all(0))
+	}
+	isSeeder := func(k models.PeerKey) bool {
+		for i := 0; i < nSeed; i++ {
+			if k == key(i, models.IPv4) {
+				return true
+			}
+		}
+		return false
+	}
+
+	tests := []struct {
+		name      string
+		requester int
+		seeder    bool
+		wantN     int
+		wantSeeds bool
+	}{
+		{name: "seeder in swarm", requester: 0, seeder: true, wantN: nLeech},
+		{name: "new seeder", requester: 100, seeder: true, wantN: nLeech},
+		{name: "leecher in swarm", requester: nSeed, seeder: false, wantN: nSeed + nLeech - 1, wantSeeds: true},
+		{name: "new leecher", requester: 101, seeder: false, wantN: nSeed + nLeech, wantSeeds: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u := peer(tt.requester, models.IPv4, tt.seeder)
+			u.Remove = tt.requester >= 100 // outsiders look without joining
+			sel := all(100)
+			sel.Seeder = tt.seeder
+			res := announce(t, p, ih, u, sel)
+			got := keySet(t, handed(t, &res))
+			assert.Len(t, got, tt.wantN)
+			seeds := 0
+			for k := range got {
+				if isSeeder(k) {
+					seeds++
+				}
+			}
+			if tt.wantSeeds {
+				assert.Equal(t, nSeed, seeds)
+			} else {
+				assert.Zero(t, seeds, "a seeder was handed seeders")
+			}
+		})
+	}
+}
+
+func TestWantCapsTotal(t *testing.T) {
+	const perFamily = 10
+	p := NewPool(4)
+	ih := hash(4)
+	for i := 0; i < perFamily; i++ {
+		announce(t, p, ih, peer(i, models.IPv4, i%2 == 0), all(0))
+		announce(t, p, ih, peer(i, models.IPv6, i%2 == 1), all(0))
+	}
+	tests := []struct {
+		want, expect int
+	}{
+		{0, 0}, {1, 1}, {7, 7}, {10, 10}, {19, 19}, {20, 20}, {21, 20}, {1000, 20},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.want), func(t *testing.T) {
+			for rep := 0; rep < 20; rep++ {
+				u := peer(500, models.IPv4, false)
+				u.Remove = true
+				res := announce(t, p, ih, u, all(tt.want))
+				got := keySet(t, handed(t, &res))
+				require.Len(t, got, tt.expect, "IPv4 %d + IPv6 %d", len(res.IPv4Peers), len(res.IPv6Peers))
+			}
+		})
+	}
+}
+
+func TestCompletedCountsOneSnatch(t *testing.T) {
+	type step struct {
+		seeder, completed, remove bool
+		wantSnatched              bool
+		wantSnatches              int
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{
+			name: "leecher completes once",
+			steps: []step{
+				{seeder: false},
+				{seeder: true, completed: true, wantSnatched: true, wantSnatches: 1},
+			},
+		},
+		{
+			name: "completed twice counts once",
+			steps: []step{
+				{seeder: false},
+				{seeder: true, completed: true, wantSnatched: true, wantSnatches: 1},
+				{seeder: true, completed: true, wantSnatches: 1},
+				{seeder: true, wantSnatches: 1},
+			},
+		},
+		{
+			name: "unknown peer completing counts",
+			steps: []step{
+				{seeder: true, completed: true, wantSnatched: true, wantSnatches: 1},
+			},
+		},
+		{
+			name: "stored seeder completing does not count",
+			steps: []step{
+				{seeder: true},
+				{seeder: true, completed: true, wantSnatches: 0},
+			},
+		},
+		{
+			name: "seeder without completed does not count",
+			steps: []step{
+				{seeder: false},
+				{seeder: true, wantSnatches: 0},
+			},
+		},
+		{
+			name: "seeder that became a leecher again counts again",
+			steps: []step{
+				{seeder: false},
+				{seeder: true, completed: true, wantSnatched: true, wantSnatches: 1},
+				{seeder: false, wantSnatches: 1},
+				{seeder: true, completed: true, wantSnatched: true, wantSnatches: 2},
+			},
+		},
+		{
+			name: "stopped then completing counts as a new entry",
+			steps: []step{
+				{seeder: true, completed: true, wantSnatched: true, wantSnatches: 1},
+				{remove: true, wantSnatches: 1},
+				{seeder: true, completed: true, wantSnatched: true, wantSnatches: 2},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := NewPool(2)
+			ih := hash(5)
+			// Another leecher keeps the torrent non-empty and must never change the count.
+			announce(t, p, ih, peer(50, models.IPv4, false), all(0))
+			for i, st := range tt.steps {
+				u := peer(1, models.IPv4, st.seeder)
+				u.Completed, u.Remove = st.completed, st.remove
+				res := announce(t, p, ih, u, all(10))
+				assert.Equal(t, st.wantSnatched, res.Snatched, "step %d Snatched", i)
+				assert.Equal(t, st.wantSnatches, res.Snatches, "step %d Snatches", i)
+				assert.Equal(t, st.wantSnatches, scrape(t, p, ih).Snatches, "step %d scrape", i)
+			}
+		})
+	}
+}
+
+func TestMovesKeepIndexConsistent(t *testing.T) {
+	p := NewPool(1)
+	ih := hash(6)
+	// Leechers 0..4, seeders 10..12.
+	for i := 0; i < 5; i++ {
+		announce(t, p, ih, peer(i, models.IPv4, false), all(0))
+	}
+	for i := 10; i < 13; i++ {
+		announce(t, p, ih, peer(i, models.IPv4, true), all(0))
+	}
+	live := map[models.PeerKey]bool{}
+	seeders := map[models.PeerKey]bool{}
+	for i := 0; i < 5; i++ {
+		live[key(i, models.IPv4)] = true
+	}
+	for i := 10; i < 13; i++ {
+		live[key(i, models.IPv4)] = true
+		seeders[key(i, models.IPv4)] = true
+	}
+
+	moves := []struct {
+		name   string
+		peer   int
+		seeder bool
+	}{
+		{"middle leecher seeds", 1, true},
+		{"first seeder leeches", 10, false},
+		{"last leecher seeds", 4, true},
+		{"moved leecher goes back", 1, false},
+		{"moved seeder goes back", 10, true},
+		{"first leecher seeds", 0, true},
+		{"same state again", 0, true},
+		{"last seeder leeches", 12, false},
+	}
+	for _, mv := range moves {
+		t.Run(mv.name, func(t *testing.T) {
+			k := key(mv.peer, models.IPv4)
+			res := announce(t, p, ih, peer(mv.peer, models.IPv4, mv.seeder), all(0))
+			assert.True(t, res.Prev.Found)
+			assert.Equal(t, seeders[k], res.Prev.Seeder)
+			if mv.seeder {
+				seeders[k] = true
+			} else {
+				delete(seeders, k)
+			}
+			wantS := len(seeders)
+			wantL := len(live) - wantS
+			assert.Equal(t, wantS, res.Seeders)
+			assert.Equal(t, wantL, res.Leechers)
+			st := scrape(t, p, ih)
+			assert.Equal(t, wantS, st.Seeders)
+			assert.Equal(t, wantL, st.Leechers)
+
+			assert.Equal(t, live, observe(t, p, ih, false), "leecher's view")
+			leechers := map[models.PeerKey]bool{}
+			for k := range live {
+				if !seeders[k] {
+					leechers[k] = true
+				}
+			}
+			assert.Equal(t, leechers, observe(t, p, ih, true), "seeder's view")
+			checkInvariants(t, p)
+		})
+	}
+}
+
+func TestRemoveShrinksAndStaysConsistent(t *testing.T) {
+	p := NewPool(1)
+	ih := hash(8)
+	const n = 300
+	for i := 0; i < n; i++ {
+		announce(t, p, ih, peer(i, models.IPv4, i%3 == 0), all(0))
+	}
+	live := map[models.PeerKey]bool{}
+	for i := 0; i < n; i++ {
+		live[key(i, models.IPv4)] = true
+	}
+	// Remove most peers, in an order that hits the front, middle and back of both slices.
+	for i := 0; i < n; i++ {
+		if i%10 == 7 {
+			continue
+		}
+		j := (i * 7) % n
+		u := peer(j, models.IPv4, j%3 == 0)
+		u.Remove = true
+		res := announce(t, p, ih, u, all(0))
+		if live[key(j, models.IPv4)] {
+			assert.True(t, res.Prev.Found, "peer %d", j)
+			delete(live, key(j, models.IPv4))
+		} else {
+			assert.False(t, res.Prev.Found, "peer %d", j)
+		}
+	}
+	checkInvariants(t, p)
+	assert.Equal(t, live, observe(t, p, ih, false))
+	st := scrape(t, p, ih)
+	assert.Equal(t, len(live), st.Seeders+st.Leechers)
+}
+
+func TestRemove(t *testing.T) {
+	tests := []struct {
+		name         string
+		setup        []tracker.PeerUpdate
+		remove       tracker.PeerUpdate
+		wantFound    bool
+		wantPrevSeed bool
+		wantStats    models.TorrentStats
+	}{
+		{
+			name:      "stopped peer of an unknown torrent creates nothing",
+			remove:    peer(1, models.IPv4, false),
+			wantStats: models.TorrentStats{},
+		},
+		{
+			name:      "remove the only leecher keeps the torrent until reaped",
+			setup:     []tracker.PeerUpdate{peer(1, models.IPv4, false)},
+			remove:    peer(1, models.IPv4, false),
+			wantFound: true,
+			wantStats: models.TorrentStats{Registered: true},
+		},
+		{
+			name:         "remove a seeder",
+			setup:        []tracker.PeerUpdate{peer(1, models.IPv4, true), peer(2, models.IPv4, true), peer(3, models.IPv4, false)},
+			remove:       peer(1, models.IPv4, false), // the stored state decides which slice
+			wantFound:    true,
+			wantPrevSeed: true,
+			wantStats:    models.TorrentStats{Seeders: 1, Leechers: 1, Registered: true},
+		},
+		{
+			name:      "remove an unknown peer of a known torrent",
+			setup:     []tracker.PeerUpdate{peer(1, models.IPv4, true)},
+			remove:    peer(2, models.IPv4, false),
+			wantStats: models.TorrentStats{Seeders: 1, Registered: true},
+		},
+		{
+			name:      "remove the other family only",
+			setup:     []tracker.PeerUpdate{peer(1, models.IPv4, false), peer(1, models.IPv6, false)},
+			remove:    peer(1, models.IPv6, false),
+			wantFound: true,
+			wantStats: models.TorrentStats{Leechers: 1, Registered: true},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := NewPool(2)
+			ih := hash(9)
+			for _, u := range tt.setup {
+				announce(t, p, ih, u, all(0))
+			}
+			u := tt.remove
+			u.Remove = true
+			res := announce(t, p, ih, u, all(0))
+			assert.Equal(t, tt.wantFound, res.Prev.Found)
+			assert.Equal(t, tt.wantPrevSeed, res.Prev.Seeder)
+			assert.False(t, res.Snatched)
+			want := tt.wantStats
+			want.InfoHash = ih
+			assert.Equal(t, want, scrape(t, p, ih))
+			assert.Equal(t, want.Seeders, res.Seeders)
+			assert.Equal(t, want.Leechers, res.Leechers)
+			assert.NotContains(t, observe(t, p, ih, false), u.Key)
+			if !want.Registered {
+				// Even looking at the torrent must not have created it.
+				assert.False(t, scrape(t, p, ih).Registered)
+			}
+			checkInvariants(t, p)
+		})
+	}
+}
+
+func TestCreateFalse(t *testing.T) {
+	tests := []struct {
+		name    string
+		known   bool
+		remove  bool
+		wantErr error
+	}{
+		{name: "unknown torrent", wantErr: models.ErrTorrentNotFound},
+		{name: "unknown torrent, stopped", remove: true, wantErr: models.ErrTorrentNotFound},
+		{name: "known torrent", known: true},
+		{name: "known torrent, stopped", known: true, remove: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := NewPool(2)
+			ih := hash(10)
+			if tt.known {
+				announce(t, p, ih, peer(1, models.IPv4, true), all(0))
+			}
+			u := peer(2, models.IPv4, false)
+			u.Create, u.Remove = false, tt.remove
+			sel := all(10)
+			var res tracker.AnnounceResult
+			err := p.Announce(context.Background(), ih, &u, &sel, &res)
+			if tt.wantErr != nil {
+				require.ErrorIs(t, err, tt.wantErr)
+				assert.False(t, scrape(t, p, ih).Registered, "an unknown torrent must not be created")
+				return
+			}
+			require.NoError(t, err)
+			assert.True(t, scrape(t, p, ih).Registered)
+			if !tt.remove {
+				assert.Equal(t, 1, res.Leechers)
+				assert.Len(t, res.IPv4Peers, 1)
+			}
+		})
+	}
+}
+
+func TestPrevPeer(t *testing.T) {
+	tests := []struct {
+		name  string
+		first *tracker.PeerUpdate
+		want  tracker.PrevPeer
+	}{
+		{name: "first announce", want: tracker.PrevPeer{}},
+		{
+			name:  "leecher",
+			first: &tracker.PeerUpdate{Uploaded: 10, Downloaded: 20, Time: t0},
+			want:  tracker.PrevPeer{Found: true, Uploaded: 10, Downloaded: 20, Time: t0},
+		},
+		{
+			name:  "seeder",
+			first: &tracker.PeerUpdate{Seeder: true, Uploaded: 1 << 40, Downloaded: 1 << 35, Time: t0.Add(90 * time.Second)},
+			want:  tracker.PrevPeer{Found: true, Seeder: true, Uploaded: 1 << 40, Downloaded: 1 << 35, Time: t0.Add(90 * time.Second)},
+		},
+		{
+			name:  "sub-second time is kept to the second",
+			first: &tracker.PeerUpdate{Time: t0.Add(1500 * time.Millisecond)},
+			want:  tracker.PrevPeer{Found: true, Time: t0.Add(time.Second)},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := NewPool(2)
+			ih := hash(11)
+			if tt.first != nil {
+				u := peer(1, models.IPv4, tt.first.Seeder)
+				u.Uploaded, u.Downloaded, u.Time = tt.first.Uploaded, tt.first.Downloaded, tt.first.Time
+				announce(t, p, ih, u, all(0))
+			}
+			u := peer(1, models.IPv4, false)
+			u.Uploaded, u.Downloaded, u.Time = 5, 5, t0.Add(time.Hour)
+			res := announce(t, p, ih, u, all(0))
+			assert.Equal(t, tt.want.Found, res.Prev.Found)
+			assert.Equal(t, tt.want.Seeder, res.Prev.Seeder)
+			assert.Equal(t, tt.want.Uploaded, res.Prev.Uploaded)
+			assert.Equal(t, tt.want.Downloaded, res.Prev.Downloaded)
+			if tt.want.Found {
+				assert.True(t, tt.want.Time.Equal(res.Prev.Time), "Prev.Time = %v, want %v", res.Prev.Time, tt.want.Time)
+			}
+
+			// The second announce's counters are now the stored ones.
+			res = announce(t, p, ih, peer(1, models.IPv4, false), all(0))
+			assert.Equal(t, tracker.PrevPeer{Found: true, Uploaded: 5, Downloaded: 5, Time: res.Prev.Time}, res.Prev)
+			assert.True(t, t0.Add(time.Hour).Equal(res.Prev.Time))
+		})
+	}
+}
+
+func TestDualStack(t *testing.T) {
+	p := NewPool(4)
+	ih := hash(12)
+	res := announce(t, p, ih, peer(1, models.IPv4, false), all(0))
+	assert.False(t, res.Prev.Found)
+	res = announce(t, p, ih, peer(1, models.IPv6, false), all(0))
+	assert.False(t, res.Prev.Found, "the IPv6 key must be a new entry")
+	assert.Equal(t, 2, res.Leechers)
+	assert.Equal(t, 2, scrape(t, p, ih).Leechers)
+
+	// Announcing again in either family updates that family's entry only.
+	res = announce(t, p, ih, peer(1, models.IPv4, false), all(0))
+	assert.True(t, res.Prev.Found)
+	assert.Equal(t, 2, res.Leechers)
+
+	// A requester with both families sees both endpoints, each in its own list.
+	u := peer(2, models.IPv4, false)
+	res = announce(t, p, ih, u, all(50))
+	require.Len(t, res.IPv4Peers, 1)
+	require.Len(t, res.IPv6Peers, 1)
+	assert.Equal(t, models.Peer{ID: pid(1), AddrPort: v4(1)}, res.IPv4Peers[0])
+	assert.Equal(t, models.Peer{ID: pid(1), AddrPort: v6(1)}, res.IPv6Peers[0])
+	assert.True(t, res.IPv4Peers[0].AddrPort.Addr().Is4(), "IPv4 peers are handed out unmapped")
+
+	// A dual-stacked peer is never handed its own other-family endpoint.
+	res = announce(t, p, ih, peer(1, models.IPv4, false), all(50))
+	for _, got := range append(res.IPv4Peers, res.IPv6Peers...) {
+		assert.NotEqual(t, pid(1), got.ID, "peer 1 was handed its own %v endpoint", got.AddrPort)
+	}
+	assert.Len(t, res.IPv4Peers, 1, "peer 2 only")
+
+	// Stopping one family leaves the other.
+	stop := peer(1, models.IPv4, false)
+	stop.Remove = true
+	announce(t, p, ih, stop, all(0))
+	assert.Equal(t, map[models.PeerKey]bool{key(1, models.IPv6): true, key(2, models.IPv4): true}, observe(t, p, ih, false))
+	checkInvariants(t, p)
+}
+
+func TestSelectionFamilies(t *testing.T) {
+	p := NewPool(4)
+	ih := hash(13)
+	for i := 0; i < 3; i++ {
+		announce(t, p, ih, peer(i, models.IPv4, false), all(0))
+		announce(t, p, ih, peer(10+i, models.IPv6, true), all(0))
+	}
+	tests := []struct {
+		name       string
+		ipv4, ipv6 bool
+		want       int
+		wantV4     int
+		wantV6     int
+	}{
+		{name: "both", ipv4: true, ipv6: true, want: 50, wantV4: 3, wantV6: 3},
+		{name: "IPv4 only", ipv4: true, want: 50, wantV4: 3},
+		{name: "IPv6 only", ipv6: true, want: 50, wantV6: 3},
+		{name: "neither", want: 50},
+		{name: "IPv4 only, small want", ipv4: true, want: 2, wantV4: 2},
+		{name: "IPv6 only, small want", ipv6: true, want: 1, wantV6: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for rep := 0; rep < 10; rep++ {
+				u := peer(100, models.IPv4, false)
+				u.Remove = true
+				res := announce(t, p, ih, u, tracker.Selection{Want: tt.want, IPv4: tt.ipv4, IPv6: tt.ipv6})
+				assert.Len(t, res.IPv4Peers, tt.wantV4)
+				assert.Len(t, res.IPv6Peers, tt.wantV6)
+				keySet(t, handed(t, &res))
+				for _, pr := range res.IPv4Peers {
+					assert.True(t, pr.AddrPort.Addr().Is4())
+				}
+				for _, pr := range res.IPv6Peers {
+					assert.True(t, pr.AddrPort.Addr().Is6())
+				}
+			}
+		})
+	}
+}
+
+func TestPreferredSubnet(t *testing.T) {
+	inV4 := func(i int) netip.AddrPort {
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), 6881)
+	}
+	inV6 := func(i int) netip.AddrPort {
+		return netip.AddrPortFrom(netip.MustParseAddr(fmt.Sprintf("2001:db8:1:%x::1", i)), 6881)
+	}
+	tests := []struct {
+		name     string
+		prefix   netip.Prefix
+		inside   int // peers inside the prefix
+		outside  int // peers outside it, per family
+		want     int
+		seeder   bool
+		withSelf bool // the requester is itself a peer inside the prefix
+	}{
+		{name: "IPv4 want more than inside", prefix: netip.MustParsePrefix("192.0.2.0/24"), inside: 5, outside: 35, want: 8},
+		{name: "IPv4 want fewer than inside", prefix: netip.MustParsePrefix("192.0.2.0/24"), inside: 5, outside: 35, want: 3},
+		{name: "IPv4 want exactly inside", prefix: netip.MustParsePrefix("192.0.2.0/24"), inside: 5, outside: 35, want: 5},
+		{name: "IPv4 requester inside", prefix: netip.MustParsePrefix("192.0.2.0/24"), inside: 5, outside: 35, want: 6, withSelf: true},
+		{name: "IPv4 seeder requester", prefix: netip.MustParsePrefix("192.0.2.0/24"), inside: 5, outside: 35, want: 7, seeder: true},
+		{name: "IPv6 /48", prefix: netip.MustParsePrefix("2001:db8:1::/48"), inside: 4, outside: 20, want: 6},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := NewPool(1)
+			ih := hash(14)
+			v6Prefix := tt.prefix.Addr().Is6()
+			insideKeys := map[models.PeerKey]bool{}
+			for i := 0; i < tt.inside; i++ {
+				u := peer(i, models.IPv4, false)
+				if v6Prefix {
+					u = peer(i, models.IPv6, false)
+					u.AddrPort = inV6(i + 1)
+				} else {
+					u.AddrPort = inV4(i + 1)
+				}
+				insideKeys[u.Key] = true
+				announce(t, p, ih, u, all(0))
+			}
+			for i := 100; i < 100+tt.outside; i++ {
+				// Outsiders in both families, seeders and leechers mixed; the seeders fall
+				// outside a seeder requester's candidates.
+				announce(t, p, ih, peer(i, models.IPv4, i%4 == 0), all(0))
+				announce(t, p, ih, peer(i, models.IPv6, i%4 == 1), all(0))
+			}
+			self := peer(9999, models.IPv4, tt.seeder)
+			if v6Prefix {
+				self = peer(9999, models.IPv6, tt.seeder)
+			}
+			wantInside := tt.inside
+			if tt.withSelf {
+				self = peer(0, self.Key.Family, tt.seeder)
+				self.AddrPort = inV4(1)
+				if v6Prefix {
+					self.AddrPort = inV6(1)
+				}
+				wantInside--
+			}
+			prefer := tracker.Selection{Want: tt.want, Seeder: tt.seeder, IPv4: true, IPv6: true, Prefer: tt.prefix}
+			for rep := 0; rep < 50; rep++ {
+				res := announce(t, p, ih, self, prefer)
+				list := res.IPv4Peers
+				if v6Prefix {
+					list = res.IPv6Peers
+				}
+				got := keySet(t, handed(t, &res))
+				require.Len(t, got, tt.want)
+				assert.NotContains(t, got, self.Key)
+				// Peers of the prefix's family are appended in selection order: all inside
+				// peers come before any outside one.
+				nIn := min(wantInside, tt.want)
+				require.GreaterOrEqual(t, len(list), nIn)
+				for i, pr := range list {
+					inside := tt.prefix.Contains(pr.AddrPort.Addr())
+					if i < nIn {
+						assert.True(t, inside, "rep %d: peer %d (%v) is outside %v but %d inside peers exist", rep, i, pr.AddrPort, tt.prefix, wantInside)
+					} else {
+						assert.False(t, inside, "rep %d: peer %d (%v) inside %v came after an outside one", rep, i, pr.AddrPort, tt.prefix)
+					}
+				}
+				count := 0
+				for k := range got {
+					if insideKeys[k] {
+						count++
+					}
+				}
+				assert.Equal(t, nIn, count)
+			}
+		})
+	}
+}
+
+func TestReap(t *testing.T) {
+	type pe struct {
+		torrent int
+		peer    int
+		seeder  bool
+		age     time.Duration // before t0
+	}
+	swarm := []pe{
+		{torrent: 1, peer: 1, age: time.Hour},
+		{torrent: 1, peer: 2, seeder: true, age: time.Hour},
+		{torrent: 1, peer: 3, age: time.Minute},
+		{torrent: 1, peer: 4, seeder: true, age: 0},
+		{torrent: 2, peer: 1, age: 2 * time.Hour},
+		{torrent: 2, peer: 2, seeder: true, age: 31 * time.Minute},
+		{torrent: 3, peer: 1, age: 30 * time.Minute},               // exactly at the cutoff: kept
+		{torrent: 3, peer: 2, seeder: true, age: 30 * time.Minute}, // likewise
+	}
+	cutoff := t0.Add(-30 * time.Minute)
+	tests := []struct {
+		name         string
+		purge        bool
+		wantPeers    int
+		wantTorrents int
+		wantStats    map[int]models.TorrentStats
+	}{
+		{
+			name:      "keep empty torrents",
+			purge:     false,
+			wantPeers: 4,
+			wantStats: map[int]models.TorrentStats{
+				1: {Seeders: 1, Leechers: 1, Registered: true},
+				2: {Registered: true},
+				3: {Seeders: 1, Leechers: 1, Registered: true},
+				4: {Registered: true, Snatches: 1}, // emptied by a stop before the reap
+			},
+		},
+		{
+			name:         "purge empty torrents",
+			purge:        true,
+			wantPeers:    4,
+			wantTorrents: 2,
+			wantStats: map[int]models.TorrentStats{
+				1: {Seeders: 1, Leechers: 1, Registered: true},
+				2: {},
+				3: {Seeders: 1, Leechers: 1, Registered: true},
+				4: {},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := NewPool(8)
+			for _, s := range swarm {
+				u := peer(s.peer, models.IPv4, s.seeder)
+				u.Time = t0.Add(-s.age)
+				announce(t, p, hash(s.torrent), u, all(0))
+			}
+			// Torrent 4 had a snatch and was left empty by its only peer.
+			u := peer(1, models.IPv6, true)
+			u.Completed = true
+			announce(t, p, hash(4), u, all(0))
+			u.Remove = true
+			announce(t, p, hash(4), u, all(0))
+
+			r, err := p.Reap(context.Background(), cutoff, tt.purge)
+			require.NoError(t, err)
+			assert.Equal(t, tracker.ReapResult{Peers: tt.wantPeers, Torrents: tt.wantTorrents}, r)
+			for n, want := range tt.wantStats {
+				want.InfoHash = hash(n)
+				assert.Equal(t, want, scrape(t, p, hash(n)), "torrent %d", n)
+			}
+			assert.Equal(t, map[models.PeerKey]bool{key(3, models.IPv4): true, key(4, models.IPv4): true}, observe(t, p, hash(1), false))
+			checkInvariants(t, p)
+
+			// A second pass at the same cutoff finds nothing more.
+			r, err = p.Reap(context.Background(), cutoff, tt.purge)
+			require.NoError(t, err)
+			assert.Equal(t, tracker.ReapResult{}, r)
+		})
+	}
+}
+
+func TestReapCancelled(t *testing.T) {
+	p := NewPool(4)
+	announce(t, p, hash(1), peer(1, models.IPv4, false), all(0))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := p.Reap(ctx, t0.Add(time.Hour), true)
+	assert.ErrorIs(t, err, context.Canceled)
+}
+
+func TestSelectionFairness(t *testing.T) {
+	tests := []struct {
+		name   string
+		swarm  int
+		want   int
+		seeder bool
+	}{
+		{name: "40 leechers want 5", swarm: 40, want: 5},
+		{name: "40 mixed, seeder wants 3", swarm: 40, want: 3, seeder: true},
+		{name: "200 mixed want 50", swarm: 200, want: 50},
+		{name: "3 peers want 1", swarm: 3, want: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := NewPool(1)
+			ih := hash(15)
+			expect := map[models.PeerKey]bool{}
+			for i := 0; i < tt.swarm; i++ {
+				s := i%2 == 1
+				announce(t, p, ih, peer(i, models.IPv4, s), all(0))
+				if !tt.seeder || !s {
+					expect[key(i, models.IPv4)] = true
+				}
+			}
+			seen := map[models.PeerKey]int{}
+			self := peer(tt.swarm+1, models.IPv4, tt.seeder)
+			sel := all(tt.want)
+			sel.Seeder = tt.seeder
+			rounds := 0
+			for ; rounds < 5000 && len(seen) < len(expect); rounds++ {
+				res := announce(t, p, ih, self, sel)
+				got := handed(t, &res)
+				require.Len(t, got, min(tt.want, len(expect)))
+				for _, k := range got {
+					require.True(t, expect[k], "handed a peer that is not a candidate")
+					seen[k]++
+				}
+			}
+			assert.Len(t, seen, len(expect), "after %d announces only %d of %d peers were handed out", rounds, len(seen), len(expect))
+		})
+	}
+}
+
+// TestConcurrent runs announces, stops, scrapes and reaps from many goroutines on a few shared
+// torrents, then checks that the swarms hold exactly what the workers left in them.
+func TestConcurrent(t *testing.T) {
+	const (
+		workers  = 8
+		ops      = 2000
+		torrents = 5
+		idsPer   = 12
+	)
+	p := NewPool(2) // few shards: torrents share locks
+	var wg sync.WaitGroup
+	// models[w][torrent] is what worker w's own peers should be in torrent.
+	owned := make([][]map[models.PeerKey]bool, workers)
+	errs := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		owned[w] = make([]map[models.PeerKey]bool, torrents)
+		for i := range owned[w] {
+			owned[w][i] = map[models.PeerKey]bool{}
+		}
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 42))
+			model := owned[w]
+			ctx := context.Background()
+			var res tracker.AnnounceResult
+			files := make([]models.TorrentStats, torrents)
+			fail := func(format string, args ...any) {
+				select {
+				case errs <- fmt.Errorf("worker %d: "+format, append([]any{w}, args...)...):
+				default:
+				}
+			}
+			for op := 0; op < ops; op++ {
+				tn := rng.IntN(torrents)
+				ih := hash(tn)
+				id := w*idsPer + rng.IntN(idsPer)
+				fam := models.Family(rng.IntN(2))
+				switch r := rng.IntN(100); {
+				case r < 50: // announce
+					seeder := rng.IntN(2) == 0
+					u := peer(id, fam, seeder)
+					u.Completed = seeder && rng.IntN(4) == 0
+					u.Time = t0.Add(time.Duration(rng.IntN(60)) * time.Second)
+					sel := tracker.Selection{Want: rng.IntN(40), Seeder: seeder, IPv4: rng.IntN(4) != 0, IPv6: rng.IntN(4) != 0}
+					res.IPv4Peers, res.IPv6Peers = res.IPv4Peers[:0], res.IPv6Peers[:0]
+					if err := p.Announce(ctx, ih, &u, &sel, &res); err != nil {
+						fail("announce: %v", err)
+						return
+					}
+					if prev, ok := model[tn][u.Key]; ok != res.Prev.Found || (ok && prev != res.Prev.Seeder) {
+						fail("announce: prev = %+v, model has %v %v", res.Prev, ok, prev)
+					}
+					model[tn][u.Key] = seeder
+					n := len(res.IPv4Peers) + len(res.IPv6Peers)
+					if n > sel.Want || (!sel.IPv4 && len(res.IPv4Peers) > 0) || (!sel.IPv6 && len(res.IPv6Peers) > 0) {
+						fail("announce: %d+%d peers for %+v", len(res.IPv4Peers), len(res.IPv6Peers), sel)
+					}
+					seen := map[models.PeerKey]bool{}
+					for _, pr := range res.IPv4Peers {
+						k := models.PeerKey{ID: pr.ID, Family: models.IPv4}
+						if k == u.Key || seen[k] {
+							fail("announce: self or duplicate %v", k)
+						}
+						seen[k] = true
+					}
+					for _, pr := range res.IPv6Peers {
+						k := models.PeerKey{ID: pr.ID, Family: models.IPv6}
+						if k == u.Key || seen[k] {
+							fail("announce: self or duplicate %v", k)
+						}
+						seen[k] = true
+					}
+					if res.Seeders < 0 || res.Leechers < 1 && !seeder || res.Seeders < 1 && seeder {
+						fail("announce: counts %d/%d after storing a peer", res.Seeders, res.Leechers)
+					}
+				case r < 70: // stop
+					u := peer(id, fam, false)
+					u.Remove = true
+					sel := tracker.Selection{}
+					if err := p.Announce(ctx, ih, &u, &sel, &res); err != nil {
+						fail("stop: %v", err)
+						return
+					}
+					if _, ok := model[tn][u.Key]; ok != res.Prev.Found {
+						fail("stop: prev found %v, model %v", res.Prev.Found, ok)
+					}
+					delete(model[tn], u.Key)
+				case r < 85: // scrape
+					for i := range files {
+						files[i] = models.TorrentStats{InfoHash: hash(i)}
+					}
+					if err := p.Scrape(ctx, files); err != nil {
+						fail("scrape: %v", err)
+						return
+					}
+					for _, f := range files {
+						if f.Seeders < 0 || f.Leechers < 0 || f.Seeders+f.Leechers > workers*idsPer*2 {
+							fail("scrape: counts %+v", f)
+						}
+					}
+				case r < 95: // reap stale peers that a separate id range announced long ago
+					stale := peer(10_000+w*idsPer+rng.IntN(idsPer), fam, rng.IntN(2) == 0)
+					stale.Time = t0.Add(-2 * time.Hour)
+					sel := tracker.Selection{}
+					if err := p.Announce(ctx, ih, &stale, &sel, &res); err != nil {
+						fail("stale announce: %v", err)
+						return
+					}
+				default: // reap with purge
+					if _, err := p.Reap(ctx, t0.Add(-time.Hour), rng.IntN(2) == 0); err != nil {
+						fail("reap: %v", err)
+						return
+					}
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+
+	// The stale peers are all gone after one more pass; nothing fresh is.
+	_, err := p.Reap(context.Background(), t0.Add(-time.Hour), false)
+	require.NoError(t, err)
+	checkInvariants(t, p)
+
+	for tn := 0; tn < torrents; tn++ {
+		want := map[models.PeerKey]bool{}
+		seeders := 0
+		for w := 0; w < workers; w++ {
+			for k, s := range owned[w][tn] {
+				want[k] = true
+				if s {
+					seeders++
+				}
+			}
+		}
+		st := scrape(t, p, hash(tn))
+		assert.Equal(t, seeders, st.Seeders, "torrent %d seeders", tn)
+		assert.Equal(t, len(want)-seeders, st.Leechers, "torrent %d leechers", tn)
+		if len(want) > 0 {
+			assert.Equal(t, want, observe(t, p, hash(tn), false), "torrent %d peers", tn)
+		}
+	}
+}
+
+// warmPool returns a pool holding torrents × peers, a fifth of them seeders, half on IPv6.
+func warmPool(tb testing.TB, torrents, peers int) *Pool {
+	p := NewPool(DefaultShards)
+	for tn := 0; tn < torrents; tn++ {
+		for i := 0; i < peers; i++ {
+			announce(tb, p, hash(tn), peer(i, models.Family(i%2), i%5 == 0), all(0))
+		}
+	}
+	return p
+}
+
+// leecherUpdates returns the updates of the leechers that warmPool stored, so that announcing
+// them leaves the swarms as they are.
+func leecherUpdates(peers int) []tracker.PeerUpdate {
+	var ups []tracker.PeerUpdate
+	for i := 0; i < peers; i++ {
+		if i%5 != 0 {
+			ups = append(ups, peer(i, models.Family(i%2), false))
+		}
+	}
+	return ups
+}
+
+func BenchmarkAnnounce(b *testing.B) {
+	const torrents, peers = 1000, 50
+	p := warmPool(b, torrents, peers)
+	ctx := context.Background()
+	res := tracker.AnnounceResult{
+		IPv4Peers: make([]models.Peer, 0, 50),
+		IPv6Peers: make([]models.Peer, 0, 50),
+	}
+	sel := all(50)
+	ups := leecherUpdates(peers)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		u := &ups[i%len(ups)]
+		res.IPv4Peers, res.IPv6Peers = res.IPv4Peers[:0], res.IPv6Peers[:0]
+		if err := p.Announce(ctx, hash(i%torrents), u, &sel, &res); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkAnnounceParallel(b *testing.B) {
+	const torrents, peers = 1000, 50
+	p := warmPool(b, torrents, peers)
+	var seq atomic.Uint64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := context.Background()
+		res := tracker.AnnounceResult{
+			IPv4Peers: make([]models.Peer, 0, 50),
+			IPv6Peers: make([]models.Peer, 0, 50),
+		}
+		sel := all(50)
+		ups := leecherUpdates(peers)
+		i := int(seq.Add(1)) * 7919
+		for pb.Next() {
+			i++
+			res.IPv4Peers, res.IPv6Peers = res.IPv4Peers[:0], res.IPv6Peers[:0]
+			if err := p.Announce(ctx, hash(i%torrents), &ups[i%len(ups)], &sel, &res); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
