@@ -176,17 +176,41 @@ func (s *Server) panicked(w nethttp.ResponseWriter, r *nethttp.Request, v any) {
 }
 
 func (s *Server) serveAnnounce(w nethttp.ResponseWriter, r *nethttp.Request, passkey string) {
+	s.serve(stats.Announce, w, r, passkey)
+}
+
+func (s *Server) serveScrape(w nethttp.ResponseWriter, r *nethttp.Request, passkey string) {
+	s.serve(stats.Scrape, w, r, passkey)
+}
+
+// serve runs one announce or scrape with pooled scratch space, answers a failure if there was
+// one, and reports the request to the recorder.
+func (s *Server) serve(action stats.Action, w nethttp.ResponseWriter, r *nethttp.Request, passkey string) {
 	start := time.Now()
 	sc := s.scratch.Get().(*scratch)
 	defer s.scratch.Put(sc)
-	sc.w.w = w
+	sc.w.w, sc.w.sent = w, false
 	defer func() { sc.w.w = nil }()
 
-	err := s.announce(r, passkey, sc)
-	if err != nil {
+	var err error
+	event := models.None
+	if action == stats.Announce {
+		err = s.announce(r, passkey, sc)
+		event = sc.a.Event
+	} else {
+		err = s.scrape(r, passkey, sc)
+	}
+	if err != nil && sc.w.sent {
+		// The answer went out and writing it failed: the client is gone. There is no one to
+		// answer, and it is not the tracker's failure.
+		if glog.V(2) {
+			glog.Infof("http: write to %s: %v", r.RemoteAddr, err)
+		}
+		err = nil
+	} else if err != nil {
 		s.fail(&sc.w, r, err)
 	}
-	s.record(stats.Announce, r, sc.a.Event, err, start)
+	s.record(action, r, event, err, start)
 }
 
 // record reports one answered request to the recorder, if there is one.
@@ -223,20 +247,6 @@ func (s *Server) announce(r *nethttp.Request, passkey string, sc *scratch) error
 	ctx, cancel := context.WithTimeout(r.Context(), s.requestTimeout)
 	defer cancel()
 	return s.tkr.HandleAnnounce(ctx, a, &sc.w)
-}
-
-func (s *Server) serveScrape(w nethttp.ResponseWriter, r *nethttp.Request, passkey string) {
-	start := time.Now()
-	sc := s.scratch.Get().(*scratch)
-	defer s.scratch.Put(sc)
-	sc.w.w = w
-	defer func() { sc.w.w = nil }()
-
-	err := s.scrape(r, passkey, sc)
-	if err != nil {
-		s.fail(&sc.w, r, err)
-	}
-	s.record(stats.Scrape, r, models.None, err, start)
 }
 
 func (s *Server) scrape(r *nethttp.Request, passkey string, sc *scratch) error {

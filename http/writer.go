@@ -22,9 +22,12 @@ type writer struct {
 	w     nethttp.ResponseWriter
 	buf   []byte
 	files []models.TorrentStats
+	// sent is set once an answer went to w, so that an error writing it is not answered again.
+	sent bool
 }
 
 func (w *writer) send() error {
+	w.sent = true
 	h := w.w.Header()
 	h["Content-Type"] = textPlain
 	h["Cache-Control"] = noCache
