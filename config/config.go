@@ -117,7 +117,7 @@ func Default() Config {
 		HTTPKeepAlive:         true,
 		ShutdownTimeout:       Duration{15 * time.Second},
 		StatsEnabled:          true,
-		StatsBufferSize:       4096,
+		StatsBufferSize:       16384,
 		MemStatsInterval:      Duration{5 * time.Second},
 	}
 }

@@ -193,10 +193,9 @@ func (s *Server) serve(action stats.Action, w nethttp.ResponseWriter, r *nethttp
 	defer func() { sc.w.w = nil }()
 
 	var err error
-	event := models.None
 	if action == stats.Announce {
+		sc.a.Remote = netip.Addr{}
 		err = s.announce(r, passkey, sc)
-		event = sc.a.Event
 	} else {
 		err = s.scrape(r, passkey, sc)
 	}
@@ -210,23 +209,30 @@ func (s *Server) serve(action stats.Action, w nethttp.ResponseWriter, r *nethttp
 	} else if err != nil {
 		s.fail(&sc.w, r, err)
 	}
-	s.record(action, r, event, err, start)
+	s.record(action, r, sc, err, start)
 }
 
-// record reports one answered request to the recorder, if there is one.
-func (s *Server) record(action stats.Action, r *nethttp.Request, e models.Event, err error, start time.Time) {
+// record reports one answered request to the recorder, if there is one. The family is the
+// resolved client's for an announce (which may be behind a trusted proxy), else the socket's.
+func (s *Server) record(action stats.Action, r *nethttp.Request, sc *scratch, err error, start time.Time) {
 	if s.recorder == nil {
 		return
 	}
 	family := models.IPv4
-	if ap, perr := netip.ParseAddrPort(r.RemoteAddr); perr == nil {
-		family = models.FamilyOf(ap.Addr())
+	event := models.None
+	if action == stats.Announce && sc.a.Remote.IsValid() {
+		family = models.FamilyOf(sc.a.Remote)
+		event = sc.a.Event
+	} else if strings.HasPrefix(r.RemoteAddr, "[") {
+		// net/http writes IPv6 remote addresses as "[addr]:port" and IPv4 ones, mapped or
+		// not, as "a.b.c.d:port".
+		family = models.IPv6
 	}
 	s.recorder.Record(stats.Request{
 		Transport: "http",
 		Action:    action,
 		Family:    family,
-		Event:     e,
+		Event:     event,
 		Err:       err,
 		Duration:  time.Since(start),
 	})

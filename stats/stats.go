@@ -118,8 +118,14 @@ func (s *Stats) Record(r Request) {
 	s.send(event{req: r})
 }
 
-// ObserveReap records one reaping pass; it implements tracker.Observer.
-func (s *Stats) ObserveReap(r tracker.ReapResult) { s.send(event{kind: 1, reap: r}) }
+// ObserveReap records one reaping pass; it implements tracker.Observer. A nil *Stats records
+// nothing.
+func (s *Stats) ObserveReap(r tracker.ReapResult) {
+	if s == nil {
+		return
+	}
+	s.send(event{kind: 1, reap: r})
+}
 
 func (s *Stats) send(e event) {
 	select {
@@ -135,8 +141,15 @@ func (s *Stats) Dropped() uint64 { return s.dropped.Load() }
 // window is the per-second history behind the "per second over the last minute" rates.
 const window = 60
 
-// Run aggregates events until ctx ends, then drains what is already buffered.
+// drainInterval is how often the aggregator empties the event buffer. Draining in batches,
+// rather than waking on every event, keeps the request path's send a plain buffered-channel
+// write: no goroutine is woken per request. The buffer must hold what arrives in one interval.
+const drainInterval = 10 * time.Millisecond
+
+// Run aggregates events until ctx ends, then applies what is still buffered.
 func (s *Stats) Run(ctx context.Context) {
+	drain := time.NewTicker(drainInterval)
+	defer drain.Stop()
 	second := time.NewTicker(time.Second)
 	defer second.Stop()
 	var memTick <-chan time.Time
@@ -155,17 +168,12 @@ func (s *Stats) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			for {
-				select {
-				case e := <-s.events:
-					s.apply(e, &cur)
-				default:
-					return
-				}
-			}
-		case e := <-s.events:
-			s.apply(e, &cur)
+			s.drain(&cur)
+			return
+		case <-drain.C:
+			s.drain(&cur)
 		case <-second.C:
+			s.drain(&cur)
 			ring[slot] = cur
 			cur = [numActions]uint64{}
 			slot = (slot + 1) % window
@@ -181,6 +189,18 @@ func (s *Stats) Run(ctx context.Context) {
 			}
 		case <-memTick:
 			s.sampleMem()
+		}
+	}
+}
+
+// drain applies every event buffered now.
+func (s *Stats) drain(cur *[numActions]uint64) {
+	for {
+		select {
+		case e := <-s.events:
+			s.apply(e, cur)
+		default:
+			return
 		}
 	}
 }
