@@ -34,6 +34,13 @@ type Conn interface {
 	Close(ctx context.Context) error
 }
 
+// SiteLoader is an optional capability of a Conn: loading the site's users, torrents, freeleech
+// tokens and client whitelist, which private mode serves from memory. It is called at start and
+// on SIGUSR1.
+type SiteLoader interface {
+	Load(ctx context.Context) (*models.SiteState, error)
+}
+
 var (
 	driversMu sync.RWMutex
 	drivers   = make(map[string]Driver)

@@ -156,7 +156,7 @@ type Torrent struct {
 	Seeders   int
 	Leechers  int
 	Snatches  int
-	Freeleech uint8
+	Freeleech FreeleechType
 }
 
 // User is a private tracker's account as the tracker needs it.
@@ -164,6 +164,9 @@ type User struct {
 	ID       uint64
 	Passkey  string
 	CanLeech bool
+	// Protected users are handed out to peers as usual, but their address is not written to
+	// the site's database (Gazelle: Visible='0' or IP='127.0.0.1').
+	Protected bool
 }
 
 // AnnounceDelta is what one announce changed, as the core hands it to the backend after the

@@ -1,0 +1,236 @@
+#!/usr/bin/env bash
+# Starts a throwaway MariaDB server for the backend/gazelle integration tests, and stops it.
+#
+#	bash .ci/mariadb.sh [start] [ENVFILE]   start a server; print (or write to ENVFILE) the
+#	                                        export lines that point the tests at it
+#	bash .ci/mariadb.sh stop [DIR]          stop the server whose directory is DIR (default
+#	                                        $CHIHAYA_MYSQL_DIR) and remove the directory
+#
+# start installs mariadb-server and mariadb-client with apt-get when they are missing (as root,
+# or through sudo -n), initialises a fresh data directory under mktemp -d, and runs mariadbd in
+# the background on 127.0.0.1 and the first free port from 33306 up, with its socket, pid file
+# and logs in that directory. It creates the user chihaya (random password, all privileges: the
+# tests create and drop their own databases) and prints:
+#
+#	export CHIHAYA_MYSQL_DSN='chihaya:<password>@tcp(127.0.0.1:<port>)/'
+#	export CHIHAYA_MYSQL_DIR='<directory>'
+#
+# so that `eval "$(bash .ci/mariadb.sh)"` or `bash .ci/mariadb.sh FILE && source FILE` sets up a
+# shell. Every other message goes to stderr. Each start makes a new server, so running it twice
+# gives two independent servers; stop each by its directory. Nothing else is left behind: no
+# service is enabled and no system configuration is touched.
+set -euo pipefail
+
+export PATH="/usr/sbin:/sbin:${PATH}"
+
+readonly first_port=33306
+readonly last_port=33405
+readonly deadline_seconds=60
+readonly marker=".chihaya-mariadb"
+
+log() { printf 'mariadb.sh: %s\n' "$*" >&2; }
+die() {
+	log "FAIL: $*"
+	exit 1
+}
+
+usage() {
+	sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^#\t\{0,1\}//' >&2
+	exit 2
+}
+
+# first_of NAME...: prints the first NAME that is a command.
+first_of() {
+	local name
+	for name in "$@"; do
+		if command -v "$name" >/dev/null 2>&1; then
+			command -v "$name"
+			return 0
+		fi
+	done
+	return 1
+}
+
+install_packages() {
+	if first_of mariadbd mysqld >/dev/null && first_of mariadb-install-db mysql_install_db >/dev/null &&
+		first_of mariadb mysql >/dev/null && first_of mariadb-admin mysqladmin >/dev/null; then
+		return 0
+	fi
+	local sudo=()
+	if [ "$(id -u)" -ne 0 ]; then
+		command -v sudo >/dev/null || die "need root (or sudo) to apt-get install mariadb-server mariadb-client"
+		sudo=(sudo -n)
+	fi
+	local aptlog
+	aptlog="$(mktemp "${TMPDIR:-/tmp}/chihaya-mariadb-apt.XXXXXX")"
+	log "installing mariadb-server mariadb-client (log only on failure)"
+	if ! { "${sudo[@]}" apt-get update &&
+		"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+			mariadb-server mariadb-client; } >"$aptlog" 2>&1 </dev/null; then
+		cat "$aptlog" >&2
+		rm -f "$aptlog"
+		die "apt-get install mariadb-server mariadb-client"
+	fi
+	rm -f "$aptlog"
+	first_of mariadbd mysqld >/dev/null || die "no mariadbd or mysqld after apt-get install"
+}
+
+# port_in_use PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
+port_in_use() {
+	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# alive PID: true while the process exists (and is not a zombie).
+alive() {
+	kill -0 "$1" 2>/dev/null || return 1
+	[ -r "/proc/$1/stat" ] || return 0
+	local stat
+	stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+	stat="${stat##*) }"
+	[[ "$stat" != Z* && "$stat" != X* ]]
+}
+
+start() {
+	local envfile="${1:-}"
+	install_packages
+
+	local mariadbd install_db client admin
+	mariadbd="$(first_of mariadbd mysqld)"
+	install_db="$(first_of mariadb-install-db mysql_install_db)"
+	client="$(first_of mariadb mysql)"
+	admin="$(first_of mariadb-admin mysqladmin)"
+
+	local dir
+	dir="$(mktemp -d "${TMPDIR:-/tmp}/chihaya-mariadb.XXXXXX")"
+	touch "$dir/$marker"
+	mkdir "$dir/data" "$dir/tmp"
+	# A start that fails part way stops what it started and leaves no directory behind.
+	start_dir="$dir"
+	trap 'if [ -n "${start_dir:-}" ]; then stop "$start_dir" 2>/dev/null || true; fi' EXIT
+
+	# mariadbd refuses to run as root unless told to: run it as mysql (made by the package)
+	# when we are root and mysql can reach the directory (a TMPDIR under /root may not let it),
+	# as root failing that, and as ourselves when we are not root.
+	local user_opt=()
+	if [ "$(id -u)" -eq 0 ]; then
+		user_opt=(--user=root)
+		if id mysql >/dev/null 2>&1; then
+			chown -R mysql:mysql "$dir"
+			if command -v runuser >/dev/null && runuser -u mysql -- test -w "$dir/data"; then
+				user_opt=(--user=mysql)
+			else
+				chown -R root:root "$dir"
+			fi
+		fi
+	fi
+
+	# root@localhost gets an empty password instead of unix_socket authentication, so that this
+	# script can log in over the socket whoever runs it. The server only listens on 127.0.0.1
+	# and on a socket in a private directory, and lives as long as the test run.
+	if ! "$install_db" --no-defaults "${user_opt[@]}" --datadir="$dir/data" \
+		--auth-root-authentication-method=normal --skip-test-db --skip-name-resolve \
+		>"$dir/install-db.log" 2>&1 </dev/null; then
+		cat "$dir/install-db.log" >&2
+		die "$install_db --datadir=$dir/data"
+	fi
+
+	local sock="$dir/mysqld.sock" port pid="" started=""
+	for ((port = first_port; port <= last_port; port++)); do
+		port_in_use "$port" && continue
+		# --no-defaults keeps /etc/mysql out (it would move the socket and the bind address).
+		"$mariadbd" --no-defaults "${user_opt[@]}" --datadir="$dir/data" --tmpdir="$dir/tmp" \
+			--socket="$sock" --pid-file="$dir/mysqld.pid" --log-error="$dir/error.log" \
+			--bind-address=127.0.0.1 --port="$port" --skip-networking=0 --skip-name-resolve \
+			--skip-log-bin --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
+			--innodb-buffer-pool-size=64M --innodb-flush-log-at-trx-commit=2 \
+			>"$dir/mariadbd.out" 2>&1 </dev/null &
+		pid=$!
+		echo "$pid" >"$dir/pid"
+
+		local deadline=$((SECONDS + deadline_seconds))
+		while alive "$pid" && ((SECONDS < deadline)); do
+			if "$admin" --no-defaults --socket="$sock" -uroot --connect-timeout=2 ping \
+				>/dev/null 2>&1; then
+				started=1
+				break
+			fi
+			sleep 0.2
+		done
+		[ -n "$started" ] && break
+
+		if alive "$pid"; then
+			kill -KILL "$pid" 2>/dev/null || true
+			wait "$pid" 2>/dev/null || true
+			cat "$dir/error.log" >&2 2>/dev/null || true
+			die "mariadbd did not answer ping within ${deadline_seconds}s"
+		fi
+		wait "$pid" 2>/dev/null || true
+		# Lost a race for the port to another process: try the next one.
+		if grep -qi "address already in use" "$dir/error.log" 2>/dev/null; then
+			log "port $port taken, trying the next"
+			continue
+		fi
+		cat "$dir/error.log" >&2 2>/dev/null || true
+		die "mariadbd exited at start"
+	done
+	[ -n "$started" ] || die "no free port in ${first_port}-${last_port}"
+
+	local password
+	password="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+	"$client" --no-defaults --socket="$sock" -uroot <<-SQL || { cat "$dir/error.log" >&2; die "create user chihaya"; }
+		CREATE USER 'chihaya'@'127.0.0.1' IDENTIFIED BY '$password';
+		CREATE USER 'chihaya'@'localhost' IDENTIFIED BY '$password';
+		GRANT ALL PRIVILEGES ON *.* TO 'chihaya'@'127.0.0.1';
+		GRANT ALL PRIVILEGES ON *.* TO 'chihaya'@'localhost';
+	SQL
+
+	start_dir=""
+	local lines
+	lines="$(printf "export CHIHAYA_MYSQL_DSN='chihaya:%s@tcp(127.0.0.1:%s)/'\nexport CHIHAYA_MYSQL_DIR='%s'\n" \
+		"$password" "$port" "$dir")"
+	if [ -n "$envfile" ]; then
+		printf '%s\n' "$lines" >"$envfile"
+	else
+		printf '%s\n' "$lines"
+	fi
+	log "$("$client" --no-defaults --socket="$sock" -uroot -N -e 'SELECT VERSION()') on 127.0.0.1:$port (pid $pid, dir $dir); stop with: bash .ci/mariadb.sh stop $dir"
+}
+
+stop() {
+	local dir="${1:-${CHIHAYA_MYSQL_DIR:-}}"
+	[ -n "$dir" ] || die "stop: no directory given and CHIHAYA_MYSQL_DIR is unset"
+	if [ ! -d "$dir" ]; then
+		log "stop: $dir does not exist, nothing to do"
+		return 0
+	fi
+	[ -e "$dir/$marker" ] || die "stop: $dir was not made by this script, not touching it"
+
+	local pid=""
+	[ -r "$dir/pid" ] && pid="$(cat "$dir/pid")"
+	if [[ "$pid" =~ ^[0-9]+$ ]] && alive "$pid"; then
+		kill -TERM "$pid" 2>/dev/null || true
+		local deadline=$((SECONDS + deadline_seconds))
+		while alive "$pid" && ((SECONDS < deadline)); do
+			sleep 0.2
+		done
+		if alive "$pid"; then
+			log "stop: mariadbd (pid $pid) still running after ${deadline_seconds}s, killing it"
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
+	fi
+	rm -rf "$dir"
+	log "stopped${pid:+ pid $pid}, removed $dir"
+}
+
+case "${1:-start}" in
+stop)
+	shift
+	stop "$@"
+	;;
+start)
+	shift || true
+	start "$@"
+	;;
+-h | --help | help) usage ;;
+*) start "$@" ;;
+esac
