@@ -229,7 +229,7 @@ func (s *Server) record(action stats.Action, r *nethttp.Request, sc *scratch, er
 		family = models.IPv6
 	}
 	s.recorder.Record(stats.Request{
-		Transport: "http",
+		Transport: stats.HTTP,
 		Action:    action,
 		Family:    family,
 		Event:     event,

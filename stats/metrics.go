@@ -6,6 +6,8 @@ import (
 
 	"github.com/golang/glog"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/chihaya/chihaya/tracker/models"
 )
 
 const namespace = "chihaya"
@@ -28,6 +30,13 @@ type metrics struct {
 	dropped        prometheus.CounterFunc
 	startTime      prometheus.Gauge
 	swarm          *swarmCollector
+
+	// The series every request touches, looked up once so that the aggregator hashes no
+	// labels per event.
+	httpRequests [numActions][2]prometheus.Counter
+	durationBy   [numActions]prometheus.Observer
+	latencyBy    [numActions]prometheus.Observer
+	announcesBy  [models.Paused + 1]prometheus.Counter
 }
 
 func newMetrics(s *Stats) *metrics {
@@ -51,9 +60,12 @@ func newMetrics(s *Stats) *metrics {
 		}, []string{"action"}),
 		latency: prometheus.NewSummaryVec(prometheus.SummaryOpts{
 			Namespace: namespace, Name: "request_latency_seconds",
-			Help:       "Quantiles of request_duration_seconds over the last ten minutes, by action.",
-			Objectives: map[float64]float64{0.5: 0.01, 0.9: 0.005, 0.99: 0.001},
-			MaxAge:     10 * time.Minute,
+			Help:       "Quantiles of request_duration_seconds over the last two to four minutes, by action.",
+			Objectives: map[float64]float64{0.5: 0.05, 0.9: 0.01, 0.99: 0.001},
+			// Every observation goes into one stream per age bucket, so few buckets keep the
+			// aggregator cheap; quantiles cover the last MaxAge plus up to one bucket more.
+			MaxAge:     4 * time.Minute,
+			AgeBuckets: 2,
 		}, []string{"action"}),
 		peersReaped: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "peers_reaped_total",
@@ -74,16 +86,16 @@ func newMetrics(s *Stats) *metrics {
 		swarm: &swarmCollector{s: s},
 	}
 	m.startTime.Set(float64(s.start.UnixNano()) / 1e9)
-	// Pre-create the common series so that they read 0 rather than being absent.
-	for _, a := range []string{"announce", "scrape"} {
-		m.duration.WithLabelValues(a)
-		m.latency.WithLabelValues(a)
-		for _, f := range []string{"ipv4", "ipv6"} {
-			m.requests.WithLabelValues("http", a, f)
+	// Create the common series up front, so that they read 0 rather than being absent.
+	for a := Action(0); a < numActions; a++ {
+		m.durationBy[a] = m.duration.WithLabelValues(a.String())
+		m.latencyBy[a] = m.latency.WithLabelValues(a.String())
+		for f := models.IPv4; f <= models.IPv6; f++ {
+			m.httpRequests[a][f] = m.requests.WithLabelValues("http", a.String(), f.String())
 		}
 	}
-	for _, e := range []string{"none", "started", "completed", "stopped", "paused"} {
-		m.announces.WithLabelValues(e)
+	for e := models.None; e <= models.Paused; e++ {
+		m.announcesBy[e] = m.announces.WithLabelValues(eventName(e))
 	}
 	return m
 }

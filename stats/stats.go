@@ -34,11 +34,27 @@ func (a Action) String() string {
 	return "announce"
 }
 
-// Request describes one answered request. It is passed by value and holds no pointers but Err,
+// Transport names the frontend a request came through.
+type Transport uint8
+
+// The frontends.
+const (
+	HTTP Transport = iota
+	UDP
+)
+
+// String returns "http" or "udp".
+func (t Transport) String() string {
+	if t == UDP {
+		return "udp"
+	}
+	return "http"
+}
+
+// Request describes one answered request. It is passed by value and holds no pointer but Err,
 // so recording it does not allocate.
 type Request struct {
-	// Transport is the frontend's name: "http" or "udp".
-	Transport string
+	Transport Transport
 	Action    Action
 	Family    models.Family
 	// Event is the announce's event; meaningful for successful announces.
@@ -53,10 +69,12 @@ type Swarm interface {
 	SwarmCounts(ctx context.Context) (models.SwarmCounts, error)
 }
 
+// event is a Request, or a reaping pass when reap is set.
 type event struct {
-	req  Request
-	reap tracker.ReapResult
-	kind uint8 // 0 request, 1 reap
+	req            Request
+	reap           bool
+	reapedTorrents int32
+	reapedPeers    int64
 }
 
 // Stats aggregates tracker events. Record and ObserveReap are safe for concurrent use and never
@@ -124,7 +142,7 @@ func (s *Stats) ObserveReap(r tracker.ReapResult) {
 	if s == nil {
 		return
 	}
-	s.send(event{kind: 1, reap: r})
+	s.send(event{reap: true, reapedPeers: int64(r.Peers), reapedTorrents: int32(r.Torrents)})
 }
 
 func (s *Stats) send(e event) {
@@ -193,41 +211,53 @@ func (s *Stats) Run(ctx context.Context) {
 	}
 }
 
+// maxQuantileSamples bounds how many events of one drain go into the latency summary. Its
+// streams cost far more per observation than counters and histograms, so under load the summary
+// sees a uniform sample (every stride-th event) and everything else sees every event.
+const maxQuantileSamples = 64
+
 // drain applies every event buffered now.
 func (s *Stats) drain(cur *[numActions]uint64) {
-	for {
+	stride := max(1, len(s.events)/maxQuantileSamples)
+	for i := 0; ; i++ {
 		select {
 		case e := <-s.events:
-			s.apply(e, cur)
+			s.apply(e, cur, i%stride == 0)
 		default:
 			return
 		}
 	}
 }
 
-func (s *Stats) apply(e event, cur *[numActions]uint64) {
-	if e.kind == 1 {
-		s.metrics.peersReaped.Add(float64(e.reap.Peers))
-		s.metrics.torrentsReaped.Add(float64(e.reap.Torrents))
+func (s *Stats) apply(e event, cur *[numActions]uint64, sample bool) {
+	m := s.metrics
+	if e.reap {
+		m.peersReaped.Add(float64(e.reapedPeers))
+		m.torrentsReaped.Add(float64(e.reapedTorrents))
 		return
 	}
 	r := &e.req
-	transport := r.Transport
-	if transport == "" {
-		transport = "http"
+	if r.Action >= numActions || r.Family > models.IPv6 || r.Event > models.Paused {
+		return // not a request a frontend can describe
 	}
 	action := r.Action.String()
-	s.metrics.requests.WithLabelValues(transport, action, r.Family.String()).Inc()
+	if r.Transport == HTTP {
+		m.httpRequests[r.Action][r.Family].Inc()
+	} else {
+		m.requests.WithLabelValues(r.Transport.String(), action, r.Family.String()).Inc()
+	}
 	cur[r.Action]++
 	secs := r.Duration.Seconds()
-	s.metrics.duration.WithLabelValues(action).Observe(secs)
-	s.metrics.latency.WithLabelValues(action).Observe(secs)
+	m.durationBy[r.Action].Observe(secs)
+	if sample {
+		m.latencyBy[r.Action].Observe(secs)
+	}
 	if r.Err != nil {
-		s.metrics.failures.WithLabelValues(action, FailureKind(r.Err)).Inc()
+		m.failures.WithLabelValues(action, FailureKind(r.Err)).Inc()
 		return
 	}
 	if r.Action == Announce {
-		s.metrics.announces.WithLabelValues(eventName(r.Event)).Inc()
+		m.announcesBy[r.Event].Inc()
 	}
 }
 

@@ -136,7 +136,7 @@ func requestsTotal(t *testing.T, s *Stats) float64 {
 }
 
 func announce(f models.Family, e models.Event) Request {
-	return Request{Transport: "http", Action: Announce, Family: f, Event: e, Duration: 100 * time.Microsecond}
+	return Request{Transport: HTTP, Action: Announce, Family: f, Event: e, Duration: 100 * time.Microsecond}
 }
 
 func TestRecordDropsWhenBufferFull(t *testing.T) {
@@ -184,26 +184,26 @@ func TestRecordDropsWhenBufferFull(t *testing.T) {
 
 func TestRunAggregatesRequests(t *testing.T) {
 	const d = 250 * time.Microsecond
-	mk := func(transport string, a Action, f models.Family, e models.Event, err error) Request {
+	mk := func(transport Transport, a Action, f models.Family, e models.Event, err error) Request {
 		return Request{Transport: transport, Action: a, Family: f, Event: e, Err: err, Duration: d}
 	}
 	recorded := []struct {
 		req Request
 		n   int
 	}{
-		{mk("http", Announce, models.IPv4, models.Started, nil), 3},
-		{mk("http", Announce, models.IPv6, models.None, nil), 2},
-		{mk("http", Announce, models.IPv4, models.Completed, nil), 4},
-		{mk("http", Announce, models.IPv6, models.Stopped, nil), 5},
-		{mk("http", Announce, models.IPv4, models.Paused, nil), 1},
+		{mk(HTTP, Announce, models.IPv4, models.Started, nil), 3},
+		{mk(HTTP, Announce, models.IPv6, models.None, nil), 2},
+		{mk(HTTP, Announce, models.IPv4, models.Completed, nil), 4},
+		{mk(HTTP, Announce, models.IPv6, models.Stopped, nil), 5},
+		{mk(HTTP, Announce, models.IPv4, models.Paused, nil), 1},
 		// A failed announce counts as a request and a failure, never under its event.
-		{mk("http", Announce, models.IPv4, models.Started, models.ErrInvalidInfoHash), 6},
-		// No transport means http; a non-client error is "internal".
-		{mk("", Announce, models.IPv6, models.None, errors.New("disk on fire")), 2},
-		{mk("udp", Announce, models.IPv4, models.None, nil), 7},
-		{mk("http", Scrape, models.IPv4, models.None, nil), 8},
-		{mk("http", Scrape, models.IPv6, models.None, nil), 9},
-		{mk("http", Scrape, models.IPv6, models.None, models.ErrTooManyInfoHashes), 1},
+		{mk(HTTP, Announce, models.IPv4, models.Started, models.ErrInvalidInfoHash), 6},
+		// The zero Transport is HTTP; a non-client error is "internal".
+		{mk(HTTP, Announce, models.IPv6, models.None, errors.New("disk on fire")), 2},
+		{mk(UDP, Announce, models.IPv4, models.None, nil), 7},
+		{mk(HTTP, Scrape, models.IPv4, models.None, nil), 8},
+		{mk(HTTP, Scrape, models.IPv6, models.None, nil), 9},
+		{mk(HTTP, Scrape, models.IPv6, models.None, models.ErrTooManyInfoHashes), 1},
 	}
 	total := 0
 	for _, r := range recorded {
