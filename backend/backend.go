@@ -41,6 +41,12 @@ type SiteLoader interface {
 	Load(ctx context.Context) (*models.SiteState, error)
 }
 
+// ReapRecorder is an optional capability of a Conn: being told the counts of the site's torrents
+// whose swarms the reaper changed, so that their seeders and leechers stay true on the site.
+type ReapRecorder interface {
+	RecordReap(ctx context.Context, torrents []models.TorrentStats) error
+}
+
 var (
 	driversMu sync.RWMutex
 	drivers   = make(map[string]Driver)

@@ -91,34 +91,58 @@ type Config struct {
 
 	ClientWhitelistEnabled bool     `json:"client_whitelist_enabled"`
 	ClientWhitelist        []string `json:"client_whitelist"`
+
+	// Private mode (Gazelle).
+	SitePassword           string            `json:"site_password"`
+	ReportPassword         string            `json:"report_password"`
+	ReportFormat           string            `json:"report_format"`
+	CompactOnly            bool              `json:"compact_only"`
+	AnnounceJitter         Duration          `json:"announce_jitter"`
+	DeletionReasonLifetime Duration          `json:"deletion_reason_lifetime"`
+	BaselineLifetime       Duration          `json:"baseline_lifetime"`
+	DeletionReasons        map[string]string `json:"deletion_reasons"`
+}
+
+// OcelotDeletionReasons are the texts Ocelot shows for Gazelle's deletion reason codes, in
+// "Unregistered torrent: <text>". They are a music site's; deletion_reasons replaces them.
+var OcelotDeletionReasons = map[string]string{
+	"0": "Dupe", "1": "Trump", "2": "Bad File Names", "3": "Bad Folder Names", "4": "Bad Tags",
+	"5": "Disallowed Format", "6": "Discs Missing", "7": "Discography", "8": "Edited Log",
+	"9": "Inaccurate Bitrate", "10": "Low Bitrate", "11": "Mutt Rip", "12": "Disallowed Source",
+	"13": "Encode Errors", "14": "Specifically Banned", "15": "Tracks Missing", "16": "Transcode",
+	"17": "Unapproved Cassette", "18": "Unsplit Album", "19": "User Compilation",
+	"20": "Wrong Format", "21": "Wrong Media", "22": "Audience Recording",
 }
 
 // Default returns the configuration used for every key a file leaves out.
 func Default() Config {
 	return Config{
-		Addr:                  ":6881",
-		Tracker:               DriverConfig{Name: "memory"},
-		Backend:               DriverConfig{Name: "noop"},
-		PurgeInactiveTorrents: true,
-		Announce:              Duration{30 * time.Minute},
-		MinAnnounce:           Duration{15 * time.Minute},
-		RequestTimeout:        Duration{10 * time.Second},
-		DefaultNumWant:        50,
-		MaxNumWant:            200,
-		MaxScrapeInfoHashes:   74,
-		ReapInterval:          Duration{time.Minute},
-		PeerTimeout:           Duration{45 * time.Minute},
-		DualStackedPeers:      true,
-		PreferredIPv4Subnet:   24,
-		PreferredIPv6Subnet:   48,
-		HTTPReadHeaderTimeout: Duration{5 * time.Second},
-		HTTPWriteTimeout:      Duration{10 * time.Second},
-		HTTPIdleTimeout:       Duration{2 * time.Minute},
-		HTTPKeepAlive:         true,
-		ShutdownTimeout:       Duration{15 * time.Second},
-		StatsEnabled:          true,
-		StatsBufferSize:       16384,
-		MemStatsInterval:      Duration{5 * time.Second},
+		Addr:                   ":6881",
+		Tracker:                DriverConfig{Name: "memory"},
+		Backend:                DriverConfig{Name: "noop"},
+		PurgeInactiveTorrents:  true,
+		Announce:               Duration{30 * time.Minute},
+		MinAnnounce:            Duration{15 * time.Minute},
+		RequestTimeout:         Duration{10 * time.Second},
+		DefaultNumWant:         50,
+		MaxNumWant:             200,
+		MaxScrapeInfoHashes:    74,
+		ReapInterval:           Duration{time.Minute},
+		PeerTimeout:            Duration{45 * time.Minute},
+		DualStackedPeers:       true,
+		PreferredIPv4Subnet:    24,
+		PreferredIPv6Subnet:    48,
+		HTTPReadHeaderTimeout:  Duration{5 * time.Second},
+		HTTPWriteTimeout:       Duration{10 * time.Second},
+		HTTPIdleTimeout:        Duration{2 * time.Minute},
+		HTTPKeepAlive:          true,
+		ShutdownTimeout:        Duration{15 * time.Second},
+		StatsEnabled:           true,
+		StatsBufferSize:        16384,
+		MemStatsInterval:       Duration{5 * time.Second},
+		ReportFormat:           "json",
+		DeletionReasonLifetime: Duration{24 * time.Hour},
+		BaselineLifetime:       Duration{14 * 24 * time.Hour},
 	}
 }
 
@@ -295,6 +319,31 @@ func (c *Config) Validate() error {
 	}
 	if c.IncludeMemStats && c.MemStatsInterval.Duration == 0 {
 		return keyErr("mem_stats_interval", "must be positive when include_mem_stats is on")
+	}
+	switch c.ReportFormat {
+	case "json", "text":
+	default:
+		return keyErr("report_format", "must be \"json\" (OPSnet Ocelot 2.x) or \"text\" (WhatCD Ocelot 1.0), got %q", c.ReportFormat)
+	}
+	if c.PrivateEnabled {
+		if c.SitePassword == "" {
+			return keyErr("site_password", "must be set in private mode: it is Gazelle's TRACKER_SECRET")
+		}
+		if c.ReportPassword == "" {
+			return keyErr("report_password", "must be set in private mode: it is Gazelle's TRACKER_REPORTKEY")
+		}
+	}
+	for _, p := range []struct {
+		key string
+		d   Duration
+	}{
+		{"announce_jitter", c.AnnounceJitter},
+		{"deletion_reason_lifetime", c.DeletionReasonLifetime},
+		{"baseline_lifetime", c.BaselineLifetime},
+	} {
+		if p.d.Duration < 0 {
+			return keyErr(p.key, "must not be negative, got %s", p.d.Duration)
+		}
 	}
 	for i, prefix := range c.ClientWhitelist {
 		if prefix == "" {

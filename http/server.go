@@ -41,8 +41,6 @@ type Server struct {
 	realIPHeader   string
 	trusted        []netip.Prefix
 	requestTimeout time.Duration
-	interval       time.Duration
-	minInterval    time.Duration
 
 	recorder Recorder
 
@@ -90,7 +88,6 @@ func NewServer(cfg *config.Config, tkr *tracker.Tracker, opts ...Option) (*Serve
 	for _, o := range opts {
 		o(s)
 	}
-	s.interval, s.minInterval = tkr.Intervals()
 	s.scratch.New = func() any { return new(scratch) }
 
 	r := httprouter.New()
@@ -278,7 +275,8 @@ func (s *Server) fail(w *writer, r *nethttp.Request, err error) {
 	} else if glog.V(2) {
 		glog.Infof("http: %s %s: %v", r.RemoteAddr, r.URL.Path, err)
 	}
-	if werr := w.writeFailure(string(ce), s.interval, s.minInterval); werr != nil && glog.V(2) {
+	interval, minInterval := s.tkr.Intervals()
+	if werr := w.writeFailure(string(ce), interval, minInterval); werr != nil && glog.V(2) {
 		glog.Infof("http: write failure to %s: %v", r.RemoteAddr, werr)
 	}
 }

@@ -166,7 +166,7 @@ func TestFailures(t *testing.T) {
 		{name: "announce without info_hash", req: req{query: "peer_id=" + strings.Repeat("a", 20)}, reason: "missing info_hash"},
 		{name: "announce with a short info_hash", req: req{query: "info_hash=abc"}, reason: "invalid info_hash"},
 		{name: "announce with two info_hash", req: req{query: announceQ(ih, 'a', 1, 0) + "&info_hash=" + strings.Repeat("b", 20)}, reason: "info_hash or peer_id given more than once"},
-		{name: "announce without peer_id", req: req{query: "info_hash=" + strings.Repeat("a", 20)}, reason: "missing peer_id"},
+		{name: "announce without peer_id", req: req{query: "info_hash=" + strings.Repeat("a", 20)}, reason: "No peer ID"},
 		{name: "announce with port 0", req: req{query: announceQ(ih, 'a', 0, 0)}, reason: "invalid port"},
 		{name: "announce with port 65536", req: req{query: announceQ(ih, 'a', 65536, 0)}, reason: "invalid port"},
 		{name: "announce with negative left", req: req{query: announceQ(ih, 'a', 1, -1)}, reason: "invalid numeric parameter"},

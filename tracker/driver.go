@@ -45,9 +45,13 @@ type PeerUpdate struct {
 	Completed bool
 	// Create allows the torrent to be created when it is unknown; without it an unknown torrent
 	// is ErrTorrentNotFound (private mode).
-	Create     bool
+	Create bool
+	// Hidden stores the peer without handing it out to others (a leecher whose user may not
+	// leech).
+	Hidden     bool
 	Uploaded   int64
 	Downloaded int64
+	Corrupt    int64
 	Time       time.Time
 }
 
@@ -61,22 +65,38 @@ type Selection struct {
 	IPv4, IPv6 bool
 	// Prefer, when valid, is the requester's own subnet: peers inside it are handed out first.
 	Prefer netip.Prefix
+	// SkipOwnUser hands out no peer of the requester's own user (private mode).
+	SkipOwnUser bool
 }
 
 // PrevPeer is the announcing peer's entry as it was before the update.
 type PrevPeer struct {
-	Found      bool
+	// Found is true when the peer was in the swarm.
+	Found bool
+	// Restored is true when the peer was not in the swarm but its baseline was remembered
+	// (it was reaped, or the tracker restarted): the counters below are that baseline.
+	Restored   bool
 	Seeder     bool
 	Uploaded   int64
 	Downloaded int64
-	Time       time.Time
+	Corrupt    int64
+	// Time is the previous announce; FirstSeen the session's first; Announces their number.
+	Time      time.Time
+	FirstSeen time.Time
+	Announces int
 }
 
 // AnnounceResult is what a driver fills for one announce. The caller owns the peer slices and
 // passes them in with length 0; the driver appends at most Selection.Want peers in total.
 type AnnounceResult struct {
-	Prev      PrevPeer
-	Snatched  bool
+	Prev     PrevPeer
+	Snatched bool
+	// TorrentID and Freeleech are the registered torrent's site attributes, and Token tells
+	// whether the announcing user holds a freeleech token for it (private mode).
+	TorrentID uint64
+	Freeleech models.FreeleechType
+	Token     bool
+
 	Seeders   int
 	Leechers  int
 	Snatches  int
@@ -88,6 +108,8 @@ type AnnounceResult struct {
 type ReapResult struct {
 	Peers    int
 	Torrents int
+	// Changed holds the new counts of the registered (site) torrents that lost peers.
+	Changed []models.TorrentStats
 }
 
 // Conn is a connection to swarm storage. A Conn is used by one goroutine at a time; the storage

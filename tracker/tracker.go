@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang/glog"
@@ -15,9 +17,8 @@ import (
 	"github.com/chihaya/chihaya/tracker/models"
 )
 
-// ErrClientNotWhitelisted is the failure for a peer ID outside client_whitelist. The wording is
-// Ocelot's, which Gazelle's users know.
-const ErrClientNotWhitelisted = models.ClientError("Your client is not on the whitelist")
+// ErrClientNotWhitelisted is the failure for a peer ID outside the client whitelist.
+const ErrClientNotWhitelisted = models.ErrClientNotWhitelisted
 
 // Backend receives what each announce changed. It is the part of a backend.Conn the core uses;
 // it must be safe for concurrent use and must not block on slow storage.
@@ -50,17 +51,20 @@ type Tracker struct {
 	backend  Backend
 	observer Observer
 
-	announce, minAnnounce time.Duration
-	defaultNumWant        int
-	maxNumWant            int
-	maxScrape             int
-	dualStacked           bool
-	preferV4, preferV6    int
-	preferSubnet          bool
-	peerTimeout           time.Duration
-	reapInterval          time.Duration
-	purgeEmpty            bool
-	whitelist             [][]byte
+	// announce and jitter change at run time (Gazelle's update API); minAnnounce does not.
+	announce           atomic.Int64
+	jitter             atomic.Int64
+	minAnnounce        time.Duration
+	defaultNumWant     int
+	maxNumWant         int
+	maxScrape          int
+	dualStacked        bool
+	preferV4, preferV6 int
+	preferSubnet       bool
+	peerTimeout        time.Duration
+	reapInterval       time.Duration
+	purgeEmpty         bool
+	whitelist          [][]byte
 
 	// Now returns the current time; tests replace it.
 	Now func() time.Time
@@ -91,7 +95,6 @@ func New(cfg *config.Config, pool Pool, backend Backend, observer Observer) (*Tr
 		pool:           pool,
 		backend:        backend,
 		observer:       observer,
-		announce:       cfg.Announce.Duration,
 		minAnnounce:    cfg.MinAnnounce.Duration,
 		defaultNumWant: cfg.DefaultNumWant,
 		maxNumWant:     cfg.MaxNumWant,
@@ -105,6 +108,8 @@ func New(cfg *config.Config, pool Pool, backend Backend, observer Observer) (*Tr
 		purgeEmpty:     cfg.PurgeInactiveTorrents,
 		Now:            time.Now,
 	}
+	t.announce.Store(int64(cfg.Announce.Duration))
+	t.jitter.Store(int64(cfg.AnnounceJitter.Duration))
 	if cfg.ClientWhitelistEnabled {
 		for _, p := range cfg.ClientWhitelist {
 			t.whitelist = append(t.whitelist, []byte(p))
@@ -121,10 +126,20 @@ func New(cfg *config.Config, pool Pool, backend Backend, observer Observer) (*Tr
 }
 
 // Intervals returns the announce interval and minimum interval that answers carry, failures
-// included.
+// included. The interval includes a random jitter when announce_jitter is set.
 func (t *Tracker) Intervals() (interval, minInterval time.Duration) {
-	return t.announce, t.minAnnounce
+	interval = time.Duration(t.announce.Load())
+	if j := t.jitter.Load(); j > 0 {
+		interval += time.Duration(rand.Int64N(j + 1)).Truncate(time.Second)
+	}
+	return interval, t.minAnnounce
 }
+
+// SetAnnounceInterval changes the announce interval (Gazelle's update_announce_interval).
+func (t *Tracker) SetAnnounceInterval(d time.Duration) { t.announce.Store(int64(d)) }
+
+// SetAnnounceJitter changes the announce jitter (Gazelle's update_announce_jitter).
+func (t *Tracker) SetAnnounceJitter(d time.Duration) { t.jitter.Store(int64(d)) }
 
 // MaxScrapeInfoHashes returns the most info hashes one scrape may ask about.
 func (t *Tracker) MaxScrapeInfoHashes() int { return t.maxScrape }
@@ -249,11 +264,12 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 	}
 
 	resp := &s.resp
+	interval, _ := t.Intervals()
 	*resp = models.AnnounceResponse{
+		Interval:    interval,
 		Complete:    res.Seeders,
 		Incomplete:  res.Leechers,
 		Downloaded:  res.Snatches,
-		Interval:    t.announce,
 		MinInterval: t.minAnnounce,
 		IPv4Peers:   res.IPv4Peers,
 		IPv6Peers:   res.IPv6Peers,

@@ -46,6 +46,9 @@ func FamilyOf(addr netip.Addr) Family {
 type PeerKey struct {
 	ID     PeerID
 	Family Family
+	// User is the site's user ID in private mode, where the same peer ID under two users is two
+	// peers (as in Ocelot); zero in public mode.
+	User uint32
 }
 
 // Event is the announce event a client reports (BEP 3, BEP 21).
@@ -136,7 +139,9 @@ type Scrape struct {
 
 // TorrentStats are the swarm counts of one torrent as a scrape reports them.
 type TorrentStats struct {
-	InfoHash   InfoHash
+	InfoHash InfoHash
+	// ID is the site's torrent ID in private mode, zero in public mode.
+	ID         uint64
 	Seeders    int
 	Leechers   int
 	Snatches   int
@@ -170,26 +175,61 @@ type User struct {
 }
 
 // AnnounceDelta is what one announce changed, as the core hands it to the backend after the
-// swarm was updated. Byte counts are the differences since the peer's previous announce, never
-// negative.
+// swarm was updated. It is valid only during the backend call; a backend copies what it keeps.
 type AnnounceDelta struct {
 	InfoHash InfoHash
 	PeerID   PeerID
 	Passkey  string
-	Endpoint netip.AddrPort
-	Event    Event
+	// UserID and TorrentID are the site's IDs in private mode; zero in public mode.
+	UserID    uint64
+	TorrentID uint64
+	Endpoint  netip.AddrPort
+	// Protected users' addresses are not to be written to the site's database.
+	Protected bool
+	UserAgent string
+	Event     Event
 	// Created is true when this announce added the peer to the swarm.
 	Created bool
 	// Snatched is true when this announce counted a completed download.
 	Snatched bool
 	// Removed is true when the peer left the swarm (event stopped).
-	Removed    bool
-	Seeder     bool
+	Removed bool
+	Seeder  bool
+	// Token is true when the user holds a freeleech token for the torrent.
+	Token bool
+	Left  int64
+
+	// Uploaded, Downloaded and Corrupt are the client's session totals as it reported them.
 	Uploaded   int64
 	Downloaded int64
 	Corrupt    int64
-	Left       int64
-	Time       time.Time
+	// UploadedDelta, DownloadedDelta and CorruptDelta are the raw bytes since the peer's
+	// previous announce: zero on a new baseline (first announce, started, a counter that went
+	// down), never negative.
+	UploadedDelta   int64
+	DownloadedDelta int64
+	CorruptDelta    int64
+	// CreditedUp and CreditedDown are the deltas after the freeleech rules: what the user's
+	// upload and download totals grow by.
+	CreditedUp   int64
+	CreditedDown int64
+	// TokenDown is the download a freeleech token made free (users_freeleeches.Downloaded).
+	TokenDown int64
+	// UpSpeed and DownSpeed are the deltas over the time since the previous announce, in
+	// bytes per second.
+	UpSpeed   int64
+	DownSpeed int64
+
+	// Seeders, Leechers and Snatches are the torrent's counts after the announce.
+	Seeders  int
+	Leechers int
+	Snatches int
+
+	// FirstSeen is when the peer's session began and Announces how many announces it made,
+	// this one included.
+	FirstSeen time.Time
+	Announces int
+	Time      time.Time
 }
 
 // SwarmCounts are the sizes of all swarms a tracker driver holds, peers split by address

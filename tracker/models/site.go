@@ -1,5 +1,7 @@
 package models
 
+import "time"
+
 // FreeleechType is how a torrent's transfer counts towards its users' ratios, as Gazelle's
 // torrents.freetorrent enum and the update API's freetorrent parameter say it.
 type FreeleechType uint8
@@ -31,4 +33,66 @@ type SiteState struct {
 	// Whitelist holds the peer_id prefixes of the allowed clients. Empty means every client is
 	// allowed.
 	Whitelist []string
+	// Baselines are the last counters of peers seen before a restart, so that their first
+	// announce afterwards is credited from there rather than lost.
+	Baselines []Baseline
+}
+
+// Baseline is what a private tracker remembers of a peer between announces, so that the next
+// announce is credited only with what is new.
+type Baseline struct {
+	UserID     uint64
+	TorrentID  uint64
+	PeerID     PeerID
+	Uploaded   int64
+	Downloaded int64
+	Corrupt    int64
+	FirstSeen  time.Time
+	LastSeen   time.Time
+	Announces  int
+}
+
+// SiteAction is one kind of change the site makes to the tracker's users, torrents, tokens and
+// whitelist (Gazelle's update API).
+type SiteAction uint8
+
+// The site actions. Their names are Gazelle's update actions.
+const (
+	AddUser SiteAction = iota + 1
+	UpdateUser
+	RemoveUser
+	ChangePasskey
+	AddTorrent
+	UpdateTorrent
+	DeleteTorrent
+	AddToken
+	RemoveToken
+	AddWhitelist
+	EditWhitelist
+	RemoveWhitelist
+)
+
+// SiteUpdate is one change to the site state held by the tracker. Which fields count depends
+// on Action:
+//
+//	AddUser          User (ID, Passkey, CanLeech, Protected)
+//	UpdateUser       User.Passkey, User.CanLeech, User.Protected
+//	RemoveUser       User.Passkey
+//	ChangePasskey    User.Passkey (old), NewPasskey
+//	AddTorrent       Torrent (ID, InfoHash, Freeleech)
+//	UpdateTorrent    Torrent.InfoHash, Torrent.Freeleech
+//	DeleteTorrent    Torrent.InfoHash, Reason ("" for none)
+//	AddToken         Torrent.InfoHash, User.ID
+//	RemoveToken      Torrent.InfoHash, User.ID
+//	AddWhitelist     Prefix
+//	EditWhitelist    Prefix (old), NewPrefix
+//	RemoveWhitelist  Prefix
+type SiteUpdate struct {
+	Action     SiteAction
+	User       User
+	NewPasskey string
+	Torrent    Torrent
+	Reason     string
+	Prefix     string
+	NewPrefix  string
 }
