@@ -24,11 +24,14 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/golang/glog"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/chihaya/chihaya/backend"
-	_ "github.com/chihaya/chihaya/backend/noop" // the default backend driver
+	_ "github.com/chihaya/chihaya/backend/gazelle" // the Gazelle backend driver (private mode)
+	_ "github.com/chihaya/chihaya/backend/noop"    // the default backend driver
 	"github.com/chihaya/chihaya/config"
 	"github.com/chihaya/chihaya/http"
 	"github.com/chihaya/chihaya/stats"
@@ -79,11 +82,27 @@ func boot(configPath string) error {
 		return err
 	}
 	glog.Infof("chihaya: serving on %s (tracker %q, backend %q)", c.Addr(), cfg.Tracker.Name, cfg.Backend.Name)
-	select {
-	case <-ctx.Done():
-		glog.Infof("chihaya: shutting down")
-	case err := <-c.errc:
-		glog.Errorf("chihaya: frontend stopped: %v", err)
+	reload := make(chan os.Signal, 1)
+	signal.Notify(reload, syscall.SIGUSR1)
+	defer signal.Stop(reload)
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			glog.Infof("chihaya: shutting down")
+			break wait
+		case err := <-c.errc:
+			glog.Errorf("chihaya: frontend stopped: %v", err)
+			break wait
+		case <-reload:
+			if !cfg.PrivateEnabled {
+				glog.Infof("chihaya: SIGUSR1 ignored: public mode has no site to reload")
+				continue
+			}
+			if err := c.Reload(ctx); err != nil {
+				glog.Errorf("chihaya: reload: %v", err)
+			}
+		}
 	}
 	stop()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.Duration)
@@ -95,8 +114,51 @@ func boot(configPath string) error {
 	return nil
 }
 
+// metricsCollector is an optional capability of a backend driver: metrics of its own, served
+// with the tracker's.
+type metricsCollector interface {
+	Collectors() []prometheus.Collector
+}
+
+type multiCollector []prometheus.Collector
+
+func (m multiCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range m {
+		c.Describe(ch)
+	}
+}
+
+func (m multiCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range m {
+		c.Collect(ch)
+	}
+}
+
+// Reload loads the site's users, torrents, tokens and whitelist from the backend into the
+// tracker driver (private mode; also on SIGUSR1). Announces are answered throughout.
+func (c *Chihaya) Reload(ctx context.Context) error {
+	loader, ok := c.backend.(backend.SiteLoader)
+	if !ok {
+		return &config.KeyError{Key: "backend.driver", Err: fmt.Errorf("%q cannot load a site's users and torrents, which private mode needs (use \"gazelle\")", c.cfg.Backend.Name)}
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	start := time.Now()
+	st, err := loader.Load(ctx)
+	if err != nil {
+		return fmt.Errorf("load site: %w", err)
+	}
+	if err := c.tkr.ReplaceSite(ctx, st); err != nil {
+		return err
+	}
+	glog.Infof("chihaya: loaded %d users, %d torrents, %d tokens, %d whitelist prefixes and %d baselines in %s",
+		len(st.Users), len(st.Torrents), len(st.Tokens), len(st.Whitelist), len(st.Baselines), time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
 // Chihaya is a running tracker.
 type Chihaya struct {
+	tkr       *tracker.Tracker
 	cfg       *config.Config
 	ln        net.Listener
 	statsLn   net.Listener
@@ -140,8 +202,19 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 	if c.http, err = http.NewServer(cfg, tkr, opts...); err != nil {
 		return nil, err
 	}
+	c.tkr = tkr
+	if cfg.PrivateEnabled {
+		if err := c.Reload(context.Background()); err != nil {
+			return nil, err
+		}
+	}
 	if c.stats != nil {
 		c.stats.SetSwarm(tkr)
+		if mc, ok := c.backend.(metricsCollector); ok {
+			if err := c.stats.Registry().Register(multiCollector(mc.Collectors())); err != nil {
+				return nil, fmt.Errorf("register backend metrics: %w", err)
+			}
+		}
 		if cfg.StatsAddr == "" {
 			c.http.Handle("stats", c.stats.JSONHandler())
 			c.http.Handle("metrics", c.stats.MetricsHandler())

@@ -63,7 +63,7 @@ func TestStartRefusesBadDrivers(t *testing.T) {
 		{"unknown backend driver", func(c *config.Config) { c.Backend.Name = "nope" }, []string{`unknown driver "nope"`, "noop"}},
 		{"bad tracker params", func(c *config.Config) { c.Tracker.Params = json.RawMessage(`{"shards": 0}`) }, []string{`"shards"`}},
 		{"noop takes no params", func(c *config.Config) { c.Backend.Params = json.RawMessage(`{"dsn": "x"}`) }, []string{"noop"}},
-		{"private mode without a backend for it", func(c *config.Config) { c.PrivateEnabled = true }, []string{"private_enabled"}},
+		{"private mode without a backend for it", func(c *config.Config) { c.PrivateEnabled = true }, []string{"backend.driver", "gazelle"}},
 		{"port in use", nil, []string{"listen on"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -44,7 +44,7 @@ func Example() {
 	fmt.Println(err)
 	// Output:
 	// 1
-	// backend: unknown driver "missing" (forgotten import?); registered: counting, noop
+	// backend: unknown driver "missing" (forgotten import?); registered: counting, gazelle, noop
 }
 
 func backendConfig(name string) config.DriverConfig { return config.DriverConfig{Name: name} }

@@ -42,7 +42,8 @@ type SiteLoader interface {
 }
 
 // ReapRecorder is an optional capability of a Conn: being told the counts of the site's torrents
-// whose swarms the reaper changed, so that their seeders and leechers stay true on the site.
+// whose swarms the reaper changed, so that their seeders and leechers stay true on the site. The
+// core asserts it as tracker.ReapRecorder, which has the same method.
 type ReapRecorder interface {
 	RecordReap(ctx context.Context, torrents []models.TorrentStats) error
 }

@@ -244,6 +244,7 @@ func (s *Server) announce(r *nethttp.Request, passkey string, sc *scratch) error
 		return err
 	}
 	a.Passkey = passkey
+	a.UserAgent = r.UserAgent()
 	if err := s.resolve(r, &sc.q, a); err != nil {
 		return err
 	}

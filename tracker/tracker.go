@@ -66,6 +66,13 @@ type Tracker struct {
 	purgeEmpty         bool
 	whitelist          [][]byte
 
+	// Private mode.
+	private        bool
+	freeleech      bool
+	compactOnly    bool
+	reasonLifetime time.Duration
+	baselineLife   time.Duration
+
 	// Now returns the current time; tests replace it.
 	Now func() time.Time
 
@@ -88,10 +95,12 @@ type scrapeScratch struct {
 
 // New returns a core that keeps swarms in pool and sends deltas to backend. observer may be nil.
 func New(cfg *config.Config, pool Pool, backend Backend, observer Observer) (*Tracker, error) {
-	if cfg.PrivateEnabled {
-		return nil, &config.KeyError{Key: "private_enabled", Err: errors.New("private mode needs a backend driver that authorizes passkeys, and none is built in yet")}
-	}
 	t := &Tracker{
+		private:        cfg.PrivateEnabled,
+		freeleech:      cfg.FreeleechEnabled,
+		compactOnly:    cfg.CompactOnly,
+		reasonLifetime: cfg.DeletionReasonLifetime.Duration,
+		baselineLife:   cfg.BaselineLifetime.Duration,
 		pool:           pool,
 		backend:        backend,
 		observer:       observer,
@@ -172,12 +181,14 @@ func (t *Tracker) whitelisted(id models.PeerID) bool {
 
 // HandleAnnounce updates the swarm for a, sends the delta to the backend and writes the answer
 // to w. A models.ClientError is for the client to see; any other error is the tracker's own.
+//
+// In private mode the passkey must name a user and the torrent must be registered by the site;
+// the user's peers are keyed by user as well as peer ID, never handed to each other, and a
+// leecher whose user may not leech is recorded (its transfer still counts) but hidden, and told
+// "Access denied, leeching forbidden".
 func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w AnnounceWriter) error {
 	if !a.Endpoint.IsValid() {
 		return models.ErrInvalidIP
-	}
-	if !t.whitelisted(a.PeerID) {
-		return ErrClientNotWhitelisted
 	}
 	conn, err := t.pool.Get()
 	if err != nil {
@@ -185,21 +196,49 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 	}
 	defer conn.Close()
 
+	var (
+		user  models.User
+		store SiteStore
+	)
+	if t.private {
+		var ok bool
+		if store, ok = conn.(SiteStore); !ok {
+			return ErrNoSiteStore
+		}
+		if user, err = store.User(ctx, a.Passkey); err != nil {
+			return annErr(err)
+		}
+		if t.compactOnly && !a.Compact {
+			return models.ErrCompactOnly
+		}
+		if ok, err := store.Whitelisted(ctx, a.PeerID); err != nil {
+			return annErr(err)
+		} else if !ok {
+			return ErrClientNotWhitelisted
+		}
+	} else if !t.whitelisted(a.PeerID) {
+		return ErrClientNotWhitelisted
+	}
+
 	s := t.scratch.Get().(*announceScratch)
 	defer t.scratch.Put(s)
 
 	now := t.Now()
 	seeder := a.Seeder()
+	forbidden := t.private && !user.CanLeech && !seeder
 	u := &s.u
 	*u = PeerUpdate{
 		Remove:     a.Event == models.Stopped,
 		Seeder:     seeder,
 		Completed:  a.Event == models.Completed,
-		Create:     true,
+		Create:     !t.private,
+		Hidden:     forbidden,
 		Uploaded:   a.Uploaded,
 		Downloaded: a.Downloaded,
+		Corrupt:    a.Corrupt,
 		Time:       now,
 	}
+	uid := uint32(user.ID)
 
 	// The peer's endpoint in the other family, which only a spoofing-enabled config lets a
 	// client name, is stored first and hands out no peers; the main update then reports counts
@@ -207,24 +246,28 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 	if a.Other.IsValid() && models.FamilyOf(a.Other.Addr()) != models.FamilyOf(a.Endpoint.Addr()) {
 		ou := &s.ou
 		*ou = *u
-		ou.Key = models.PeerKey{ID: a.PeerID, Family: models.FamilyOf(a.Other.Addr())}
+		ou.Key = models.PeerKey{ID: a.PeerID, Family: models.FamilyOf(a.Other.Addr()), User: uid}
 		ou.AddrPort = canonical(a.Other)
 		ou.Completed = false
 		s.none = Selection{}
 		s.other.IPv4Peers, s.other.IPv6Peers = s.other.IPv4Peers[:0], s.other.IPv6Peers[:0]
 		if err := conn.Announce(ctx, a.InfoHash, ou, &s.none, &s.other); err != nil {
-			return annErr(err)
+			return t.unregistered(ctx, store, a.InfoHash, err)
 		}
 	}
 
-	u.Key = models.PeerKey{ID: a.PeerID, Family: models.FamilyOf(a.Endpoint.Addr())}
+	u.Key = models.PeerKey{ID: a.PeerID, Family: models.FamilyOf(a.Endpoint.Addr()), User: uid}
 	u.AddrPort = canonical(a.Endpoint)
 	sel := &s.sel
 	*sel = Selection{
-		Want:   t.NumWant(a.NumWant, a.Event),
-		Seeder: seeder,
-		IPv4:   t.dualStacked || u.Key.Family == models.IPv4,
-		IPv6:   t.dualStacked || u.Key.Family == models.IPv6,
+		Want:        t.NumWant(a.NumWant, a.Event),
+		Seeder:      seeder,
+		IPv4:        t.dualStacked || u.Key.Family == models.IPv4,
+		IPv6:        t.dualStacked || u.Key.Family == models.IPv6,
+		SkipOwnUser: t.private,
+	}
+	if forbidden {
+		sel.Want = 0
 	}
 	if t.preferSubnet {
 		bits := t.preferV4
@@ -236,31 +279,56 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 	res := &s.res
 	res.IPv4Peers, res.IPv6Peers = res.IPv4Peers[:0], res.IPv6Peers[:0]
 	if err := conn.Announce(ctx, a.InfoHash, u, sel, res); err != nil {
-		return annErr(err)
+		return t.unregistered(ctx, store, a.InfoHash, err)
 	}
 
 	d := &s.delta
 	*d = models.AnnounceDelta{
-		InfoHash: a.InfoHash,
-		PeerID:   a.PeerID,
-		Passkey:  a.Passkey,
-		Endpoint: u.AddrPort,
-		Event:    a.Event,
-		Created:  !res.Prev.Found && !u.Remove,
-		Snatched: res.Snatched,
-		Removed:  u.Remove && res.Prev.Found,
-		Seeder:   seeder,
-		Left:     a.Left,
-		Corrupt:  a.Corrupt,
-		Time:     now,
+		InfoHash:   a.InfoHash,
+		PeerID:     a.PeerID,
+		Passkey:    a.Passkey,
+		UserID:     user.ID,
+		TorrentID:  res.TorrentID,
+		Endpoint:   u.AddrPort,
+		Protected:  user.Protected,
+		UserAgent:  a.UserAgent,
+		Event:      a.Event,
+		Created:    !res.Prev.Found && !u.Remove,
+		Snatched:   res.Snatched,
+		Removed:    u.Remove && res.Prev.Found,
+		Seeder:     seeder,
+		Token:      res.Token,
+		Left:       a.Left,
+		Uploaded:   a.Uploaded,
+		Downloaded: a.Downloaded,
+		Corrupt:    a.Corrupt,
+		Seeders:    res.Seeders,
+		Leechers:   res.Leechers,
+		Snatches:   res.Snatches,
+		FirstSeen:  now,
+		Announces:  res.Prev.Announces + 1,
+		Time:       now,
 	}
-	d.Uploaded, d.Downloaded = transferDelta(a, &res.Prev)
+	if !res.Prev.FirstSeen.IsZero() {
+		d.FirstSeen = res.Prev.FirstSeen
+	}
+	t.account(a, &res.Prev, res.Freeleech, res.Token, d)
 	if t.backend != nil {
 		if err := t.backend.RecordAnnounce(ctx, d); err != nil {
 			// The swarm is already updated; a backend keeps its own queue, so the client's answer
 			// does not depend on it.
 			glog.Errorf("tracker: backend record announce: %v", err)
 		}
+	}
+	if res.Token && res.Snatched && store != nil {
+		// The token did its work: like Ocelot, forget it; the backend tells the site.
+		rm := models.SiteUpdate{Action: models.RemoveToken, User: models.User{ID: user.ID}, Torrent: models.Torrent{InfoHash: a.InfoHash}}
+		if err := store.UpdateSite(ctx, &rm); err != nil {
+			glog.Errorf("tracker: drop used token: %v", err)
+		}
+	}
+	if forbidden {
+		return models.ErrLeechingForbidden
 	}
 
 	resp := &s.resp
@@ -280,17 +348,48 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 	return w.WriteAnnounce(resp)
 }
 
-// transferDelta returns the bytes uploaded and downloaded since the peer's previous announce.
-// A peer's first announce, a started event and a counter that went down (the client restarted)
-// set a new baseline and credit nothing.
-func transferDelta(a *models.Announce, prev *PrevPeer) (up, down int64) {
-	if !prev.Found || a.Event == models.Started {
-		return 0, 0
+// unregistered turns the driver's ErrTorrentNotFound into Ocelot's "Unregistered torrent",
+// with the site's deletion reason while it is remembered.
+func (t *Tracker) unregistered(ctx context.Context, store SiteStore, ih models.InfoHash, err error) error {
+	if !errors.Is(err, models.ErrTorrentNotFound) || store == nil {
+		return annErr(err)
 	}
-	if a.Uploaded < prev.Uploaded || a.Downloaded < prev.Downloaded {
-		return 0, 0
+	text, at, ok, rerr := store.DeletionReason(ctx, ih)
+	if rerr != nil || !ok || text == "" || t.Now().Sub(at) > t.reasonLifetime {
+		return models.ErrTorrentNotFound
 	}
-	return a.Uploaded - prev.Uploaded, a.Downloaded - prev.Downloaded
+	return models.ClientError(string(models.ErrTorrentNotFound) + ": " + text)
+}
+
+// account fills d's deltas, credits and speeds from the announce and the peer's previous
+// counters (Ocelot's rules, protocol.md §3.3). A peer's first announce, a started event and a
+// counter that went down (the client restarted) set a new baseline and credit nothing.
+// Freeleech: neutral credits nothing, a token or a free torrent (or site-wide freeleech) credits
+// upload only, and a token's download is reported as TokenDown.
+func (t *Tracker) account(a *models.Announce, prev *PrevPeer, fl models.FreeleechType, token bool, d *models.AnnounceDelta) {
+	if !(prev.Found || prev.Restored) || a.Event == models.Started ||
+		a.Uploaded < prev.Uploaded || a.Downloaded < prev.Downloaded ||
+		(t.private && a.Corrupt < prev.Corrupt) {
+		return
+	}
+	d.UploadedDelta = a.Uploaded - prev.Uploaded
+	d.DownloadedDelta = a.Downloaded - prev.Downloaded
+	if t.private {
+		// Only private mode keeps corrupt counters (and sessions) per peer.
+		d.CorruptDelta = a.Corrupt - prev.Corrupt
+	}
+	if secs := int64(d.Time.Sub(prev.Time) / time.Second); secs > 0 {
+		d.UpSpeed, d.DownSpeed = d.UploadedDelta/secs, d.DownloadedDelta/secs
+	}
+	d.CreditedUp, d.CreditedDown = d.UploadedDelta, d.DownloadedDelta
+	switch {
+	case fl == models.Neutral:
+		d.CreditedUp, d.CreditedDown = 0, 0
+	case token:
+		d.CreditedDown, d.TokenDown = 0, d.DownloadedDelta
+	case fl == models.Free || t.freeleech:
+		d.CreditedDown = 0
+	}
 }
 
 // canonical unmaps IPv4-mapped IPv6 addresses, so a peer reached over a dual-stack socket is
@@ -348,14 +447,31 @@ func (t *Tracker) Reap(ctx context.Context) (ReapResult, error) {
 		return ReapResult{}, fmt.Errorf("tracker: get conn: %w", err)
 	}
 	defer conn.Close()
-	r, err := conn.Reap(ctx, t.Now().Add(-t.peerTimeout), t.purgeEmpty)
+	now := t.Now()
+	r, err := conn.Reap(ctx, now.Add(-t.peerTimeout), t.purgeEmpty)
 	if err != nil {
 		return r, fmt.Errorf("tracker: reap: %w", err)
 	}
 	if t.observer != nil {
 		t.observer.ObserveReap(r)
 	}
+	if rr, ok := t.backend.(ReapRecorder); ok && len(r.Changed) > 0 {
+		if err := rr.RecordReap(ctx, r.Changed); err != nil {
+			return r, fmt.Errorf("tracker: record reap: %w", err)
+		}
+	}
+	if store, ok := conn.(SiteStore); ok && t.private {
+		if err := store.Prune(ctx, now.Add(-t.reasonLifetime), now.Add(-t.baselineLife)); err != nil {
+			return r, fmt.Errorf("tracker: prune site state: %w", err)
+		}
+	}
 	return r, nil
+}
+
+// ReapRecorder is an optional capability of a Backend (backend.ReapRecorder): being told the
+// new counts of the site's torrents the reaper changed.
+type ReapRecorder interface {
+	RecordReap(ctx context.Context, torrents []models.TorrentStats) error
 }
 
 // RunReaper reaps every reap_interval until ctx ends.

@@ -287,20 +287,31 @@ func TestAnnounceStateMachine(t *testing.T) {
 				require.Equal(t, before+1, e.be.count(), "%s: one delta per announce", msg)
 				d := e.be.last(t)
 				assert.Equal(t, models.AnnounceDelta{
-					InfoHash:   ih,
-					PeerID:     a.PeerID,
-					Passkey:    "pk-" + st.peer,
-					Endpoint:   a.Endpoint,
-					Event:      st.event,
-					Created:    st.created,
-					Snatched:   st.snatched,
-					Removed:    st.removed,
-					Seeder:     st.left == 0,
-					Uploaded:   st.dUp,
-					Downloaded: st.dDown,
-					Left:       st.left,
-					Corrupt:    int64(i),
-					Time:       e.now,
+					InfoHash:        ih,
+					PeerID:          a.PeerID,
+					Passkey:         "pk-" + st.peer,
+					Endpoint:        a.Endpoint,
+					Event:           st.event,
+					Created:         st.created,
+					Snatched:        st.snatched,
+					Removed:         st.removed,
+					Seeder:          st.left == 0,
+					Left:            st.left,
+					Uploaded:        st.up,
+					Downloaded:      st.dn,
+					Corrupt:         int64(i),
+					UploadedDelta:   st.dUp,
+					DownloadedDelta: st.dDown,
+					CreditedUp:      st.dUp,
+					CreditedDown:    st.dDown,
+					UpSpeed:         st.dUp / 60,
+					DownSpeed:       st.dDown / 60,
+					Seeders:         resp.Complete,
+					Leechers:        resp.Incomplete,
+					Snatches:        resp.Downloaded,
+					FirstSeen:       e.now,
+					Announces:       1,
+					Time:            e.now,
 				}, d, msg)
 			}
 		})
@@ -750,20 +761,6 @@ func TestReapWithClock(t *testing.T) {
 			assert.Equal(t, models.TorrentStats{InfoHash: one, Registered: !tt.purge}, st[0])
 		})
 	}
-}
-
-func TestNewRefusesPrivate(t *testing.T) {
-	cfg := config.Default()
-	cfg.PrivateEnabled = true
-	pool, err := tracker.Open(cfg.Tracker)
-	require.NoError(t, err)
-	tr, err := tracker.New(&cfg, pool, nil, nil)
-	require.Error(t, err)
-	assert.Nil(t, tr)
-	assert.Contains(t, err.Error(), "private_enabled")
-	var ke *config.KeyError
-	require.ErrorAs(t, err, &ke)
-	assert.Equal(t, "private_enabled", ke.Key)
 }
 
 func TestIntervals(t *testing.T) {

@@ -60,7 +60,7 @@ func (Driver) New(raw json.RawMessage) (tracker.Pool, error) {
 // each carries its own lock, so a connection needs no state of its own.
 type Pool struct {
 	shards []shard
-	closed bool
+	site   site
 }
 
 // NewPool returns an empty pool with n shards (n ≥ 1).
@@ -69,6 +69,7 @@ func NewPool(n int) *Pool {
 	for i := range p.shards {
 		p.shards[i].torrents = make(map[models.InfoHash]*torrent)
 	}
+	p.site.init()
 	return p
 }
 
@@ -86,7 +87,9 @@ type entry struct {
 	addr       [16]byte
 	port       uint16
 	family     models.Family
+	hidden     bool   // stored but never handed out
 	seen       uint32 // unix seconds of the last announce
+	user       uint32 // the site's user ID in private mode
 	uploaded   int64
 	downloaded int64
 }
@@ -101,7 +104,9 @@ func (e *entry) addrPort() netip.AddrPort {
 	return netip.AddrPortFrom(a, e.port)
 }
 
-func (e *entry) key() models.PeerKey { return models.PeerKey{ID: e.id, Family: e.family} }
+func (e *entry) key() models.PeerKey {
+	return models.PeerKey{ID: e.id, Family: e.family, User: e.user}
+}
 
 // torrent is one swarm: seeders and leechers in two dense slices, and an index from PeerKey to
 // a position. A non-negative index i is leechers[i]; a negative one is seeders[-i-1].
@@ -110,6 +115,9 @@ type torrent struct {
 	leechers []entry
 	index    map[models.PeerKey]int32
 	snatches int
+
+	// site is set for a torrent registered by the site (private mode); nil in public mode.
+	site *siteTorrent
 }
 
 func (p *Pool) shardFor(ih models.InfoHash) *shard {
@@ -129,6 +137,8 @@ func (p *Pool) Announce(_ context.Context, ih models.InfoHash, u *tracker.PeerUp
 	s.mu.Lock()
 	defer s.mu.Unlock()
 
+	res.Prev = tracker.PrevPeer{}
+	res.Snatched, res.TorrentID, res.Freeleech, res.Token = false, 0, models.Normal, false
 	t := s.torrents[ih]
 	if t == nil {
 		if !u.Create {
@@ -136,7 +146,6 @@ func (p *Pool) Announce(_ context.Context, ih models.InfoHash, u *tracker.PeerUp
 		}
 		if u.Remove {
 			// A stopped peer of an unknown torrent leaves nothing behind.
-			res.Prev = tracker.PrevPeer{}
 			res.Seeders, res.Leechers, res.Snatches = 0, 0, 0
 			return nil
 		}
@@ -144,8 +153,6 @@ func (p *Pool) Announce(_ context.Context, ih models.InfoHash, u *tracker.PeerUp
 		s.torrents[ih] = t
 	}
 
-	res.Prev = tracker.PrevPeer{}
-	res.Snatched = false
 	idx, found := t.index[u.Key]
 	if found {
 		e := t.at(idx)
@@ -156,6 +163,9 @@ func (p *Pool) Announce(_ context.Context, ih models.InfoHash, u *tracker.PeerUp
 			Downloaded: e.downloaded,
 			Time:       time.Unix(int64(e.seen), 0),
 		}
+	}
+	if t.site != nil {
+		t.site.announce(u, res)
 	}
 
 	switch {
@@ -168,7 +178,9 @@ func (p *Pool) Announce(_ context.Context, ih models.InfoHash, u *tracker.PeerUp
 			id:         u.Key.ID,
 			port:       u.AddrPort.Port(),
 			family:     u.Key.Family,
+			hidden:     u.Hidden,
 			seen:       uint32(u.Time.Unix()),
+			user:       u.Key.User,
 			uploaded:   u.Uploaded,
 			downloaded: u.Downloaded,
 		}
@@ -287,8 +299,8 @@ func (t *torrent) candidate(i int) *entry {
 }
 
 func (t *torrent) eligible(e *entry, self models.PeerKey, sel *tracker.Selection) bool {
-	if e.id == self.ID {
-		return false // neither this endpoint nor the same peer's other-family one
+	if e.id == self.ID || e.hidden || (sel.SkipOwnUser && e.user == self.User) {
+		return false // not itself in either family, not hidden, not its own user's
 	}
 	if e.family == models.IPv4 {
 		return sel.IPv4
@@ -333,7 +345,19 @@ func (p *Pool) Reap(ctx context.Context, cutoff time.Time, purgeEmpty bool) (tra
 		s := &p.shards[i]
 		s.mu.Lock()
 		for ih, t := range s.torrents {
-			r.Peers += t.reap(limit)
+			n := t.reap(limit)
+			r.Peers += n
+			if t.site != nil {
+				// The site's torrents stay registered however empty; the site is told their
+				// new counts.
+				if n > 0 {
+					r.Changed = append(r.Changed, models.TorrentStats{
+						InfoHash: ih, ID: t.site.id, Seeders: len(t.seeders), Leechers: len(t.leechers),
+						Snatches: t.snatches, Registered: true,
+					})
+				}
+				continue
+			}
 			if purgeEmpty && len(t.seeders) == 0 && len(t.leechers) == 0 {
 				delete(s.torrents, ih)
 				r.Torrents++

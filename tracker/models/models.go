@@ -90,6 +90,8 @@ type Announce struct {
 	PeerID   PeerID
 	// Passkey is the first path segment of /:passkey/announce, or "" on /announce.
 	Passkey string
+	// UserAgent is the client's User-Agent header, kept for the site (xbt_files_users).
+	UserAgent string
 	// Endpoint is the address and port the peer is reachable at for its own family: the socket's
 	// address unless the configuration allows a client or a trusted proxy to say otherwise.
 	Endpoint netip.AddrPort
@@ -205,7 +207,7 @@ type AnnounceDelta struct {
 	Corrupt    int64
 	// UploadedDelta, DownloadedDelta and CorruptDelta are the raw bytes since the peer's
 	// previous announce: zero on a new baseline (first announce, started, a counter that went
-	// down), never negative.
+	// down), never negative. CorruptDelta is kept in private mode only.
 	UploadedDelta   int64
 	DownloadedDelta int64
 	CorruptDelta    int64
@@ -226,7 +228,7 @@ type AnnounceDelta struct {
 	Snatches int
 
 	// FirstSeen is when the peer's session began and Announces how many announces it made,
-	// this one included.
+	// this one included. Public mode keeps no sessions: there they are now and 1.
 	FirstSeen time.Time
 	Announces int
 	Time      time.Time
