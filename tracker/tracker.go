@@ -243,6 +243,7 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 	// The peer's endpoint in the other family, which only a spoofing-enabled config lets a
 	// client name, is stored first and hands out no peers; the main update then reports counts
 	// that include it.
+	prev := &s.res.Prev
 	if a.Other.IsValid() && models.FamilyOf(a.Other.Addr()) != models.FamilyOf(a.Endpoint.Addr()) {
 		ou := &s.ou
 		*ou = *u
@@ -253,6 +254,11 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 		s.other.IPv4Peers, s.other.IPv6Peers = s.other.IPv4Peers[:0], s.other.IPv6Peers[:0]
 		if err := conn.Announce(ctx, a.InfoHash, ou, &s.none, &s.other); err != nil {
 			return t.unregistered(ctx, store, a.InfoHash, err)
+		}
+		if t.private {
+			// Both entries share one session, which this update has already moved on to the
+			// announce's counters: its Prev is the session as it was, to credit from.
+			prev = &s.other.Prev
 		}
 	}
 
@@ -297,7 +303,7 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 		Snatched:   res.Snatched,
 		Removed:    u.Remove && res.Prev.Found,
 		Seeder:     seeder,
-		Token:      res.Token,
+		Token:      res.Token && res.Freeleech != models.Neutral,
 		Left:       a.Left,
 		Uploaded:   a.Uploaded,
 		Downloaded: a.Downloaded,
@@ -306,13 +312,13 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 		Leechers:   res.Leechers,
 		Snatches:   res.Snatches,
 		FirstSeen:  now,
-		Announces:  res.Prev.Announces + 1,
+		Announces:  prev.Announces + 1,
 		Time:       now,
 	}
-	if !res.Prev.FirstSeen.IsZero() {
-		d.FirstSeen = res.Prev.FirstSeen
+	if !prev.FirstSeen.IsZero() {
+		d.FirstSeen = prev.FirstSeen
 	}
-	t.account(a, &res.Prev, res.Freeleech, res.Token, d)
+	t.account(a, prev, res.Freeleech, res.Token, d)
 	if t.backend != nil {
 		if err := t.backend.RecordAnnounce(ctx, d); err != nil {
 			// The swarm is already updated; a backend keeps its own queue, so the client's answer
@@ -320,7 +326,7 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 			glog.Errorf("tracker: backend record announce: %v", err)
 		}
 	}
-	if res.Token && res.Snatched && store != nil {
+	if d.Token && d.Snatched && store != nil {
 		// The token did its work: like Ocelot, forget it; the backend tells the site.
 		rm := models.SiteUpdate{Action: models.RemoveToken, User: models.User{ID: user.ID}, Torrent: models.Torrent{InfoHash: a.InfoHash}}
 		if err := store.UpdateSite(ctx, &rm); err != nil {

@@ -326,6 +326,9 @@ func (p *Pool) Scrape(_ context.Context, files []models.TorrentStats) error {
 		s.mu.RLock()
 		if t := s.torrents[f.InfoHash]; t != nil {
 			f.Seeders, f.Leechers, f.Snatches, f.Registered = len(t.seeders), len(t.leechers), t.snatches, true
+			if t.site != nil {
+				f.ID = t.site.id
+			}
 		} else {
 			f.Seeders, f.Leechers, f.Snatches, f.Registered = 0, 0, 0, false
 		}

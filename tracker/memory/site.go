@@ -177,12 +177,17 @@ func (p *Pool) UpdateSite(_ context.Context, u *models.SiteUpdate) error {
 	case models.AddUser:
 		p.putUser(u.User)
 	case models.UpdateUser:
-		old, err := p.User(context.Background(), u.User.Passkey)
-		if err != nil {
-			return fmt.Errorf("memory: update user: %w", err)
+		sh := &p.site.users[p.site.userShard(u.User.Passkey)]
+		sh.mu.Lock()
+		old, ok := sh.byPasskey[u.User.Passkey]
+		if ok {
+			old.CanLeech, old.Protected = u.User.CanLeech, u.User.Protected
+			sh.byPasskey[u.User.Passkey] = old
 		}
-		old.CanLeech, old.Protected = u.User.CanLeech, u.User.Protected
-		p.putUser(old)
+		sh.mu.Unlock()
+		if !ok {
+			return fmt.Errorf("memory: update user: %w", models.ErrPasskeyNotFound)
+		}
 	case models.RemoveUser:
 		p.removeUser(u.User.Passkey)
 	case models.ChangePasskey:
@@ -264,14 +269,20 @@ func (p *Pool) editWhitelist(u *models.SiteUpdate) {
 
 // ReplaceSite implements tracker.SiteStore.
 func (p *Pool) ReplaceSite(_ context.Context, st *models.SiteState) error {
+	// Build the new users first and swap each shard's map whole, so that a user who is in
+	// both the old and the new state is never missing to a concurrent announce.
+	users := make([]map[string]models.User, userShards)
+	for i := range users {
+		users[i] = make(map[string]models.User)
+	}
+	for _, u := range st.Users {
+		users[p.site.userShard(u.Passkey)][u.Passkey] = u
+	}
 	for i := range p.site.users {
 		sh := &p.site.users[i]
 		sh.mu.Lock()
-		clear(sh.byPasskey)
+		sh.byPasskey = users[i]
 		sh.mu.Unlock()
-	}
-	for _, u := range st.Users {
-		p.putUser(u)
 	}
 
 	wl := make([][]byte, 0, len(st.Whitelist))

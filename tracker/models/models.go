@@ -197,7 +197,8 @@ type AnnounceDelta struct {
 	// Removed is true when the peer left the swarm (event stopped).
 	Removed bool
 	Seeder  bool
-	// Token is true when the user holds a freeleech token for the torrent.
+	// Token is true when a freeleech token of the user's applies to this announce: the user holds
+	// one for the torrent and the torrent is not neutral (neutral wins over tokens).
 	Token bool
 	Left  int64
 
