@@ -193,7 +193,7 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 	if cfg.StatsEnabled {
 		c.stats = stats.New(cfg, nil)
 		observer = c.stats
-		opts = append(opts, http.WithRecorder(c.stats))
+		opts = append(opts, http.WithRecorder(c.stats), http.WithReportStats(c.stats))
 	}
 	tkr, err := tracker.New(cfg, c.pool, c.backend, observer)
 	if err != nil {
@@ -231,6 +231,10 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 	}
 	if c.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	if cfg.PrivateEnabled {
+		// Legacy Gazelle sends its updates without a Host header.
+		c.ln = http.HostlessListener(c.ln)
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())

@@ -4,6 +4,7 @@
 //
 //	GET /announce            GET /scrape
 //	GET /:passkey/announce   GET /:passkey/scrape
+//	GET /:site_password/update?action=…   GET /:report_password/report?get=…   (private mode, control.go)
 //
 // In public mode the passkey segment is accepted and ignored, so a torrent made for a private
 // deployment still works against a public one; private mode gives it meaning.
@@ -43,6 +44,10 @@ type Server struct {
 	requestTimeout time.Duration
 
 	recorder Recorder
+
+	// Private mode's update and report endpoints (control.go); ctl is nil in public mode.
+	ctl         *control
+	reportStats ReportStats
 
 	router  *httprouter.Router
 	extra   map[string]nethttp.Handler
@@ -87,6 +92,9 @@ func NewServer(cfg *config.Config, tkr *tracker.Tracker, opts ...Option) (*Serve
 	}
 	for _, o := range opts {
 		o(s)
+	}
+	if cfg.PrivateEnabled {
+		s.ctl = newControl(cfg)
 	}
 	s.scratch.New = func() any { return new(scratch) }
 
@@ -157,6 +165,10 @@ func (s *Server) serveTwo(w nethttp.ResponseWriter, r *nethttp.Request, ps httpr
 	case "scrape":
 		s.serveScrape(w, r, ps.ByName("first"))
 	default:
+		// "update" and "report" under the site's secrets, in private mode only.
+		if s.serveControl(w, r, ps.ByName("first"), ps.ByName("action")) {
+			return
+		}
 		s.notFound(w, r)
 	}
 }

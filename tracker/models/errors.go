@@ -43,3 +43,11 @@ const (
 	ErrAuthentication       = ClientError("Authentication failure")
 	ErrClientNotWhitelisted = ClientError("Your client is not on the whitelist")
 )
+
+// The report endpoint's failures in the Ocelot 2.x (JSON) format, worded as OPSnet's Ocelot
+// words them.
+const (
+	ErrAnnounceKeyMissing  = ClientError("Announce key missing")
+	ErrAnnounceKeyNotFound = ClientError("Announce key not found")
+	ErrUnknownReport       = ClientError("unrecognized report query")
+)
