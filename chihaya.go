@@ -272,7 +272,9 @@ func (c *Chihaya) closeAll() {
 		_ = c.statsLn.Close()
 	}
 	if c.backend != nil {
-		_ = c.backend.Close(context.Background())
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.ShutdownTimeout.Duration)
+		defer cancel()
+		_ = c.backend.Close(ctx)
 	}
 	if c.pool != nil {
 		_ = c.pool.Close()

@@ -5,6 +5,8 @@
 #	                                        export lines that point the tests at it
 #	bash .ci/mariadb.sh stop [DIR]          stop the server whose directory is DIR (default
 #	                                        $CHIHAYA_MYSQL_DIR) and remove the directory
+#	bash .ci/mariadb.sh stop-keep DIR       stop that server but keep its directory and data
+#	bash .ci/mariadb.sh start-existing DIR  start it again on its data, address and port
 #
 # start installs mariadb-server and mariadb-client with apt-get when they are missing (as root,
 # or through sudo -n), initialises a fresh data directory under mktemp -d, and runs mariadbd in
@@ -35,7 +37,7 @@ die() {
 }
 
 usage() {
-	sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^#\t\{0,1\}//' >&2
+	sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^#\t\{0,1\}//' >&2
 	exit 2
 }
 
@@ -90,15 +92,48 @@ alive() {
 	[[ "$stat" != Z* && "$stat" != X* ]]
 }
 
+# launch DIR PORT: runs mariadbd in the background on DIR's data and 127.0.0.1:PORT, with the
+# options saved in DIR/user-opt, records its pid in DIR/pid, and waits until it answers a ping.
+# Fails when it exits or does not answer within deadline_seconds (and then leaves it running
+# for the caller to kill).
+launch() {
+	local dir="$1" port="$2" mariadbd admin
+	mariadbd="$(first_of mariadbd mysqld)"
+	admin="$(first_of mariadb-admin mysqladmin)"
+	local user_opt=()
+	if [ -s "$dir/user-opt" ]; then
+		mapfile -t user_opt <"$dir/user-opt"
+	fi
+	local sock="$dir/mysqld.sock" pid
+	# --no-defaults keeps /etc/mysql out (it would move the socket and the bind address).
+	"$mariadbd" --no-defaults "${user_opt[@]}" --datadir="$dir/data" --tmpdir="$dir/tmp" \
+		--socket="$sock" --pid-file="$dir/mysqld.pid" --log-error="$dir/error.log" \
+		--bind-address=127.0.0.1 --port="$port" --skip-networking=0 --skip-name-resolve \
+		--skip-log-bin --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
+		--innodb-buffer-pool-size=64M --innodb-flush-log-at-trx-commit=2 \
+		>>"$dir/mariadbd.out" 2>&1 </dev/null &
+	pid=$!
+	echo "$pid" >"$dir/pid"
+	echo "$port" >"$dir/port"
+
+	local deadline=$((SECONDS + deadline_seconds))
+	while alive "$pid" && ((SECONDS < deadline)); do
+		if "$admin" --no-defaults --socket="$sock" -uroot --connect-timeout=2 ping \
+			>/dev/null 2>&1; then
+			return 0
+		fi
+		sleep 0.2
+	done
+	return 1
+}
+
 start() {
 	local envfile="${1:-}"
 	install_packages
 
-	local mariadbd install_db client admin
-	mariadbd="$(first_of mariadbd mysqld)"
+	local install_db client
 	install_db="$(first_of mariadb-install-db mysql_install_db)"
 	client="$(first_of mariadb mysql)"
-	admin="$(first_of mariadb-admin mysqladmin)"
 
 	local dir
 	dir="$(mktemp -d "${TMPDIR:-/tmp}/chihaya-mariadb.XXXXXX")"
@@ -134,28 +169,19 @@ start() {
 		die "$install_db --datadir=$dir/data"
 	fi
 
+	# start-existing runs the server again with the same options.
+	: >"$dir/user-opt"
+	if ((${#user_opt[@]})); then
+		printf '%s\n' "${user_opt[@]}" >"$dir/user-opt"
+	fi
+
 	local sock="$dir/mysqld.sock" port pid="" started=""
 	for ((port = first_port; port <= last_port; port++)); do
 		port_in_use "$port" && continue
-		# --no-defaults keeps /etc/mysql out (it would move the socket and the bind address).
-		"$mariadbd" --no-defaults "${user_opt[@]}" --datadir="$dir/data" --tmpdir="$dir/tmp" \
-			--socket="$sock" --pid-file="$dir/mysqld.pid" --log-error="$dir/error.log" \
-			--bind-address=127.0.0.1 --port="$port" --skip-networking=0 --skip-name-resolve \
-			--skip-log-bin --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
-			--innodb-buffer-pool-size=64M --innodb-flush-log-at-trx-commit=2 \
-			>"$dir/mariadbd.out" 2>&1 </dev/null &
-		pid=$!
-		echo "$pid" >"$dir/pid"
-
-		local deadline=$((SECONDS + deadline_seconds))
-		while alive "$pid" && ((SECONDS < deadline)); do
-			if "$admin" --no-defaults --socket="$sock" -uroot --connect-timeout=2 ping \
-				>/dev/null 2>&1; then
-				started=1
-				break
-			fi
-			sleep 0.2
-		done
+		if launch "$dir" "$port"; then
+			started=1
+		fi
+		pid="$(cat "$dir/pid")"
 		[ -n "$started" ] && break
 
 		if alive "$pid"; then
@@ -196,8 +222,33 @@ start() {
 	log "$("$client" --no-defaults --socket="$sock" -uroot -N -e 'SELECT VERSION()') on 127.0.0.1:$port (pid $pid, dir $dir); stop with: bash .ci/mariadb.sh stop $dir"
 }
 
+# start_existing DIR: starts the server of DIR (stopped by stop-keep) again on its data and its
+# port, so that the DSN that start printed works again.
+start_existing() {
+	local dir="${1:-}"
+	[ -n "$dir" ] || die "start-existing: no directory given"
+	[ -e "$dir/$marker" ] || die "start-existing: $dir was not made by this script"
+	[ -s "$dir/port" ] || die "start-existing: $dir has no port file"
+	local pid="" port
+	[ -r "$dir/pid" ] && pid="$(cat "$dir/pid")"
+	if [[ "$pid" =~ ^[0-9]+$ ]] && alive "$pid"; then
+		die "start-existing: mariadbd (pid $pid) of $dir is still running"
+	fi
+	port="$(cat "$dir/port")"
+	if ! launch "$dir" "$port"; then
+		pid="$(cat "$dir/pid")"
+		if alive "$pid"; then
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
+		tail -n 20 "$dir/error.log" >&2 2>/dev/null || true
+		die "start-existing: mariadbd did not come back on port $port"
+	fi
+	log "started again on 127.0.0.1:$port (pid $(cat "$dir/pid"), dir $dir)"
+}
+
+# stop [DIR] [keep]: stops the server of DIR, and removes DIR unless keep is given.
 stop() {
-	local dir="${1:-${CHIHAYA_MYSQL_DIR:-}}"
+	local dir="${1:-${CHIHAYA_MYSQL_DIR:-}}" keep="${2:-}"
 	[ -n "$dir" ] || die "stop: no directory given and CHIHAYA_MYSQL_DIR is unset"
 	if [ ! -d "$dir" ]; then
 		log "stop: $dir does not exist, nothing to do"
@@ -218,6 +269,10 @@ stop() {
 			kill -KILL "$pid" 2>/dev/null || true
 		fi
 	fi
+	if [ -n "$keep" ]; then
+		log "stopped${pid:+ pid $pid}, kept $dir"
+		return 0
+	fi
 	rm -rf "$dir"
 	log "stopped${pid:+ pid $pid}, removed $dir"
 }
@@ -225,7 +280,16 @@ stop() {
 case "${1:-start}" in
 stop)
 	shift
-	stop "$@"
+	stop "${1:-}"
+	;;
+stop-keep)
+	shift
+	[ -n "${1:-}" ] || die "stop-keep: no directory given"
+	stop "$1" keep
+	;;
+start-existing)
+	shift
+	start_existing "${1:-}"
 	;;
 start)
 	shift || true

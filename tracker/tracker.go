@@ -73,6 +73,9 @@ type Tracker struct {
 	reasonLifetime time.Duration
 	baselineLife   time.Duration
 
+	backendErrLogged     atomic.Int64 // unix ns of the last backend error logged
+	backendErrSuppressed atomic.Int64
+
 	// Now returns the current time; tests replace it.
 	Now func() time.Time
 
@@ -321,9 +324,9 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 	t.account(a, prev, res.Freeleech, res.Token, d)
 	if t.backend != nil {
 		if err := t.backend.RecordAnnounce(ctx, d); err != nil {
-			// The swarm is already updated; a backend keeps its own queue, so the client's answer
-			// does not depend on it.
-			glog.Errorf("tracker: backend record announce: %v", err)
+			// The swarm is already updated; a backend keeps its own queue (and counts what it
+			// drops), so the client's answer does not depend on it.
+			t.logBackendError(now, err)
 		}
 	}
 	if d.Token && d.Snatched && store != nil {
@@ -352,6 +355,21 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 		NoPeerID:    a.NoPeerID,
 	}
 	return w.WriteAnnounce(resp)
+}
+
+// backendErrorEvery bounds how often backend errors are logged: during a database outage every
+// announce may fail the same way.
+const backendErrorEvery = 10 * time.Second
+
+// logBackendError logs err, or counts it when a backend error was logged less than
+// backendErrorEvery ago; the next line says how many were not logged.
+func (t *Tracker) logBackendError(now time.Time, err error) {
+	last := t.backendErrLogged.Load()
+	if now.UnixNano()-last < int64(backendErrorEvery) || !t.backendErrLogged.CompareAndSwap(last, now.UnixNano()) {
+		t.backendErrSuppressed.Add(1)
+		return
+	}
+	glog.Errorf("tracker: backend record announce: %v (%d more since the last such line)", err, t.backendErrSuppressed.Swap(0))
 }
 
 // unregistered turns the driver's ErrTorrentNotFound into Ocelot's "Unregistered torrent",

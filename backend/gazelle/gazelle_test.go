@@ -34,6 +34,13 @@ const skipNoMySQL = "MariaDB not available: run `bash .ci/run`, or `eval \"$(bas
 // CHIHAYA_REQUIRE_MYSQL=1 (as in CI).
 func testDB(t *testing.T, layout Schema) string {
 	t.Helper()
+	return testDBOn(t, serverDSN(t), layout)
+}
+
+// serverDSN returns CHIHAYA_MYSQL_DSN, or skips the test without it (fails it when
+// CHIHAYA_REQUIRE_MYSQL=1, as in CI).
+func serverDSN(t *testing.T) string {
+	t.Helper()
 	dsn := os.Getenv("CHIHAYA_MYSQL_DSN")
 	if dsn == "" {
 		if os.Getenv("CHIHAYA_REQUIRE_MYSQL") == "1" {
@@ -41,6 +48,12 @@ func testDB(t *testing.T, layout Schema) string {
 		}
 		t.Skip(skipNoMySQL)
 	}
+	return dsn
+}
+
+// testDBOn is testDB on the server that dsn (with no database) points at.
+func testDBOn(t *testing.T, dsn string, layout Schema) string {
+	t.Helper()
 	base, err := mysql.ParseDSN(dsn)
 	require.NoError(t, err, "CHIHAYA_MYSQL_DSN")
 
@@ -130,13 +143,14 @@ func TestParseParams(t *testing.T) {
 		{
 			name:   "dsn only: defaults for the rest",
 			params: `{"dsn": "` + dsn + `"}`,
-			want:   Params{DSN: dsn, Schema: OPSnet, FlushInterval: 3 * time.Second, QueueLimit: 100000},
+			want:   Params{DSN: dsn, Schema: OPSnet, FlushInterval: 3 * time.Second, FlushTimeout: 30 * time.Second, QueueLimit: 100000},
 		},
 		{
 			name: "every key",
-			params: `{"dsn": "` + dsn + `", "schema": "whatcd", "flush_interval": "500ms",
-				"queue_limit": 10, "readonly": true}`,
-			want: Params{DSN: dsn, Schema: WhatCD, FlushInterval: 500 * time.Millisecond, QueueLimit: 10, ReadOnly: true},
+			params: `{"dsn": "` + dsn + `", "schema": "whatcd", "flush_interval": "500ms", "flush_timeout": "5s",
+				"queue_limit": 10, "readonly": true, "site_url": "http://127.0.0.1:8080/", "site_password": "` + sitePassword + `"}`,
+			want: Params{DSN: dsn, Schema: WhatCD, FlushInterval: 500 * time.Millisecond, FlushTimeout: 5 * time.Second,
+				QueueLimit: 10, ReadOnly: true, SiteURL: "http://127.0.0.1:8080/", SitePassword: sitePassword},
 		},
 		{name: "no params", params: ``, errKey: "params.dsn", errHas: "missing"},
 		{name: "null params", params: `null`, errKey: "params.dsn", errHas: "missing"},
@@ -159,6 +173,12 @@ func TestParseParams(t *testing.T) {
 		{name: "queue_limit negative", params: `{"dsn": "` + dsn + `", "queue_limit": -1}`, errKey: "params.queue_limit", errHas: "positive"},
 		{name: "queue_limit not an integer", params: `{"dsn": "` + dsn + `", "queue_limit": 1.5}`, errKey: "params.queue_limit", errHas: "integer"},
 		{name: "readonly not a bool", params: `{"dsn": "` + dsn + `", "readonly": "yes"}`, errKey: "params.readonly", errHas: "true or false"},
+		{name: "flush_timeout zero", params: `{"dsn": "` + dsn + `", "flush_timeout": "0s"}`, errKey: "params.flush_timeout", errHas: "positive"},
+		{name: "site_url without password", params: `{"dsn": "` + dsn + `", "site_url": "http://127.0.0.1"}`, errKey: "params.site_password", errHas: "missing"},
+		{name: "site_url not http", params: `{"dsn": "` + dsn + `", "site_url": "ftp://x", "site_password": "p"}`, errKey: "params.site_url", errHas: "http"},
+		{name: "site_url without host", params: `{"dsn": "` + dsn + `", "site_url": "http:///x", "site_password": "p"}`, errKey: "params.site_url", errHas: "no host"},
+		{name: "site_url with query", params: `{"dsn": "` + dsn + `", "site_url": "http://x/?a=b", "site_password": "p"}`, errKey: "params.site_url", errHas: "without"},
+		{name: "site_password not a string", params: `{"dsn": "` + dsn + `", "site_password": 5}`, errKey: "params.site_password", errHas: "want a string"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -174,9 +194,12 @@ func TestParseParams(t *testing.T) {
 			assert.Equal(t, tt.errKey, ke.Key)
 			assert.Contains(t, err.Error(), tt.errHas)
 			assert.NotContains(t, err.Error(), "s3cret", "an error shows the password")
+			assert.NotContains(t, err.Error(), sitePassword, "an error shows the site password")
 		})
 	}
 }
+
+const sitePassword = "00000000000000000000000000000000"
 
 // TestParseParamsWithholdsPassword feeds DSNs whose password makes the MySQL driver's parse
 // error quote part of it.
@@ -442,12 +465,10 @@ func TestLoadMissingTable(t *testing.T) {
 	assert.Equal(t, uint16(1146), me.Number, "ER_NO_SUCH_TABLE")
 }
 
-// TestRecordAnnounceAndClose needs no database: the pool connects lazily and Close on an unused
-// pool does no I/O.
+// TestRecordAnnounceAndClose needs no database: nothing is queued, so Close has nothing to
+// write, and closing an unused pool does no I/O.
 func TestRecordAnnounceAndClose(t *testing.T) {
-	db, err := sql.Open("mysql", "chihaya:pw@tcp(127.0.0.1:1)/gazelle")
-	require.NoError(t, err)
-	c := &Conn{db: db, params: DefaultParams(), queries: OPSnet.queries(), where: "test"}
+	c := offlineConn(t, DefaultParams())
 	ctx := context.Background()
 
 	var wg sync.WaitGroup
@@ -456,16 +477,19 @@ func TestRecordAnnounceAndClose(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range 100 {
+				// Public-mode deltas (no user or torrent ID) are ignored.
 				assert.NoError(t, c.RecordAnnounce(ctx, &models.AnnounceDelta{Uploaded: 1}))
 			}
 		}()
 	}
 	wg.Wait()
-	assert.Equal(t, uint64(800), c.received.Load())
+	assert.Zero(t, c.pendingRows())
 
 	require.NoError(t, c.Close(ctx))
 	assert.ErrorIs(t, c.RecordAnnounce(ctx, &models.AnnounceDelta{}), ErrClosed)
-	_, err = c.Load(ctx)
+	assert.ErrorIs(t, c.RecordAnnounce(ctx, &models.AnnounceDelta{UserID: 1, TorrentID: 1}), ErrClosed)
+	assert.ErrorIs(t, c.RecordReap(ctx, []models.TorrentStats{{ID: 1}}), ErrClosed)
+	_, err := c.Load(ctx)
 	assert.ErrorIs(t, err, ErrClosed)
 	assert.NoError(t, c.Close(ctx), "closing twice is not an error")
 }

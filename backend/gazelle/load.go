@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"time"
 
 	"github.com/golang/glog"
 
@@ -34,6 +35,10 @@ const (
 	tokensQuery = "SELECT uf.UserID, uf.TorrentID FROM users_freeleeches AS uf " +
 		"JOIN torrents AS t ON t.ID = uf.TorrentID WHERE uf.Expired = '0' ORDER BY uf.UserID, uf.TorrentID"
 	whitelistQuery = "SELECT peer_id FROM xbt_client_whitelist WHERE peer_id IS NOT NULL ORDER BY id"
+	// baselinesQuery reads the active peers' last counters. It has no ORDER BY: at startup the
+	// table may hold millions of rows, and no index serves one.
+	baselinesQuery = "SELECT uid, fid, peer_id, uploaded, downloaded, corrupt, timespent, mtime, announced " +
+		"FROM xbt_files_users WHERE active = 1"
 )
 
 // queries returns the startup loads of the layout. It must be one of the known schemas.
@@ -54,6 +59,12 @@ func (s Schema) queries() queries {
 // Load reads the site's state for the tracker: the enabled users, every torrent, the unexpired
 // freeleech tokens and the client whitelist, all from one consistent snapshot (a read-only
 // REPEATABLE READ transaction), so a token never names a torrent the same load did not see.
+//
+// Baselines are the active peers of xbt_files_users, in no particular order: on the first
+// successful Load after Open, those read just before the startup reset truncated the table;
+// on later ones (a reload, or a read-only Conn), the table's current rows, which lag the
+// tracker's memory by up to a flush. A tracker should use a baseline only for a peer it does
+// not hold.
 //
 // Users with an empty torrent_pass are left out (the bare /announce would otherwise
 // authenticate as them), and so are torrents whose info_hash is not 20 bytes; both are logged.
@@ -83,7 +94,84 @@ func (c *Conn) Load(ctx context.Context) (*models.SiteState, error) {
 	if s.Whitelist, err = c.loadWhitelist(ctx, tx); err != nil {
 		return nil, fmt.Errorf("gazelle: load whitelist: %w", err)
 	}
+	c.mu.Lock()
+	pre, have := c.preReset, c.havePreReset
+	c.mu.Unlock()
+	if have {
+		s.Baselines = pre
+	} else if s.Baselines, err = loadBaselines(ctx, tx); err != nil {
+		return nil, fmt.Errorf("gazelle: load baselines: %w", err)
+	}
+	if have {
+		// Handed over once: the receiver owns the state.
+		c.mu.Lock()
+		c.preReset, c.havePreReset = nil, false
+		c.mu.Unlock()
+	}
 	return &s, nil
+}
+
+// querier is what loadBaselines needs of a *sql.DB or a *sql.Tx.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// loadBaselines reads the active rows of xbt_files_users as baselines: the session totals,
+// FirstSeen = mtime − timespent, LastSeen = mtime, and the announce count. Rows without a user
+// or a torrent are skipped and negative counters read as 0.
+func loadBaselines(ctx context.Context, q querier) ([]models.Baseline, error) {
+	rows, err := q.QueryContext(ctx, baselinesQuery)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var (
+		out    []models.Baseline
+		peerID sql.RawBytes
+	)
+	for rows.Next() {
+		var (
+			b                          models.Baseline
+			uid, fid                   int64
+			timespent, mtime, announce int64
+		)
+		if err := rows.Scan(&uid, &fid, &peerID, &b.Uploaded, &b.Downloaded, &b.Corrupt, &timespent, &mtime, &announce); err != nil {
+			return nil, err
+		}
+		if uid <= 0 || fid <= 0 {
+			continue
+		}
+		b.UserID, b.TorrentID = uint64(uid), uint64(fid)
+		copy(b.PeerID[:], peerID)
+		b.Uploaded, b.Downloaded, b.Corrupt = max(b.Uploaded, 0), max(b.Downloaded, 0), max(b.Corrupt, 0)
+		b.LastSeen = time.Unix(mtime, 0)
+		b.FirstSeen = time.Unix(mtime-max(timespent, 0), 0)
+		b.Announces = int(max(announce, 0))
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
+// startupReset is Ocelot's reset at start (protocol.md §3.4), after keeping the baselines: it
+// reads the active rows of xbt_files_users for the first Load, truncates the table, and sets
+// every torrent's Seeders and Leechers to 0. Like Ocelot, it logs a failure and carries on; if
+// the baselines cannot be read, the table is not truncated, so they are not lost.
+func (c *Conn) startupReset(ctx context.Context) {
+	bl, err := loadBaselines(ctx, c.db)
+	if err != nil {
+		glog.Errorf("gazelle: startup reset: read xbt_files_users in %s: %v; not truncating it", c.where, err)
+	} else {
+		c.mu.Lock()
+		c.preReset, c.havePreReset = bl, true
+		c.mu.Unlock()
+		if _, err := c.db.ExecContext(ctx, "TRUNCATE xbt_files_users"); err != nil {
+			glog.Errorf("gazelle: startup reset: truncate xbt_files_users in %s: %v", c.where, err)
+		}
+	}
+	if _, err := c.db.ExecContext(ctx, c.writes.resetCounts); err != nil {
+		glog.Errorf("gazelle: startup reset: %s in %s: %v", c.writes.resetCounts, c.where, err)
+	}
+	glog.Infof("gazelle: startup reset: kept %d peers' baselines, cleared xbt_files_users and the swarm counts", len(bl))
 }
 
 func (c *Conn) loadUsers(ctx context.Context, tx *sql.Tx) ([]models.User, error) {

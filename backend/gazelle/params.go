@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"sort"
 	"strings"
 	"time"
@@ -40,12 +41,27 @@ type Params struct {
 	// FlushInterval is how often queued writes go to the database (Ocelot's
 	// schedule_interval). Default 3s.
 	FlushInterval time.Duration
-	// QueueLimit caps the writes held in memory while the database is unreachable. Default
+	// FlushTimeout bounds each step of a flush (connecting and BEGIN, each statement of up to
+	// 1000 rows, COMMIT), so that a database that stops answering fails the flush, which is
+	// retried, instead of stalling the queue. Default 30s.
+	FlushTimeout time.Duration
+	// QueueLimit caps the rows held in memory for the database (summed over its tables,
+	// counting the batch being retried): while the database is unreachable, rows for keys
+	// already queued keep merging, and rows for new keys beyond the limit are refused (see
+	// Conn.RecordAnnounce). It also caps the token expiries waiting for the site. Default
 	// 100000.
 	QueueLimit int
 	// ReadOnly keeps the tracker from writing to the database at all (Ocelot's readonly): for
-	// a test instance beside the real tracker.
+	// a test instance beside the real tracker. No startup reset, no writes, no token callback.
 	ReadOnly bool
+	// SiteURL is where the site's tools.php lives, such as "http://127.0.0.1:8080" or
+	// "https://site.example/gazelle": the freeleech-token expiry callback (protocol.md §3.9)
+	// requests SiteURL + "/tools.php?key=…&type=expiretoken&action=ocelot&tokens=…". Empty
+	// (the default) sends no callback; Gazelle then expires used tokens on its own schedule.
+	SiteURL string
+	// SitePassword is the key of that callback: Gazelle's TRACKER_SECRET (Ocelot's
+	// site_password). Required with SiteURL.
+	SitePassword string
 }
 
 // The JSON keys of Params, as they appear under params.
@@ -53,8 +69,11 @@ const (
 	keyDSN           = "dsn"
 	keySchema        = "schema"
 	keyFlushInterval = "flush_interval"
+	keyFlushTimeout  = "flush_timeout"
 	keyQueueLimit    = "queue_limit"
 	keyReadOnly      = "readonly"
+	keySiteURL       = "site_url"
+	keySitePassword  = "site_password"
 )
 
 // DefaultParams returns the value of every optional param left out of a configuration.
@@ -62,6 +81,7 @@ func DefaultParams() Params {
 	return Params{
 		Schema:        OPSnet,
 		FlushInterval: 3 * time.Second,
+		FlushTimeout:  30 * time.Second,
 		QueueLimit:    100000,
 	}
 }
@@ -93,13 +113,27 @@ func ParseParams(raw json.RawMessage) (Params, error) {
 				err = keyErr(key, "%v", uerr)
 			}
 			p.FlushInterval = d.Duration
+		case keyFlushTimeout:
+			var d config.Duration
+			if uerr := json.Unmarshal(v, &d); uerr != nil {
+				err = keyErr(key, "%v", uerr)
+			}
+			p.FlushTimeout = d.Duration
 		case keyQueueLimit:
 			err = decodeValue(key, v, &p.QueueLimit, "an integer")
 		case keyReadOnly:
 			err = decodeValue(key, v, &p.ReadOnly, "true or false")
+		case keySiteURL:
+			err = decodeValue(key, v, &p.SiteURL, `a string such as "http://127.0.0.1:8080"`)
+		case keySitePassword:
+			// Never echo the value: it is a secret.
+			if uerr := json.Unmarshal(v, &p.SitePassword); uerr != nil {
+				err = keyErr(key, "want a string")
+			}
 		default:
-			err = keyErr(key, "unknown key; the gazelle driver takes %s, %s, %s, %s and %s",
-				keyDSN, keySchema, keyFlushInterval, keyQueueLimit, keyReadOnly)
+			err = keyErr(key, "unknown key; the gazelle driver takes %s, %s, %s, %s, %s, %s, %s and %s",
+				keyDSN, keySchema, keyFlushInterval, keyFlushTimeout, keyQueueLimit, keyReadOnly,
+				keySiteURL, keySitePassword)
 		}
 		if err != nil {
 			return Params{}, err
@@ -128,10 +162,43 @@ func (p Params) Validate() error {
 	if p.FlushInterval <= 0 {
 		return keyErr(keyFlushInterval, "must be a positive duration, got %s", p.FlushInterval)
 	}
+	if p.FlushTimeout <= 0 {
+		return keyErr(keyFlushTimeout, "must be a positive duration, got %s", p.FlushTimeout)
+	}
 	if p.QueueLimit <= 0 {
 		return keyErr(keyQueueLimit, "must be positive, got %d", p.QueueLimit)
 	}
+	if p.SiteURL != "" {
+		if _, err := p.expireURL(); err != nil {
+			return err
+		}
+		if p.SitePassword == "" {
+			return keyErr(keySitePassword, "missing: the token expiry callback to %s needs the site's "+
+				"TRACKER_SECRET", keySiteURL)
+		}
+	}
 	return nil
+}
+
+// expireURL returns the token expiry callback's URL up to the token list:
+// SiteURL/tools.php?key=<SitePassword>&type=expiretoken&action=ocelot&tokens=
+func (p Params) expireURL() (string, error) {
+	u, err := url.Parse(p.SiteURL)
+	if err != nil {
+		return "", keyErr(keySiteURL, "want a URL such as \"http://127.0.0.1:8080\": %v", err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return "", keyErr(keySiteURL, "want an http or https URL, got scheme %q", u.Scheme)
+	}
+	if u.Host == "" {
+		return "", keyErr(keySiteURL, "names no host")
+	}
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return "", keyErr(keySiteURL, "want the site's base URL, without user, query or fragment")
+	}
+	base := strings.TrimRight(u.String(), "/")
+	return base + "/tools.php?key=" + url.QueryEscape(p.SitePassword) +
+		"&type=expiretoken&action=ocelot&tokens=", nil
 }
 
 // defaultTimeout bounds dialling the database and the first ping when the DSN sets no
@@ -159,6 +226,9 @@ func (p Params) mysqlConfig() (*mysql.Config, error) {
 		return nil, keyErr(keyDSN, "names no database: want .../gazelle after the address")
 	}
 	cfg.ParseTime = true
+	// Placeholders are filled in by the driver (escaped for the session's sql_mode), so that a
+	// multi-row write is one round trip, not a prepare, an execute and a close.
+	cfg.InterpolateParams = true
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = defaultTimeout
 	}
