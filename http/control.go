@@ -36,7 +36,6 @@ import (
 	nethttp "net/http"
 	"runtime/debug"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/golang/glog"
@@ -68,11 +67,6 @@ type control struct {
 	version        string
 	start          time.Time
 	now            func() time.Time
-
-	// interval and jitter mirror what the tracker was last told, in seconds, for the report:
-	// the tracker has no getter for them (Intervals adds a random jitter).
-	interval atomic.Int64
-	jitter   atomic.Int64
 }
 
 func newControl(cfg *config.Config) *control {
@@ -91,8 +85,6 @@ func newControl(cfg *config.Config) *control {
 	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
 		c.version += " " + bi.Main.Version
 	}
-	c.interval.Store(int64(cfg.Announce.Duration / time.Second))
-	c.jitter.Store(int64(cfg.AnnounceJitter.Duration / time.Second))
 	return c
 }
 
@@ -197,7 +189,6 @@ func (s *Server) update(ctx context.Context, action string, q *query.Params) err
 			return err
 		}
 		s.tkr.SetAnnounceInterval(time.Duration(n) * time.Second)
-		s.ctl.interval.Store(n)
 		return nil
 	case "update_announce_jitter":
 		n, err := seconds(q, "new_announce_jitter", 0)
@@ -205,7 +196,6 @@ func (s *Server) update(ctx context.Context, action string, q *query.Params) err
 			return err
 		}
 		s.tkr.SetAnnounceJitter(time.Duration(n) * time.Second)
-		s.ctl.jitter.Store(n)
 		return nil
 	case "info_torrent":
 		if glog.V(1) {
@@ -487,10 +477,11 @@ type reportCounts struct {
 }
 
 func (s *Server) statsReport(ctx context.Context) []byte {
+	interval, jitter := s.tkr.AnnounceInterval()
 	rc := reportCounts{
 		uptime:   s.ctl.now().Sub(s.ctl.start),
-		interval: s.ctl.interval.Load(),
-		jitter:   s.ctl.jitter.Load(),
+		interval: int64(interval / time.Second),
+		jitter:   int64(jitter / time.Second),
 	}
 	if s.reportStats != nil {
 		doc, err := s.reportStats.Snapshot(ctx)

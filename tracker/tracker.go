@@ -147,6 +147,11 @@ func (t *Tracker) Intervals() (interval, minInterval time.Duration) {
 	return interval, t.minAnnounce
 }
 
+// AnnounceInterval returns the base announce interval and the most jitter added to it.
+func (t *Tracker) AnnounceInterval() (interval, jitter time.Duration) {
+	return time.Duration(t.announce.Load()), time.Duration(t.jitter.Load())
+}
+
 // SetAnnounceInterval changes the announce interval (Gazelle's update_announce_interval).
 func (t *Tracker) SetAnnounceInterval(d time.Duration) { t.announce.Store(int64(d)) }
 
