@@ -1,6 +1,6 @@
 // Package chihaya wires Chihaya together: it loads the configuration, opens the registered
-// tracker and backend drivers, and runs the HTTP frontend, the reaper and the stats goroutine
-// until it is told to stop. A custom binary imports its own drivers and calls Boot:
+// tracker and backend drivers, and runs the HTTP and UDP frontends, the reaper and the stats
+// goroutine until it is told to stop. A custom binary imports its own drivers and calls Boot:
 //
 //	package main
 //
@@ -37,6 +37,7 @@ import (
 	"github.com/chihaya/chihaya/stats"
 	"github.com/chihaya/chihaya/tracker"
 	_ "github.com/chihaya/chihaya/tracker/memory" // the default tracker driver
+	"github.com/chihaya/chihaya/udp"
 )
 
 // DefaultConfig is example_config.json, embedded: the configuration Boot uses when -config is
@@ -81,7 +82,11 @@ func boot(configPath string) error {
 	if err != nil {
 		return err
 	}
-	glog.Infof("chihaya: serving on %s (tracker %q, backend %q)", c.Addr(), cfg.Tracker.Name, cfg.Backend.Name)
+	if ua := c.UDPAddr(); ua != nil {
+		glog.Infof("chihaya: serving HTTP on %s and UDP on %s (tracker %q, backend %q)", c.Addr(), ua, cfg.Tracker.Name, cfg.Backend.Name)
+	} else {
+		glog.Infof("chihaya: serving on %s (tracker %q, backend %q)", c.Addr(), cfg.Tracker.Name, cfg.Backend.Name)
+	}
 	reload := make(chan os.Signal, 1)
 	signal.Notify(reload, syscall.SIGUSR1)
 	defer signal.Stop(reload)
@@ -165,6 +170,8 @@ type Chihaya struct {
 	pool      tracker.Pool
 	backend   backend.Conn
 	http      *http.Server
+	udp       *udp.Server
+	udpConn   *net.UDPConn
 	statsHTTP *nethttp.Server
 	stats     *stats.Stats
 	cancel    context.CancelFunc
@@ -173,10 +180,10 @@ type Chihaya struct {
 	once      sync.Once
 }
 
-// Start opens the drivers that cfg names, listens on cfg.Addr (and cfg.StatsAddr, when set) and
-// serves until Shutdown.
+// Start opens the drivers that cfg names, listens on cfg.Addr (and cfg.UDPAddr and
+// cfg.StatsAddr, when set) and serves until Shutdown.
 func Start(cfg *config.Config) (_ *Chihaya, err error) {
-	c := &Chihaya{cfg: cfg, errc: make(chan error, 2)}
+	c := &Chihaya{cfg: cfg, errc: make(chan error, 3)}
 	defer func() {
 		if err != nil {
 			c.closeAll()
@@ -190,10 +197,12 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 	}
 	var observer tracker.Observer
 	var opts []http.Option
+	var udpOpts []udp.Option
 	if cfg.StatsEnabled {
 		c.stats = stats.New(cfg, nil)
 		observer = c.stats
 		opts = append(opts, http.WithRecorder(c.stats), http.WithReportStats(c.stats))
+		udpOpts = append(udpOpts, udp.WithRecorder(c.stats))
 	}
 	tkr, err := tracker.New(cfg, c.pool, c.backend, observer)
 	if err != nil {
@@ -201,6 +210,11 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 	}
 	if c.http, err = http.NewServer(cfg, tkr, opts...); err != nil {
 		return nil, err
+	}
+	if cfg.UDPAddr != "" {
+		if c.udp, err = udp.NewServer(cfg, tkr, udpOpts...); err != nil {
+			return nil, err
+		}
 	}
 	c.tkr = tkr
 	if cfg.PrivateEnabled {
@@ -213,6 +227,11 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 		if mc, ok := c.backend.(metricsCollector); ok {
 			if err := c.stats.Registry().Register(multiCollector(mc.Collectors())); err != nil {
 				return nil, fmt.Errorf("register backend metrics: %w", err)
+			}
+		}
+		if c.udp != nil {
+			if err := c.stats.Registry().Register(multiCollector(c.udp.Collectors())); err != nil {
+				return nil, fmt.Errorf("register udp metrics: %w", err)
 			}
 		}
 		if cfg.StatsAddr == "" {
@@ -236,6 +255,11 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 		// Legacy Gazelle sends its updates without a Host header.
 		c.ln = http.HostlessListener(c.ln)
 	}
+	if c.udp != nil {
+		if c.udpConn, err = udp.Listen(cfg.UDPAddr); err != nil {
+			return nil, fmt.Errorf("listen on udp_addr %s: %w", cfg.UDPAddr, err)
+		}
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
@@ -248,6 +272,13 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 			c.errc <- err
 		}
 	})
+	if c.udp != nil {
+		c.goRun(func() {
+			if err := c.udp.Serve(c.udpConn); err != nil {
+				c.errc <- err
+			}
+		})
+	}
 	if c.statsHTTP != nil {
 		c.goRun(func() {
 			if err := c.statsHTTP.Serve(c.statsLn); err != nil && !errors.Is(err, nethttp.ErrServerClosed) {
@@ -271,6 +302,12 @@ func (c *Chihaya) closeAll() {
 	if c.statsLn != nil {
 		_ = c.statsLn.Close()
 	}
+	if c.ln != nil {
+		_ = c.ln.Close()
+	}
+	if c.udpConn != nil {
+		_ = c.udpConn.Close()
+	}
 	if c.backend != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.ShutdownTimeout.Duration)
 		defer cancel()
@@ -283,6 +320,14 @@ func (c *Chihaya) closeAll() {
 
 // Addr returns the address the HTTP frontend listens on.
 func (c *Chihaya) Addr() net.Addr { return c.ln.Addr() }
+
+// UDPAddr returns the address the UDP frontend listens on, or nil when udp_addr is empty.
+func (c *Chihaya) UDPAddr() net.Addr {
+	if c.udpConn == nil {
+		return nil
+	}
+	return c.udpConn.LocalAddr()
+}
 
 // StatsAddr returns the address of the separate stats listener, or nil when stats are served on
 // the tracker's own listener or not at all.
@@ -301,6 +346,12 @@ func (c *Chihaya) Stats() *stats.Stats { return c.stats }
 func (c *Chihaya) Shutdown(ctx context.Context) error {
 	var errs []error
 	c.once.Do(func() {
+		if c.udp != nil {
+			// Closing the socket stops the readers; each answers the batch it holds.
+			if err := c.udp.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("udp shutdown: %w", err))
+			}
+		}
 		if err := c.http.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 		}

@@ -19,6 +19,7 @@ func loopbackConfig(t *testing.T) *config.Config {
 	cfg, err := config.Parse(DefaultConfig, "example_config.json")
 	require.NoError(t, err)
 	cfg.Addr = "127.0.0.1:0"
+	cfg.UDPAddr = "127.0.0.1:0"
 	return cfg
 }
 

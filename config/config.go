@@ -81,6 +81,11 @@ type Config struct {
 	HTTPKeepAlive         bool     `json:"http_keep_alive"`
 	ShutdownTimeout       Duration `json:"shutdown_timeout"`
 
+	// UDP frontend (BEP 15); off when UDPAddr is empty.
+	UDPAddr      string `json:"udp_addr"`
+	UDPReaders   int    `json:"udp_readers"`
+	UDPBatchSize int    `json:"udp_batch_size"`
+
 	StatsEnabled     bool     `json:"stats_enabled"`
 	StatsAddr        string   `json:"stats_addr"`
 	PprofEnabled     bool     `json:"pprof_enabled"`
@@ -137,6 +142,7 @@ func Default() Config {
 		HTTPIdleTimeout:        Duration{2 * time.Minute},
 		HTTPKeepAlive:          true,
 		ShutdownTimeout:        Duration{15 * time.Second},
+		UDPBatchSize:           32,
 		StatsEnabled:           true,
 		StatsBufferSize:        16384,
 		MemStatsInterval:       Duration{5 * time.Second},
@@ -168,6 +174,12 @@ func Parse(data []byte, name string) (*Config, error) {
 	}
 	return &cfg, nil
 }
+
+// The bounds of udp_readers and udp_batch_size.
+const (
+	MaxUDPReaders   = 1024
+	MaxUDPBatchSize = 1024
+)
 
 // KeyError reports a configuration key whose value is wrong or unknown.
 type KeyError struct {
@@ -242,6 +254,17 @@ func decodeStrict(data []byte, v reflect.Value, prefix string) error {
 func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		return keyErr("addr", "want host:port such as \":6881\": %v", err)
+	}
+	if c.UDPAddr != "" {
+		if _, _, err := net.SplitHostPort(c.UDPAddr); err != nil {
+			return keyErr("udp_addr", "want host:port such as \":6881\", or \"\" for no UDP frontend: %v", err)
+		}
+	}
+	if c.UDPReaders < 0 || c.UDPReaders > MaxUDPReaders {
+		return keyErr("udp_readers", "must be from 0 (one per CPU) to %d, got %d", MaxUDPReaders, c.UDPReaders)
+	}
+	if c.UDPBatchSize < 1 || c.UDPBatchSize > MaxUDPBatchSize {
+		return keyErr("udp_batch_size", "must be from 1 (no batching) to %d, got %d", MaxUDPBatchSize, c.UDPBatchSize)
 	}
 	if c.Tracker.Name == "" {
 		return keyErr("tracker.driver", "must name a tracker driver, such as \"memory\"")

@@ -47,6 +47,7 @@ func newConfig(t *testing.T, edit func(*config.Config)) *config.Config {
 	cfg, err := config.Parse(chihaya.DefaultConfig, "x")
 	require.NoError(t, err)
 	cfg.Addr = "127.0.0.1:0"
+	cfg.UDPAddr = "127.0.0.1:0"
 	if edit != nil {
 		edit(cfg)
 	}

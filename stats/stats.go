@@ -302,6 +302,14 @@ var failureKinds = map[models.ClientError]string{
 	models.ErrInternal:              "internal",
 	models.ErrUnavailable:           "unavailable",
 	tracker.ErrClientNotWhitelisted: "client_not_whitelisted",
+	models.ErrPasskeyNotFound:       "passkey_not_found",
+	models.ErrLeechingForbidden:     "leeching_forbidden",
+	models.ErrCompactOnly:           "compact_only",
+	models.ErrAuthentication:        "authentication",
+	models.ErrBadConnectionID:       "bad_connection_id",
+	models.ErrBadProtocolID:         "bad_protocol_id",
+	models.ErrUnknownAction:         "unknown_action",
+	models.ErrPrivateScrape:         "private_scrape",
 }
 
 type memSample struct {

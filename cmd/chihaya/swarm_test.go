@@ -28,10 +28,13 @@ import (
 )
 
 const (
-	// swarmTimeout bounds the test up to the stopping of its processes, building the binary
-	// included. Stopping them takes at most stopGrace each, so the whole test stays within
-	// three minutes.
-	swarmTimeout = 140 * time.Second
+	// buildTimeout bounds the building of the tracker binary (from the cache that building
+	// the test filled, it takes a few seconds).
+	buildTimeout = 60 * time.Second
+	// swarmTimeout bounds one run of the swarm (one scheme) up to the stopping of its
+	// processes; a run takes some 20-30 s. Stopping them takes at most stopGrace each, so a
+	// run stays within 100 s and the whole test within four and a half minutes.
+	swarmTimeout = 75 * time.Second
 	// stopGrace is how long a process gets between SIGTERM and SIGKILL.
 	stopGrace = 5 * time.Second
 	// payloadSize is deliberately not a multiple of the piece size, so the last piece is short.
@@ -90,13 +93,12 @@ var clientKinds = map[string]*clientKind{
 		name:  "aria2",
 		tools: []string{"aria2c"},
 		command: func(s *swarm, c *client) ([]string, error) {
-			return []string{"aria2c",
+			argv := []string{"aria2c",
 				"--no-conf=true",
 				"--dir=" + c.dir,
 				"--listen-port=" + strconv.Itoa(c.port),
 				"--interface=127.0.0.1",
 				"--disable-ipv6=true",
-				"--enable-dht=false",
 				"--enable-dht6=false",
 				"--bt-enable-lpd=false",
 				"--enable-peer-exchange=false",
@@ -111,8 +113,16 @@ var clientKinds = map[string]*clientKind{
 				"--console-log-level=warn",
 				"--log=-",
 				"--log-level=info",
-				s.torrent,
-			}, nil
+			}
+			if s.scheme == "udp" {
+				// aria2 announces to UDP trackers from its DHT socket, which only DHT opens;
+				// the torrent is private, so DHT is not used to find its peers.
+				argv = append(argv, "--enable-dht=true", "--dht-listen-port="+strconv.Itoa(c.udpPort),
+					"--dht-file-path="+filepath.Join(c.home, "dht.dat"))
+			} else {
+				argv = append(argv, "--enable-dht=false")
+			}
+			return append(argv, s.torrent), nil
 		},
 	},
 	"transmission": {
@@ -175,9 +185,13 @@ var swarmClients = []struct {
 
 // swarm is the state of one run.
 type swarm struct {
-	t           *testing.T
-	root        string // temp dir for everything
-	tracker     string // http://127.0.0.1:PORT
+	t       *testing.T
+	root    string // temp dir for everything
+	scheme  string // the announce URL's: "http" or "udp"
+	tracker string // http://127.0.0.1:PORT, for scrapes and metrics
+	// announce is the announce URL in the torrent: http://127.0.0.1:PORT/announce, or
+	// udp://127.0.0.1:UDPPORT/announce.
+	announce    string
 	torrent     string // path of the .torrent
 	trackerProc *proc  // the tracker's process
 	hash        [20]byte
@@ -193,7 +207,10 @@ type client struct {
 	dir  string // holds the payload, or will; nothing else
 	home string // HOME, working directory and config files
 	port int    // peer port on 127.0.0.1
-	proc *proc
+	// udpPort is a free UDP port for clients that need one of their own to reach a UDP
+	// tracker (aria2 sends UDP announces from its DHT socket).
+	udpPort int
+	proc    *proc
 }
 
 // file is where the client keeps the payload.
@@ -202,8 +219,10 @@ func (c *client) file() string { return filepath.Join(c.dir, payloadName) }
 // TestSwarm runs the real tracker binary with real BitTorrent clients on loopback: one seeder
 // and leechers of several implementations (swarmClients), which can find each other only
 // through the tracker. It passes when every leecher holds the payload byte for byte, a scrape
-// counts every client as a seeder (complete = all clients, incomplete = 0), and the tracker
-// then shuts down cleanly on SIGTERM without having logged an error.
+// counts every client as a seeder (complete = all clients, incomplete = 0), the tracker's
+// metrics show that the clients announced over the torrent's scheme only, and the tracker then
+// shuts down cleanly on SIGTERM without having logged an error. It runs twice: with an
+// http:// announce URL and with a udp:// one (BEP 15).
 //
 // The clients come from Debian packages; `bash .ci/run` installs them (or: apt-get install
 // python3-libtorrent aria2 transmission-cli mktorrent). Without them the test is skipped,
@@ -213,26 +232,42 @@ func TestSwarm(t *testing.T) {
 	if testing.Short() {
 		t.Skip("swarm test runs real BitTorrent clients; skipped in -short mode")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), swarmTimeout)
+	ctx, cancel := boundedContext(t, buildTimeout)
 	defer cancel()
-	if d, ok := t.Deadline(); ok && time.Until(d) < swarmTimeout+30*time.Second {
-		ctx, cancel = context.WithDeadline(ctx, d.Add(-30*time.Second))
-		defer cancel()
-	}
 	requireTools(ctx, t)
-
 	start := time.Now()
-	s := &swarm{t: t, root: t.TempDir()}
-	bin := buildTracker(ctx, t, s.root)
+	bin := buildTracker(ctx, t, t.TempDir())
 	t.Logf("built tracker (race detector: %v) in %v", raceEnabled(), time.Since(start).Round(time.Millisecond))
+	cancel()
 
+	for _, scheme := range []string{"http", "udp"} {
+		t.Run(scheme, func(t *testing.T) { runSwarm(t, bin, scheme) })
+	}
+}
+
+// boundedContext returns a context that ends after d, or 30 s before the test's deadline.
+func boundedContext(t *testing.T, d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	if dl, ok := t.Deadline(); ok && time.Until(dl) < d+30*time.Second {
+		inner, cancelInner := context.WithDeadline(ctx, dl.Add(-30*time.Second))
+		return inner, func() { cancelInner(); cancel() }
+	}
+	return ctx, cancel
+}
+
+// runSwarm runs the swarm once, with a torrent that announces over scheme.
+func runSwarm(t *testing.T, bin, scheme string) {
+	ctx, cancel := boundedContext(t, swarmTimeout)
+	defer cancel()
+	start := time.Now()
+	s := &swarm{t: t, root: t.TempDir(), scheme: scheme}
 	s.startTracker(ctx, bin)
 	s.makeTorrent(ctx)
 
 	var seeder *client
 	var leechers []*client
 	for i, sc := range swarmClients {
-		c := &client{kind: clientKinds[sc.kind], seed: sc.seed, port: freePort(t)}
+		c := &client{kind: clientKinds[sc.kind], seed: sc.seed, port: freePort(t), udpPort: freeUDPPort(t)}
 		if sc.seed {
 			c.name = fmt.Sprintf("seeder-%d-%s", i, sc.kind)
 			seeder = c
@@ -299,6 +334,7 @@ func TestSwarm(t *testing.T) {
 		return ok, status, nil
 	})
 	t.Logf("swarm complete in %v (tracker, torrent and clients included)", time.Since(start).Round(time.Millisecond))
+	s.checkTransport(ctx)
 
 	// The clients go first, so that the tracker is still there for their last announces; then
 	// the tracker must shut down cleanly, and must have logged no error, panic or data race.
@@ -403,6 +439,7 @@ func (s *swarm) startTracker(ctx context.Context, bin string) {
 	t.Helper()
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
 	s.tracker = "http://" + addr
+	s.announce = s.tracker + "/announce"
 	cfg := map[string]any{
 		"addr":             addr,
 		"announce":         "5s",
@@ -410,6 +447,11 @@ func (s *swarm) startTracker(ctx context.Context, bin string) {
 		"peer_timeout":     "1m",
 		"reap_interval":    "10s",
 		"shutdown_timeout": "3s",
+	}
+	if s.scheme == "udp" {
+		udpAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freeUDPPort(t)))
+		cfg["udp_addr"] = udpAddr
+		s.announce = "udp://" + udpAddr + "/announce"
 	}
 	data, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
@@ -456,7 +498,7 @@ func (s *swarm) makeTorrent(ctx context.Context) {
 	s.torrent = filepath.Join(s.root, "payload.torrent")
 	// -p: private, so clients keep to the tracker; -l 16: 64 KiB pieces, so the leechers
 	// trade pieces among themselves too.
-	cmd := exec.CommandContext(ctx, "mktorrent", "-p", "-l", "16", "-a", s.tracker+"/announce", "-o", s.torrent, path)
+	cmd := exec.CommandContext(ctx, "mktorrent", "-p", "-l", "16", "-a", s.announce, "-o", s.torrent, path)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("mktorrent: %v\n%s", err, out)
 	}
@@ -467,7 +509,7 @@ func (s *swarm) makeTorrent(ctx context.Context) {
 	if s.hash, err = infoHash(meta); err != nil {
 		t.Fatalf("%s: %v", s.torrent, err)
 	}
-	t.Logf("torrent %x: %d bytes, announce %s/announce", s.hash, payloadSize, s.tracker)
+	t.Logf("torrent %x: %d bytes, announce %s", s.hash, payloadSize, s.announce)
 }
 
 // writePayload copies the payload made by makeTorrent to dst.
@@ -725,6 +767,67 @@ var (
 	pickedMu sync.Mutex
 	picked   = map[int]bool{}
 )
+
+// freeUDPPort returns a UDP port on 127.0.0.1 that was free a moment ago, never one picked
+// before in this process (for TCP or UDP).
+func freeUDPPort(t *testing.T) int {
+	t.Helper()
+	pickedMu.Lock()
+	defer pickedMu.Unlock()
+	for range 100 {
+		pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := pc.LocalAddr().(*net.UDPAddr).Port
+		pc.Close()
+		if !picked[port] {
+			picked[port] = true
+			return port
+		}
+	}
+	t.Fatal("no unpicked free UDP port after 100 tries")
+	return 0
+}
+
+// transportMetric matches the tracker's announce counters by transport in /metrics.
+var transportMetric = regexp.MustCompile(`(?m)^chihaya_requests_total\{action="announce",family="ipv4",transport="(http|udp)"\} (\d+)$`)
+
+// checkTransport checks in the tracker's /metrics that the clients announced over the
+// torrent's scheme, and only over it.
+func (s *swarm) checkTransport(ctx context.Context) {
+	t := s.t
+	t.Helper()
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, s.tracker+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	announces := map[string]int{}
+	for _, m := range transportMetric.FindAllSubmatch(body, -1) {
+		n, _ := strconv.Atoi(string(m[2]))
+		announces[string(m[1])] = n
+	}
+	t.Logf("announces by transport: %v", announces)
+	for _, transport := range []string{"http", "udp"} {
+		if transport == s.scheme && announces[transport] < len(swarmClients) {
+			t.Errorf("%d announces over %s, want at least one per client (%d)", announces[transport], transport, len(swarmClients))
+		}
+		if transport != s.scheme && announces[transport] != 0 {
+			t.Errorf("%d announces over %s, want none: the torrent announces over %s", announces[transport], transport, s.scheme)
+		}
+	}
+}
 
 // fileSHA256 hashes the file at path.
 func fileSHA256(path string) ([32]byte, error) {

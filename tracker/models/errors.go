@@ -51,3 +51,14 @@ const (
 	ErrAnnounceKeyNotFound = ClientError("Announce key not found")
 	ErrUnknownReport       = ClientError("unrecognized report query")
 )
+
+// The failures only the UDP frontend tells clients about. Their texts are short: an error
+// packet to an unauthenticated request is cut to the request's length.
+const (
+	ErrBadConnectionID = ClientError("invalid connection ID")
+	ErrBadProtocolID   = ClientError("invalid protocol ID")
+	ErrUnknownAction   = ClientError("unknown action")
+	// ErrPrivateScrape answers every UDP scrape in private mode: BEP 41 gives scrapes no
+	// options, so a UDP scrape cannot carry a passkey.
+	ErrPrivateScrape = ClientError("scrape over HTTP with your passkey: UDP scrapes carry none")
+)
