@@ -37,6 +37,7 @@ import (
 	"github.com/chihaya/chihaya/stats"
 	"github.com/chihaya/chihaya/tracker"
 	_ "github.com/chihaya/chihaya/tracker/memory" // the default tracker driver
+	_ "github.com/chihaya/chihaya/tracker/redis"  // swarms shared by several instances
 	"github.com/chihaya/chihaya/udp"
 )
 
