@@ -77,20 +77,8 @@ install_packages() {
 	first_of mariadbd mysqld >/dev/null || die "no mariadbd or mysqld after apt-get install"
 }
 
-# port_in_use PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
-port_in_use() {
-	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-# alive PID: true while the process exists (and is not a zombie).
-alive() {
-	kill -0 "$1" 2>/dev/null || return 1
-	[ -r "/proc/$1/stat" ] || return 0
-	local stat
-	stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-	stat="${stat##*) }"
-	[[ "$stat" != Z* && "$stat" != X* ]]
-}
+# shellcheck source=.ci/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # launch DIR PORT: runs mariadbd in the background on DIR's data and 127.0.0.1:PORT, with the
 # options saved in DIR/user-opt, records its pid in DIR/pid, and waits until it answers a ping.
