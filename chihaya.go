@@ -120,8 +120,8 @@ wait:
 	return nil
 }
 
-// metricsCollector is an optional capability of a backend driver: metrics of its own, served
-// with the tracker's.
+// metricsCollector is an optional capability of a tracker or backend driver: metrics of its
+// own, served with the tracker's.
 type metricsCollector interface {
 	Collectors() []prometheus.Collector
 }
@@ -228,6 +228,11 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 		if mc, ok := c.backend.(metricsCollector); ok {
 			if err := c.stats.Registry().Register(multiCollector(mc.Collectors())); err != nil {
 				return nil, fmt.Errorf("register backend metrics: %w", err)
+			}
+		}
+		if mc, ok := c.pool.(metricsCollector); ok {
+			if err := c.stats.Registry().Register(multiCollector(mc.Collectors())); err != nil {
+				return nil, fmt.Errorf("register tracker driver metrics: %w", err)
 			}
 		}
 		if c.udp != nil {

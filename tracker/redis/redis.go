@@ -8,9 +8,10 @@
 //
 //	{"addr": "127.0.0.1:6379", "username": "", "password": "", "db": 0, "pool_size": 0,
 //	 "dial_timeout": "5s", "read_timeout": "3s", "write_timeout": "3s",
-//	 "key_prefix": "chihaya:", "cluster_addrs": ["host:port", ...]}
+//	 "key_prefix": "chihaya:", "cluster_addrs": ["host:port", ...], "site_cache_ttl": "2s"}
 //
-// With cluster_addrs set, addr and db are ignored and the client is a cluster client.
+// With cluster_addrs set, addr and db are ignored and the client is a cluster client. The
+// driver needs Redis 6.2 or later (ZADD LT).
 //
 // # Data layout
 //
@@ -20,30 +21,55 @@
 //	P{H}:s  sorted set of seeders, scored by the unix second of their last announce
 //	P{H}:l  sorted set of leechers, likewise
 //	P{H}:p  hash from peer member to its endpoint and counters
-//	P{H}:t  hash holding "n", the torrent's snatch count; its existence is the torrent's
+//	P{H}:t  hash holding "n", the torrent's snatch count; its existence is the torrent's. A
+//	        torrent the site registered also holds "id" and "fl" (freeleech type).
+//	P{H}:k  set of the user IDs (decimal) holding a freeleech token for the torrent
+//	P{H}:x  hash from session key (peer ID + user, 24 bytes) to the peer's accounting session,
+//	        "uploaded:downloaded:corrupt:first:last:announces" (unix seconds), kept across stops
+//	        and reaps so that the next announce is credited from it (private mode)
+//	P{H}:y  sorted set of session keys scored by their last announce, for pruning
 //
 // A peer member is the 25-byte string peer ID (20) + family (1, models.Family) + user (4, big
 // endian; 0 in public mode), i.e. the packed models.PeerKey, so the IPv4 and IPv6 endpoints of a
 // dual-stacked peer are two members. Its value in P{H}:p is addr (16, IPv4 in the first 4) +
 // port (2, big endian) + hidden ('0' or '1') + "uploaded:downloaded" in decimal.
 //
-// P + "torrents" is a global sorted set of info hashes (raw 20 bytes) scored by the time of the
-// torrent's oldest peer, 0 when it has none: a reaping pass reads only the torrents scored
+// Global keys: P + "torrents", a sorted set of info hashes (raw 20 bytes) scored by the time of
+// the torrent's oldest peer, 0 when it has none: a reaping pass reads only the torrents scored
 // before the cutoff (ZRANGEBYSCORE) and never scans the keyspace, then reaps each with one
-// script (ZREMRANGEBYSCORE semantics, also deleting the peers' hash fields).
+// script (ZREMRANGEBYSCORE semantics, also deleting the peers' hash fields). P + "sessions" is
+// the same for sessions: info hashes scored by a lower bound of their oldest session's last
+// announce, read by Prune. P + "counts" holds the swarm counters (t, s4, s6, l4, l6) that every
+// script changing a swarm keeps up to date, so that SwarmCounts reads five numbers.
+//
+// Site-wide keys share the hash tag {site}: P{site}:users (hash from passkey to
+// "id:canLeech:protected"), P{site}:whitelist (list of peer ID prefixes), P{site}:reasons (hash
+// from info hash to "unixnano:reason") with P{site}:reasons:t (the same scored by unix
+// microseconds, for pruning), and P{site}:registered (set of registered info hashes).
 //
 // An announce is one EVALSHA round trip (redis.Script falls back to EVAL once after a server
-// restart): the script updates the peer, the snatch count and the index entry, and returns the
-// previous entry, the counts and up to Want peers taken from a random offset of the candidates
-// (leechers, then seeders unless the requester seeds), wrapping around.
+// restart): the script updates the peer, the snatch count, the session and the global keys, and
+// returns the previous entry and session, the counts, the site attributes and up to Want peers
+// taken from a random offset of the candidates (leechers, then seeders unless the requester
+// seeds), wrapping around; with a preferred subnet, the first maxPreferScan candidates are
+// scanned for peers inside it first, as the memory driver does.
 //
-// In cluster mode the global index lives in another slot than the torrent, so the scripts do not
-// touch it; the driver updates it with a second command after each script. The index is then
-// only a hint that may lag by one update: a torrent never leaves it while it has peers, and the
-// reaping script re-reads the real swarm, so nothing is lost, only reaped a pass later.
+// In private mode the core also asks for the user by passkey and for the whitelist. Those live
+// in another slot than the torrent, so no script may read them; instead each process caches
+// them for site_cache_ttl (found and unknown passkeys alike, so unknown passkeys cannot flood
+// Redis), and a cache miss is one pipelined round trip that also refreshes the whitelist when
+// due. UpdateSite and ReplaceSite drop what they change from this process's cache at once;
+// other processes see a change within site_cache_ttl. "0s" turns the cache off.
 //
-// Not supported yet: Selection.Prefer (preferred subnet; ignored), private mode (site store),
-// PrevPeer.Corrupt/Restored/FirstSeen/Announces, and the SwarmCounter capability.
+// In cluster mode the global keys live in other slots than the torrent, so the scripts do not
+// touch them; the driver applies what the script replies with a second, pipelined round trip.
+// The index is then only a hint that may lag by one update: a torrent never leaves it while it
+// has peers, and the reaping script re-reads the real swarm, so nothing is lost, only reaped a
+// pass later. The counters may drift by what a failed second round trip did not apply.
+//
+// Every Redis error is counted in chihaya_redis_errors_total{op} (see Pool.Collectors). The
+// go-redis client redials by itself, so a restarted or resumed server is used again without
+// restarting the tracker.
 package redis
 
 import (
@@ -86,6 +112,8 @@ type Params struct {
 	WriteTimeout config.Duration `json:"write_timeout"`
 	KeyPrefix    string          `json:"key_prefix"`
 	ClusterAddrs []string        `json:"cluster_addrs"`
+	// SiteCacheTTL is how long a process trusts its cached users and whitelist (private mode).
+	SiteCacheTTL config.Duration `json:"site_cache_ttl"`
 }
 
 // DefaultParams are the params a config leaves unset.
@@ -96,10 +124,11 @@ func DefaultParams() Params {
 		ReadTimeout:  config.Duration{Duration: 3 * time.Second},
 		WriteTimeout: config.Duration{Duration: 3 * time.Second},
 		KeyPrefix:    "chihaya:",
+		SiteCacheTTL: config.Duration{Duration: 2 * time.Second},
 	}
 }
 
-const knownKeys = `"addr", "username", "password", "db", "pool_size", "dial_timeout", "read_timeout", "write_timeout", "key_prefix", "cluster_addrs"`
+const knownKeys = `"addr", "username", "password", "db", "pool_size", "dial_timeout", "read_timeout", "write_timeout", "key_prefix", "cluster_addrs", "site_cache_ttl"`
 
 // ParseParams decodes and checks raw params over the defaults. An error names the key.
 func ParseParams(raw json.RawMessage) (Params, error) {
@@ -124,6 +153,8 @@ func ParseParams(raw json.RawMessage) (Params, error) {
 		return p, errors.New(`params: key "read_timeout": must not be negative`)
 	case p.WriteTimeout.Duration < 0:
 		return p, errors.New(`params: key "write_timeout": must not be negative`)
+	case p.SiteCacheTTL.Duration < 0:
+		return p, errors.New(`params: key "site_cache_ttl": must not be negative`)
 	case strings.ContainsAny(p.KeyPrefix, "{}"):
 		return p, errors.New(`params: key "key_prefix": must not contain '{' or '}' (hash tags are the driver's)`)
 	}
@@ -149,9 +180,17 @@ func (Driver) New(raw json.RawMessage) (tracker.Pool, error) {
 type Pool struct {
 	client  goredis.UniversalClient
 	prefix  string
-	index   string
 	cluster bool
 	conn    conn
+	metrics *metrics
+	cache   siteCache
+
+	// Global keys (see the package comment).
+	index, counts, sessions                            string
+	users, whitelist, reasons, reasonTimes, registered string
+
+	// now is the clock of the site cache; tests replace it.
+	now func() time.Time
 }
 
 // conn is the tracker.Conn of a Pool: the pool's methods, with a Close that gives nothing back.
@@ -161,8 +200,10 @@ type conn struct{ *Pool }
 func (conn) Close() error { return nil }
 
 var (
-	_ tracker.Pool = (*Pool)(nil)
-	_ tracker.Conn = (*conn)(nil)
+	_ tracker.Pool         = (*Pool)(nil)
+	_ tracker.Conn         = (*conn)(nil)
+	_ tracker.SwarmCounter = (*conn)(nil)
+	_ tracker.SiteStore    = (*conn)(nil)
 )
 
 // NewPool opens a client with p (already checked by ParseParams).
@@ -184,12 +225,23 @@ func NewPool(p Params) *Pool {
 		opts.DB = 0
 		opts.IsClusterMode = true
 	}
+	site := p.KeyPrefix + "{site}:"
 	pool := &Pool{
-		client:  goredis.NewUniversalClient(opts),
-		prefix:  p.KeyPrefix,
-		index:   p.KeyPrefix + "torrents",
-		cluster: cluster,
+		client:      goredis.NewUniversalClient(opts),
+		prefix:      p.KeyPrefix,
+		cluster:     cluster,
+		metrics:     newMetrics(),
+		index:       p.KeyPrefix + "torrents",
+		counts:      p.KeyPrefix + "counts",
+		sessions:    p.KeyPrefix + "sessions",
+		users:       site + "users",
+		whitelist:   site + "whitelist",
+		reasons:     site + "reasons",
+		reasonTimes: site + "reasons:t",
+		registered:  site + "registered",
+		now:         time.Now,
 	}
+	pool.cache.init(p.SiteCacheTTL.Duration)
 	pool.conn.Pool = pool
 	return pool
 }
@@ -203,15 +255,38 @@ func (p *Pool) Get() (tracker.Conn, error) { return &p.conn, nil }
 // Close closes the client and its network connections.
 func (p *Pool) Close() error { return p.client.Close() }
 
-// torrentKeys returns the four keys of ih, plus the index key unless in cluster mode.
+// Number of torrent keys, and of keys with the global ones appended.
+const (
+	nTorrentKeys = 7
+	nAllKeys     = 10
+)
+
+// torrentKeys returns the seven keys of ih, then the index, counts and session index keys
+// unless in cluster mode (where the scripts may not touch them).
 func (p *Pool) torrentKeys(ih models.InfoHash) []string {
-	base := p.prefix + "{" + hex.EncodeToString(ih[:]) + "}:"
-	keys := []string{base + "s", base + "l", base + "p", base + "t"}
+	var hx [40]byte
+	hex.Encode(hx[:], ih[:])
+	base := p.prefix + "{" + string(hx[:]) + "}:"
+	keys := make([]string, nTorrentKeys, nAllKeys)
+	for i, suffix := range [nTorrentKeys]string{"s", "l", "p", "t", "k", "x", "y"} {
+		keys[i] = base + suffix
+	}
 	if !p.cluster {
-		keys = append(keys, p.index)
+		keys = append(keys, p.index, p.counts, p.sessions)
 	}
 	return keys
 }
+
+// Indexes of the torrent keys.
+const (
+	keySeeders = iota
+	keyLeechers
+	keyPeers
+	keyTorrent
+	keyTokens
+	keySessions
+	keySessionTimes
+)
 
 const memberLen = 25
 
@@ -246,6 +321,16 @@ func endpointValue(u *tracker.PeerUpdate) string {
 	return string(b)
 }
 
+func sessionCounters(u *tracker.PeerUpdate) string {
+	b := make([]byte, 0, 64)
+	b = strconv.AppendInt(b, u.Uploaded, 10)
+	b = append(b, ':')
+	b = strconv.AppendInt(b, u.Downloaded, 10)
+	b = append(b, ':')
+	b = strconv.AppendInt(b, u.Corrupt, 10)
+	return string(b)
+}
+
 func bit(b bool) string {
 	if b {
 		return "1"
@@ -253,50 +338,75 @@ func bit(b bool) string {
 	return "0"
 }
 
-// Announce implements tracker.Conn with one script call.
+// maxPreferScan bounds how many candidates one announce inspects for peers in the requester's
+// own subnet, as in the memory driver, so that preferred_subnet never makes an announce
+// O(swarm size).
+const maxPreferScan = 4096
+
+// preferArgs returns the script's view of a preferred subnet: its bits (-1 for none), its
+// masked address bytes and its family.
+func preferArgs(pre netip.Prefix) (bits int, addr string, fam int) {
+	if !pre.IsValid() {
+		return -1, "", 0
+	}
+	a := pre.Masked().Addr()
+	if a.Is4() {
+		a4 := a.As4()
+		return pre.Bits(), string(a4[:]), int(models.IPv4)
+	}
+	a16 := a.As16()
+	return pre.Bits(), string(a16[:]), int(models.IPv6)
+}
+
+// Length of the announce script's reply before the peers.
+const announceHeader = 19
+
+// Announce implements tracker.Conn with one script call (and, in cluster mode, one pipelined
+// update of the global keys).
 func (p *Pool) Announce(ctx context.Context, ih models.InfoHash, u *tracker.PeerUpdate, sel *tracker.Selection, res *tracker.AnnounceResult) error {
 	res.Prev = tracker.PrevPeer{}
 	res.Snatched, res.TorrentID, res.Freeleech, res.Token = false, 0, models.Normal, false
 	res.Seeders, res.Leechers, res.Snatches = 0, 0, 0
-	want := sel.Want
-	if want < 0 {
-		want = 0
-	}
+	want := max(sel.Want, 0)
+	pbits, paddr, pfam := preferArgs(sel.Prefer)
 	keys := p.torrentKeys(ih)
+	now := u.Time.Unix()
 	v, err := announceScript.Run(ctx, p.client, keys,
-		member(u.Key), endpointValue(u), u.Time.Unix(),
+		member(u.Key), endpointValue(u), now,
 		bit(u.Remove), bit(u.Seeder), bit(u.Completed), bit(u.Create),
 		want, bit(sel.Seeder), bit(sel.IPv4), bit(sel.IPv6), bit(sel.SkipOwnUser),
 		rand.Int64N(1<<52), string(ih[:]), bit(!p.cluster), int(models.IPv4),
+		sessionCounters(u), u.Key.User, pbits, paddr, pfam, maxPreferScan,
 	).Slice()
 	if err != nil {
-		return fmt.Errorf("redis: announce %x: %w", ih[:], err)
+		return p.fail(opAnnounce, fmt.Errorf("redis: announce %x: %w", ih[:], err))
 	}
 	if len(v) == 1 && asInt(v[0]) == -1 {
 		return models.ErrTorrentNotFound
 	}
-	if len(v) < 9 {
-		return fmt.Errorf("redis: announce %x: short script reply (%d values)", ih[:], len(v))
+	if len(v) < announceHeader {
+		return p.fail(opAnnounce, fmt.Errorf("redis: announce %x: short script reply (%d values)", ih[:], len(v)))
 	}
-	if asInt(v[0]) == 1 {
-		res.Prev.Found = true
-		res.Prev.Seeder = asInt(v[1]) == 1
-		res.Prev.Time = time.Unix(asInt(v[2]), 0)
-		if err := parseCounters(asString(v[3]), &res.Prev); err != nil {
-			return fmt.Errorf("redis: announce %x: stored peer: %w", ih[:], err)
+	if err := parseAnnounce(v, res); err != nil {
+		return p.fail(opAnnounce, fmt.Errorf("redis: announce %x: %w", ih[:], err))
+	}
+	if p.cluster {
+		g := global{ih: string(ih[:]), index: asInt(v[8]), sessionAt: -1}
+		if g.index < 0 {
+			g.index = indexKeep
+		}
+		if asInt(v[13]) == 1 {
+			g.sessionAt = now
+		}
+		deltas(&g, v[14:19])
+		if err := p.applyGlobal(ctx, &g); err != nil {
+			return p.fail(opAnnounce, fmt.Errorf("redis: announce %x: %w", ih[:], err))
 		}
 	}
-	res.Snatched = asInt(v[4]) == 1
-	res.Seeders, res.Leechers, res.Snatches = int(asInt(v[5])), int(asInt(v[6])), int(asInt(v[7]))
-	if p.cluster && asInt(v[8]) >= 0 {
-		if err := p.client.ZAdd(ctx, p.index, goredis.Z{Score: float64(asInt(v[8])), Member: string(ih[:])}).Err(); err != nil {
-			return fmt.Errorf("redis: announce %x: index: %w", ih[:], err)
-		}
-	}
-	for i := 9; i+1 < len(v); i += 2 {
+	for i := announceHeader; i+1 < len(v); i += 2 {
 		peer, fam, err := decodePeer(asString(v[i]), asString(v[i+1]))
 		if err != nil {
-			return fmt.Errorf("redis: announce %x: stored peer: %w", ih[:], err)
+			return p.fail(opAnnounce, fmt.Errorf("redis: announce %x: stored peer: %w", ih[:], err))
 		}
 		if fam == models.IPv4 {
 			res.IPv4Peers = append(res.IPv4Peers, peer)
@@ -304,6 +414,53 @@ func (p *Pool) Announce(ctx context.Context, ih models.InfoHash, u *tracker.Peer
 			res.IPv6Peers = append(res.IPv6Peers, peer)
 		}
 	}
+	return nil
+}
+
+// parseAnnounce fills res from the header of the announce script's reply.
+func parseAnnounce(v []any, res *tracker.AnnounceResult) error {
+	if asInt(v[0]) == 1 {
+		res.Prev.Found = true
+		res.Prev.Seeder = asInt(v[1]) == 1
+		res.Prev.Time = time.Unix(asInt(v[2]), 0)
+		if err := parseCounters(asString(v[3]), &res.Prev); err != nil {
+			return fmt.Errorf("stored peer: %w", err)
+		}
+	}
+	res.Snatched = asInt(v[4]) == 1
+	res.Seeders, res.Leechers, res.Snatches = int(asInt(v[5])), int(asInt(v[6])), int(asInt(v[7]))
+	if id := asString(v[9]); id != "" {
+		var err error
+		if res.TorrentID, err = strconv.ParseUint(id, 10, 64); err != nil {
+			return fmt.Errorf("torrent id %q: %w", id, err)
+		}
+		res.Freeleech = models.FreeleechType(asInt(v[10]))
+		res.Token = asInt(v[11]) == 1
+	}
+	if s := asString(v[12]); s != "" {
+		if err := parseSession(s, &res.Prev); err != nil {
+			return fmt.Errorf("session: %w", err)
+		}
+	}
+	return nil
+}
+
+// parseSession fills prev from a stored session, as the memory driver does: the session's
+// counters replace the entry's, and a session without an entry is a restored baseline.
+func parseSession(s string, prev *tracker.PrevPeer) error {
+	var f [6]int64
+	for i := range f {
+		field, rest, _ := strings.Cut(s, ":")
+		n, err := strconv.ParseInt(field, 10, 64)
+		if err != nil {
+			return fmt.Errorf("field %d of %q: %w", i, s, err)
+		}
+		f[i], s = n, rest
+	}
+	prev.Restored = !prev.Found
+	prev.Uploaded, prev.Downloaded, prev.Corrupt = f[0], f[1], f[2]
+	prev.FirstSeen, prev.Time = time.Unix(f[3], 0), time.Unix(f[4], 0)
+	prev.Announces = int(f[5])
 	return nil
 }
 
@@ -352,96 +509,4 @@ func decodePeer(m, val string) (models.Peer, models.Family, error) {
 	}
 	peer.AddrPort = netip.AddrPortFrom(a, binary.BigEndian.Uint16([]byte(val[16:18])))
 	return peer, fam, nil
-}
-
-// Scrape implements tracker.Conn with one pipelined round trip.
-func (p *Pool) Scrape(ctx context.Context, files []models.TorrentStats) error {
-	if len(files) == 0 {
-		return nil
-	}
-	type cmds struct {
-		n    *goredis.StringCmd
-		s, l *goredis.IntCmd
-	}
-	cs := make([]cmds, len(files))
-	_, err := p.client.Pipelined(ctx, func(pipe goredis.Pipeliner) error {
-		for i := range files {
-			k := p.torrentKeys(files[i].InfoHash)
-			cs[i] = cmds{n: pipe.HGet(ctx, k[3], "n"), s: pipe.ZCard(ctx, k[0]), l: pipe.ZCard(ctx, k[1])}
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, goredis.Nil) {
-		return fmt.Errorf("redis: scrape: %w", err)
-	}
-	for i := range files {
-		f := &files[i]
-		f.ID = 0
-		n, err := cs[i].n.Int()
-		if errors.Is(err, goredis.Nil) {
-			f.Seeders, f.Leechers, f.Snatches, f.Registered = 0, 0, 0, false
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("redis: scrape %x: %w", f.InfoHash[:], err)
-		}
-		f.Seeders, f.Leechers, f.Snatches, f.Registered = int(cs[i].s.Val()), int(cs[i].l.Val()), n, true
-	}
-	return nil
-}
-
-// reapPage is how many index entries one ZRANGEBYSCORE reads.
-const reapPage = 1000
-
-// Reap implements tracker.Conn: it reads the torrents whose oldest peer is before cutoff from
-// the index, then reaps each with one script.
-func (p *Pool) Reap(ctx context.Context, cutoff time.Time, purgeEmpty bool) (tracker.ReapResult, error) {
-	var r tracker.ReapResult
-	if err := ctx.Err(); err != nil {
-		return r, err
-	}
-	limit := strconv.FormatInt(cutoff.Unix(), 10)
-	var hashes []string
-	for offset := int64(0); ; offset += reapPage {
-		page, err := p.client.ZRangeByScore(ctx, p.index, &goredis.ZRangeBy{
-			Min: "-inf", Max: "(" + limit, Offset: offset, Count: reapPage,
-		}).Result()
-		if err != nil {
-			return r, fmt.Errorf("redis: reap: index: %w", err)
-		}
-		hashes = append(hashes, page...)
-		if len(page) < reapPage {
-			break
-		}
-	}
-	for _, h := range hashes {
-		if err := ctx.Err(); err != nil {
-			return r, err
-		}
-		if len(h) != len(models.InfoHash{}) {
-			continue
-		}
-		ih := models.InfoHash([]byte(h))
-		v, err := reapScript.Run(ctx, p.client, p.torrentKeys(ih), limit, bit(purgeEmpty), h, bit(!p.cluster)).Slice()
-		if err != nil {
-			return r, fmt.Errorf("redis: reap %x: %w", ih[:], err)
-		}
-		if len(v) < 3 {
-			return r, fmt.Errorf("redis: reap %x: short script reply", ih[:])
-		}
-		r.Peers += int(asInt(v[0]))
-		r.Torrents += int(asInt(v[1]))
-		if p.cluster {
-			var err error
-			if score := asInt(v[2]); score < 0 {
-				err = p.client.ZRem(ctx, p.index, h).Err()
-			} else {
-				err = p.client.ZAdd(ctx, p.index, goredis.Z{Score: float64(score), Member: h}).Err()
-			}
-			if err != nil {
-				return r, fmt.Errorf("redis: reap %x: index: %w", ih[:], err)
-			}
-		}
-	}
-	return r, nil
 }

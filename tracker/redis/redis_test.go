@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -79,7 +80,7 @@ func TestConformanceIndexOutsideScript(t *testing.T) {
 	trackertest.Run(t, func(t *testing.T) tracker.Pool {
 		p := openTest(t).(*Pool)
 		p.cluster = true
-		require.Len(t, p.torrentKeys(models.InfoHash{}), 4)
+		require.Len(t, p.torrentKeys(models.InfoHash{}), nTorrentKeys)
 		return p
 	})
 }
@@ -109,6 +110,8 @@ func TestParams(t *testing.T) {
 		{raw: `{"addr":""}`, wantErr: `key "addr"`},
 		{raw: `{"key_prefix":"{x}"}`, wantErr: `key "key_prefix"`},
 		{raw: `{"cluster_addrs":[""]}`, wantErr: `key "cluster_addrs"`},
+		{raw: `{"site_cache_ttl":"0s"}`},
+		{raw: `{"site_cache_ttl":"-1s"}`, wantErr: `key "site_cache_ttl"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.raw, func(t *testing.T) {
@@ -124,6 +127,7 @@ func TestParams(t *testing.T) {
 					Addr: "10.0.0.1:6380", Username: "u", Password: "p", DB: 2, PoolSize: 20,
 					DialTimeout: config.Duration{Duration: time.Second}, ReadTimeout: config.Duration{Duration: 2 * time.Second},
 					WriteTimeout: config.Duration{Duration: 3 * time.Second}, KeyPrefix: "x:",
+					SiteCacheTTL: config.Duration{Duration: 2 * time.Second},
 				}, p)
 			}
 		})
@@ -139,35 +143,57 @@ func TestUnreachable(t *testing.T) {
 	defer pool.Close()
 	c, err := pool.Get()
 	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
+	// Each operation gets a deadline of its own: an operation that finds its context already
+	// ended never reaches Redis, and is not a Redis error.
+	ctx := func() context.Context {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		t.Cleanup(cancel)
+		return ctx
+	}
 	u := tracker.PeerUpdate{Create: true, Time: time.Now()}
 	sel := tracker.Selection{Want: 10, IPv4: true}
 	var res tracker.AnnounceResult
-	err = c.Announce(ctx, models.InfoHash{1}, &u, &sel, &res)
+	err = c.Announce(ctx(), models.InfoHash{1}, &u, &sel, &res)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "redis: announce")
-	err = c.Scrape(ctx, []models.TorrentStats{{}})
+	err = c.Scrape(ctx(), []models.TorrentStats{{}})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "redis: scrape")
-	_, err = c.Reap(ctx, time.Now(), true)
+	_, err = c.Reap(ctx(), time.Now(), true)
 	require.Error(t, err)
+	assert.Contains(t, err.Error(), "redis: reap")
+	_, err = pool.conn.User(ctx(), "passkey")
+	require.Error(t, err)
+	assert.NotErrorIs(t, err, models.ErrPasskeyNotFound)
+	errorsOf := func(op string) float64 {
+		var m dto.Metric
+		require.NoError(t, pool.metrics.errors.WithLabelValues(op).Write(&m))
+		return m.GetCounter().GetValue()
+	}
+	for op, want := range map[string]float64{opAnnounce: 1, opScrape: 1, opReap: 1, opSite: 1, opCounts: 0} {
+		assert.Equal(t, want, errorsOf(op), "chihaya_redis_errors_total{op=%q}", op)
+	}
 
-	ctx, cancel = context.WithCancel(context.Background())
+	// A cancelled request is the caller's doing, not a Redis error.
+	cctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	err = c.Announce(ctx, models.InfoHash{1}, &u, &sel, &res)
+	err = c.Announce(cctx, models.InfoHash{1}, &u, &sel, &res)
 	assert.ErrorIs(t, err, context.Canceled)
+	assert.Equal(t, float64(1), errorsOf(opAnnounce))
 }
 
 func TestKeysShareSlot(t *testing.T) {
 	pool := NewPool(DefaultParams())
 	defer pool.Close()
 	keys := pool.torrentKeys(models.InfoHash{0xab})
-	require.Len(t, keys, 5)
-	for _, k := range keys[:4] {
+	require.Len(t, keys, nAllKeys)
+	for _, k := range keys[:nTorrentKeys] {
 		assert.Contains(t, k, "{ab00000000000000000000000000000000000000}:")
 	}
-	assert.Equal(t, "chihaya:torrents", keys[4])
+	assert.Equal(t, []string{"chihaya:torrents", "chihaya:counts", "chihaya:sessions"}, keys[nTorrentKeys:])
+	for _, k := range []string{pool.users, pool.whitelist, pool.reasons, pool.reasonTimes, pool.registered} {
+		assert.True(t, strings.HasPrefix(k, "chihaya:{site}:"), k)
+	}
 }
 
 // TestDeadline checks that an expired ctx fails the call instead of waiting on the server.

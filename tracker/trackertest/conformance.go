@@ -1,6 +1,7 @@
-// Package trackertest is a conformance suite for tracker drivers: Run checks the public-mode
-// contract of tracker.Conn (tracker/driver.go) against any driver's pool, so that every driver
-// is held to the semantics of the reference "memory" driver.
+// Package trackertest is a conformance suite for tracker drivers: Run checks the contract of
+// tracker.Conn (tracker/driver.go) and of the optional capabilities a driver's Conn implements
+// (tracker.SwarmCounter, tracker.SiteStore) against any driver's pool, so that every driver is
+// held to the semantics of the reference "memory" driver.
 package trackertest
 
 import (
@@ -43,6 +44,8 @@ func Run(t *testing.T, open func(t *testing.T) tracker.Pool) {
 		{"SkipOwnUser", testSkipOwnUser},
 		{"SelectionSpreads", testSelectionSpreads},
 		{"Scrape", testScrape},
+		{"Prefer", testPrefer},
+		{"SwarmCounts", testSwarmCounts},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.fn(t, conn(t, open))
@@ -51,6 +54,7 @@ func Run(t *testing.T, open func(t *testing.T) tracker.Pool) {
 	t.Run("Reap", func(t *testing.T) { testReap(t, open) })
 	t.Run("ReapCancelled", func(t *testing.T) { testReapCancelled(t, conn(t, open)) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, open) })
+	t.Run("Site", func(t *testing.T) { runSite(t, open) })
 }
 
 // conn opens a fresh pool and a connection from it, both closed at cleanup.
@@ -780,4 +784,33 @@ func testConcurrent(t *testing.T, open func(t *testing.T) tracker.Pool) {
 		assert.Len(t, observe(t, c, Hash(n), true), st.Leechers, "torrent %d", n)
 		assert.LessOrEqual(t, st.Seeders+st.Leechers, 2*peers)
 	}
+	checkSwarmCounts(t, c, torrents)
+}
+
+// checkSwarmCounts checks, when the driver is a tracker.SwarmCounter, that its counts agree
+// with the swarms of Hash(0) to Hash(torrents-1), the only ones in the pool.
+func checkSwarmCounts(t *testing.T, c tracker.Conn, torrents int) {
+	t.Helper()
+	sc, ok := c.(tracker.SwarmCounter)
+	if !ok {
+		return
+	}
+	var want models.SwarmCounts
+	for n := 0; n < torrents; n++ {
+		if !scrape(t, c, Hash(n)).Registered {
+			continue
+		}
+		want.Torrents++
+		leechers := observe(t, c, Hash(n), true)
+		for k := range observe(t, c, Hash(n), false) {
+			if leechers[k] {
+				want.Leechers[k.Family]++
+			} else {
+				want.Seeders[k.Family]++
+			}
+		}
+	}
+	got, err := sc.SwarmCounts(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, want, got, "swarm counts after concurrent use")
 }

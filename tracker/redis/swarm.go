@@ -1,0 +1,218 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/chihaya/chihaya/tracker"
+	"github.com/chihaya/chihaya/tracker/models"
+)
+
+// Scrape implements tracker.Conn with one pipelined round trip.
+func (p *Pool) Scrape(ctx context.Context, files []models.TorrentStats) error {
+	if len(files) == 0 {
+		return nil
+	}
+	type cmds struct {
+		t    *goredis.SliceCmd
+		s, l *goredis.IntCmd
+	}
+	cs := make([]cmds, len(files))
+	_, err := p.client.Pipelined(ctx, func(pipe goredis.Pipeliner) error {
+		for i := range files {
+			k := p.torrentKeys(files[i].InfoHash)
+			cs[i] = cmds{t: pipe.HMGet(ctx, k[keyTorrent], "n", "id"), s: pipe.ZCard(ctx, k[keySeeders]), l: pipe.ZCard(ctx, k[keyLeechers])}
+		}
+		return nil
+	})
+	if err != nil {
+		return p.fail(opScrape, fmt.Errorf("redis: scrape: %w", err))
+	}
+	for i := range files {
+		f := &files[i]
+		t := cs[i].t.Val()
+		if len(t) < 2 || t[0] == nil {
+			f.ID, f.Seeders, f.Leechers, f.Snatches, f.Registered = 0, 0, 0, 0, false
+			continue
+		}
+		n, err1 := strconv.Atoi(asString(t[0]))
+		var id uint64
+		var err2 error
+		if t[1] != nil {
+			id, err2 = strconv.ParseUint(asString(t[1]), 10, 64)
+		}
+		if err := errors.Join(err1, err2); err != nil {
+			return p.fail(opScrape, fmt.Errorf("redis: scrape %x: %w", f.InfoHash[:], err))
+		}
+		f.ID, f.Seeders, f.Leechers, f.Snatches, f.Registered = id, int(cs[i].s.Val()), int(cs[i].l.Val()), n, true
+	}
+	return nil
+}
+
+// reapPage is how many index entries one ZRANGEBYSCORE reads.
+const reapPage = 1000
+
+// rangeBefore reads the members of the sorted set key scored strictly before limit, a page at
+// a time.
+func (p *Pool) rangeBefore(ctx context.Context, key, limit string) ([]string, error) {
+	var out []string
+	for offset := int64(0); ; offset += reapPage {
+		page, err := p.client.ZRangeByScore(ctx, key, &goredis.ZRangeBy{
+			Min: "-inf", Max: "(" + limit, Offset: offset, Count: reapPage,
+		}).Result()
+		if err != nil {
+			return out, err
+		}
+		out = append(out, page...)
+		if len(page) < reapPage {
+			return out, nil
+		}
+	}
+}
+
+// Reap implements tracker.Conn: it reads the torrents whose oldest peer is before cutoff from
+// the index, then reaps each with one script. The site's torrents are never purged; their new
+// counts are reported in Changed when they lost peers.
+func (p *Pool) Reap(ctx context.Context, cutoff time.Time, purgeEmpty bool) (tracker.ReapResult, error) {
+	var r tracker.ReapResult
+	if err := ctx.Err(); err != nil {
+		return r, err
+	}
+	limit := strconv.FormatInt(cutoff.Unix(), 10)
+	hashes, err := p.rangeBefore(ctx, p.index, limit)
+	if err != nil {
+		return r, p.fail(opReap, fmt.Errorf("redis: reap: index: %w", err))
+	}
+	for _, h := range hashes {
+		if err := ctx.Err(); err != nil {
+			return r, err
+		}
+		if len(h) != len(models.InfoHash{}) {
+			continue
+		}
+		ih := models.InfoHash([]byte(h))
+		v, err := reapScript.Run(ctx, p.client, p.torrentKeys(ih), limit, bit(purgeEmpty), h, bit(!p.cluster), int(models.IPv4)).Slice()
+		if err != nil {
+			return r, p.fail(opReap, fmt.Errorf("redis: reap %x: %w", ih[:], err))
+		}
+		if len(v) < 12 {
+			return r, p.fail(opReap, fmt.Errorf("redis: reap %x: short script reply", ih[:]))
+		}
+		removed := int(asInt(v[0]))
+		r.Peers += removed
+		r.Torrents += int(asInt(v[1]))
+		if id := asString(v[3]); id != "" && removed > 0 {
+			tid, err := strconv.ParseUint(id, 10, 64)
+			if err != nil {
+				return r, p.fail(opReap, fmt.Errorf("redis: reap %x: torrent id %q: %w", ih[:], id, err))
+			}
+			r.Changed = append(r.Changed, models.TorrentStats{
+				InfoHash: ih, ID: tid, Seeders: int(asInt(v[4])), Leechers: int(asInt(v[5])),
+				Snatches: int(asInt(v[6])), Registered: true,
+			})
+		}
+		if p.cluster {
+			g := global{ih: h, index: asInt(v[2]), sessionAt: -1}
+			if g.index < 0 {
+				g.index = indexRemove
+			}
+			deltas(&g, v[7:12])
+			if err := p.applyGlobal(ctx, &g); err != nil {
+				return r, p.fail(opReap, fmt.Errorf("redis: reap %x: %w", ih[:], err))
+			}
+		}
+	}
+	return r, nil
+}
+
+// Special values of global.index.
+const (
+	indexKeep   = -1 // leave the index entry alone
+	indexRemove = -2 // remove it
+)
+
+// global is what a script could not do to the global keys in cluster mode, for applyGlobal.
+type global struct {
+	ih string
+	// index is the torrent's new index score, or indexKeep or indexRemove.
+	index int64
+	// counts are the deltas of the swarm counters t, s4, s6, l4, l6.
+	counts [5]int64
+	// sessionAt, when not negative, lowers the torrent's session index score to it (sets it,
+	// with sessionExact); a negative one leaves it, and removeSessions drops the entry.
+	sessionAt      int64
+	sessionExact   bool
+	removeSessions bool
+}
+
+var countFields = [5]string{"t", "s4", "s6", "l4", "l6"}
+
+// deltas reads the five counter deltas of a script reply into g.
+func deltas(g *global, v []any) {
+	for i := range g.counts {
+		g.counts[i] = asInt(v[i])
+	}
+}
+
+// applyGlobal applies g in one pipelined round trip (cluster mode only).
+func (p *Pool) applyGlobal(ctx context.Context, g *global) error {
+	_, err := p.client.Pipelined(ctx, func(pipe goredis.Pipeliner) error {
+		p.queueGlobal(ctx, pipe, g)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("global keys: %w", err)
+	}
+	return nil
+}
+
+func (p *Pool) queueGlobal(ctx context.Context, pipe goredis.Pipeliner, g *global) {
+	switch {
+	case g.index >= 0:
+		pipe.ZAdd(ctx, p.index, goredis.Z{Score: float64(g.index), Member: g.ih})
+	case g.index == indexRemove:
+		pipe.ZRem(ctx, p.index, g.ih)
+	}
+	for i, d := range g.counts {
+		if d != 0 {
+			pipe.HIncrBy(ctx, p.counts, countFields[i], d)
+		}
+	}
+	switch {
+	case g.removeSessions:
+		pipe.ZRem(ctx, p.sessions, g.ih)
+	case g.sessionAt >= 0 && g.sessionExact:
+		pipe.ZAdd(ctx, p.sessions, goredis.Z{Score: float64(g.sessionAt), Member: g.ih})
+	case g.sessionAt >= 0:
+		pipe.ZAddLT(ctx, p.sessions, goredis.Z{Score: float64(g.sessionAt), Member: g.ih})
+	}
+}
+
+// SwarmCounts implements tracker.SwarmCounter by reading the counters that the scripts keep,
+// in one round trip whatever the number of swarms.
+func (p *Pool) SwarmCounts(ctx context.Context) (models.SwarmCounts, error) {
+	var c models.SwarmCounts
+	v, err := p.client.HMGet(ctx, p.counts, countFields[:]...).Result()
+	if err != nil {
+		return c, p.fail(opCounts, fmt.Errorf("redis: swarm counts: %w", err))
+	}
+	var n [5]int
+	for i := range n {
+		if v[i] == nil {
+			continue
+		}
+		if n[i], err = strconv.Atoi(strings.TrimSpace(asString(v[i]))); err != nil {
+			return c, p.fail(opCounts, fmt.Errorf("redis: swarm counts: %s: %w", countFields[i], err))
+		}
+	}
+	c.Torrents = n[0]
+	c.Seeders[models.IPv4], c.Seeders[models.IPv6] = n[1], n[2]
+	c.Leechers[models.IPv4], c.Leechers[models.IPv6] = n[3], n[4]
+	return c, nil
+}
