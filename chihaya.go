@@ -22,6 +22,7 @@ import (
 	nethttp "net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -185,6 +186,9 @@ type Chihaya struct {
 // cfg.StatsAddr, when set) and serves until Shutdown.
 func Start(cfg *config.Config) (_ *Chihaya, err error) {
 	c := &Chihaya{cfg: cfg, errc: make(chan error, 3)}
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(cfg.GCPercent)
+	}
 	defer func() {
 		if err != nil {
 			c.closeAll()

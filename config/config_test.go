@@ -200,6 +200,8 @@ func TestParseBadKeys(t *testing.T) {
 		{name: "empty tracker driver", input: `{"tracker": {"driver": ""}}`, key: "tracker.driver"},
 		{name: "empty backend driver", input: `{"backend": {"driver": ""}}`, key: "backend.driver"},
 		{name: "negative stats_buffer_size", input: `{"stats_buffer_size": -1}`, key: "stats_buffer_size"},
+		{name: "gc_percent too low", input: `{"gc_percent": 0}`, key: "gc_percent"},
+		{name: "gc_percent too high", input: `{"gc_percent": 5000}`, key: "gc_percent"},
 		{name: "mem stats without interval", input: `{"include_mem_stats": true, "mem_stats_interval": "0s"}`, key: "mem_stats_interval"},
 	}
 	for _, tt := range tests {

@@ -26,6 +26,13 @@ type Backend interface {
 	RecordAnnounce(ctx context.Context, delta *models.AnnounceDelta) error
 }
 
+// DeltaDiscarder is an optional capability of a Backend that keeps nothing of the deltas it is
+// sent (backend/noop): the core then does not ask the driver to keep peers' counters, which
+// only feed deltas.
+type DeltaDiscarder interface {
+	DiscardsDeltas() bool
+}
+
 // AnnounceWriter writes the core's answer to an announce in the frontend's wire format. The
 // response and its slices are valid only during the call.
 type AnnounceWriter interface {
@@ -65,6 +72,10 @@ type Tracker struct {
 	reapInterval       time.Duration
 	purgeEmpty         bool
 	whitelist          [][]byte
+
+	// counters is set when the backend consumes deltas, which need each peer's previous
+	// counters: PeerUpdate.Counters.
+	counters bool
 
 	// Private mode.
 	private        bool
@@ -119,6 +130,10 @@ func New(cfg *config.Config, pool Pool, backend Backend, observer Observer) (*Tr
 		reapInterval:   cfg.ReapInterval.Duration,
 		purgeEmpty:     cfg.PurgeInactiveTorrents,
 		Now:            time.Now,
+	}
+	t.counters = backend != nil
+	if dd, ok := backend.(DeltaDiscarder); ok && dd.DiscardsDeltas() {
+		t.counters = false
 	}
 	t.announce.Store(int64(cfg.Announce.Duration))
 	t.jitter.Store(int64(cfg.AnnounceJitter.Duration))
@@ -241,6 +256,7 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 		Completed:  a.Event == models.Completed,
 		Create:     !t.private,
 		Hidden:     forbidden,
+		Counters:   t.counters,
 		Uploaded:   a.Uploaded,
 		Downloaded: a.Downloaded,
 		Corrupt:    a.Corrupt,

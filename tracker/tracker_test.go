@@ -810,3 +810,47 @@ func BenchmarkHandleAnnounce(b *testing.B) {
 		}
 	}
 }
+
+// counterSpy wraps a pool's Conn and remembers the last PeerUpdate.Counters it was sent.
+type counterSpy struct {
+	tracker.Conn
+	counters []bool
+}
+
+func (s *counterSpy) Get() (tracker.Conn, error) { return s, nil }
+func (s *counterSpy) Close() error               { return nil }
+
+func (s *counterSpy) Announce(ctx context.Context, ih models.InfoHash, u *tracker.PeerUpdate, sel *tracker.Selection, res *tracker.AnnounceResult) error {
+	s.counters = append(s.counters, u.Counters)
+	return s.Conn.Announce(ctx, ih, u, sel, res)
+}
+
+// TestCountersKeptOnlyForDeltas checks that the core asks the driver to keep peers' counters
+// only when its backend consumes deltas.
+func TestCountersKeptOnlyForDeltas(t *testing.T) {
+	tests := []struct {
+		name    string
+		backend tracker.Backend
+		want    bool
+	}{
+		{name: "no backend", backend: nil, want: false},
+		{name: "noop discards deltas", backend: noop.Conn{}, want: false},
+		{name: "a recording backend", backend: &recBackend{}, want: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := config.Default()
+			pool, err := tracker.Open(cfg.Tracker)
+			require.NoError(t, err)
+			defer pool.Close()
+			conn, err := pool.Get()
+			require.NoError(t, err)
+			spy := &counterSpy{Conn: conn}
+			tr, err := tracker.New(&cfg, spy, tt.backend, nil)
+			require.NoError(t, err)
+			var w recWriter
+			require.NoError(t, tr.HandleAnnounce(context.Background(), leecher(hash(1), numPid(1), "10.0.0.1:6881"), &w))
+			assert.Equal(t, []bool{tt.want}, spy.counters)
+		})
+	}
+}

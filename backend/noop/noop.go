@@ -37,5 +37,8 @@ type Conn struct{}
 // RecordAnnounce discards the delta.
 func (Conn) RecordAnnounce(context.Context, *models.AnnounceDelta) error { return nil }
 
+// DiscardsDeltas reports that nothing is kept, so the tracker need not keep peers' counters.
+func (Conn) DiscardsDeltas() bool { return true }
+
 // Close does nothing.
 func (Conn) Close(context.Context) error { return nil }

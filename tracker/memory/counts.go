@@ -21,12 +21,14 @@ func (p *Pool) SwarmCounts(ctx context.Context) (models.SwarmCounts, error) {
 		s := &p.shards[i]
 		s.mu.RLock()
 		c.Torrents += len(s.torrents)
-		for _, t := range s.torrents {
-			for j := range t.seeders {
-				c.Seeders[t.seeders[j].family]++
-			}
-			for j := range t.leechers {
-				c.Leechers[t.leechers[j].family]++
+		for _, ti := range s.torrents {
+			t := &s.recs[ti]
+			for j, e := range t.ents() {
+				if j < t.seeders() {
+					c.Seeders[e.family()]++
+				} else {
+					c.Leechers[e.family()]++
+				}
 			}
 		}
 		s.mu.RUnlock()

@@ -1,6 +1,9 @@
 // Package memory is the "memory" tracker driver: swarms held in this process's memory, in maps
 // sharded by info hash with one lock per shard, so that announces for different torrents rarely
-// contend. Import it for its side effect of registering the driver:
+// contend. A swarm is one pointer-free block of 32-byte entries (swarm.go), followed by side
+// arrays that only swarms with such peers get (users in private mode, the rest of IPv6
+// addresses, non-zero session counters), so that a public IPv4 peer costs little more than its
+// entry. Import it for its side effect of registering the driver:
 //
 //	import _ "github.com/chihaya/chihaya/tracker/memory"
 //
@@ -15,6 +18,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -67,57 +71,64 @@ type Pool struct {
 func NewPool(n int) *Pool {
 	p := &Pool{shards: make([]shard, n)}
 	for i := range p.shards {
-		p.shards[i].torrents = make(map[models.InfoHash]*torrent)
+		p.shards[i].torrents = make(map[models.InfoHash]uint32)
 	}
 	p.site.init()
 	return p
 }
 
 type shard struct {
-	mu       sync.RWMutex
-	torrents map[models.InfoHash]*torrent
+	mu sync.RWMutex
+	// torrents maps an info hash to its torrent's place in recs. Torrents live in one slab per
+	// shard rather than as one heap object each; freed places are reused (free).
+	torrents map[models.InfoHash]uint32
+	recs     []torrent
+	free     []uint32
 	// pad keeps two shards' locks off one cache line.
-	_ [40]byte
+	_ [64]byte
 }
 
-// entry is one stored peer endpoint. It holds no pointers, so the garbage collector never scans
-// the swarms.
-type entry struct {
-	id         models.PeerID
-	addr       [16]byte
-	port       uint16
-	family     models.Family
-	hidden     bool   // stored but never handed out
-	seen       uint32 // unix seconds of the last announce
-	user       uint32 // the site's user ID in private mode
-	uploaded   int64
-	downloaded int64
-}
-
-func (e *entry) addrPort() netip.AddrPort {
-	var a netip.Addr
-	if e.family == models.IPv4 {
-		a = netip.AddrFrom4([4]byte(e.addr[:4]))
-	} else {
-		a = netip.AddrFrom16(e.addr)
+// get returns the torrent of ih, or nil. The pointer is valid while the shard's lock is held
+// and no torrent is added.
+func (s *shard) get(ih models.InfoHash) *torrent {
+	i, ok := s.torrents[ih]
+	if !ok {
+		return nil
 	}
-	return netip.AddrPortFrom(a, e.port)
+	return &s.recs[i]
 }
 
-func (e *entry) key() models.PeerKey {
-	return models.PeerKey{ID: e.id, Family: e.family, User: e.user}
+// add creates the empty torrent ih, which must not exist.
+func (s *shard) add(ih models.InfoHash) *torrent {
+	var i uint32
+	if n := len(s.free); n > 0 {
+		i, s.free = s.free[n-1], s.free[:n-1]
+	} else {
+		i = uint32(len(s.recs))
+		if len(s.recs) == cap(s.recs) {
+			// Grow by a quarter rather than append's doubling: the slab is most of a torrent's
+			// cost beside its entries.
+			recs := slices.Grow([]torrent(nil), len(s.recs)+len(s.recs)/4+4)
+			s.recs = append(recs, s.recs...)
+		}
+		s.recs = s.recs[:i+1]
+	}
+	s.torrents[ih] = i
+	return &s.recs[i]
 }
 
-// torrent is one swarm: seeders and leechers in two dense slices, and an index from PeerKey to
-// a position. A non-negative index i is leechers[i]; a negative one is seeders[-i-1].
-type torrent struct {
-	seeders  []entry
-	leechers []entry
-	index    map[models.PeerKey]int32
-	snatches int
-
-	// site is set for a torrent registered by the site (private mode); nil in public mode.
-	site *siteTorrent
+// drop deletes the torrent ih, if it exists.
+func (s *shard) drop(ih models.InfoHash) {
+	i, ok := s.torrents[ih]
+	if !ok {
+		return
+	}
+	delete(s.torrents, ih)
+	s.recs[i] = torrent{}
+	s.free = append(s.free, i)
+	if len(s.free) == len(s.recs) {
+		s.recs, s.free = nil, nil
+	}
 }
 
 func (p *Pool) shardFor(ih models.InfoHash) *shard {
@@ -139,7 +150,7 @@ func (p *Pool) Announce(_ context.Context, ih models.InfoHash, u *tracker.PeerUp
 
 	res.Prev = tracker.PrevPeer{}
 	res.Snatched, res.TorrentID, res.Freeleech, res.Token = false, 0, models.Normal, false
-	t := s.torrents[ih]
+	t := s.get(ih)
 	if t == nil {
 		if !u.Create {
 			return models.ErrTorrentNotFound
@@ -149,102 +160,74 @@ func (p *Pool) Announce(_ context.Context, ih models.InfoHash, u *tracker.PeerUp
 			res.Seeders, res.Leechers, res.Snatches = 0, 0, 0
 			return nil
 		}
-		t = &torrent{index: make(map[models.PeerKey]int32, 1)}
-		s.torrents[ih] = t
+		t = s.add(ih)
 	}
 
-	idx, found := t.index[u.Key]
-	if found {
-		e := t.at(idx)
+	i := t.find(u.Key)
+	if i >= 0 {
+		up, down := t.counters(i)
 		res.Prev = tracker.PrevPeer{
 			Found:      true,
-			Seeder:     idx < 0,
-			Uploaded:   e.uploaded,
-			Downloaded: e.downloaded,
-			Time:       time.Unix(int64(e.seen), 0),
+			Seeder:     i < t.seeders(),
+			Uploaded:   up,
+			Downloaded: down,
+			Time:       time.Unix(int64(t.ents()[i].seen), 0),
 		}
 	}
-	if t.site != nil {
-		t.site.announce(u, res)
+	if t.x != nil && t.x.site != nil {
+		t.x.site.announce(u, res)
 	}
 
 	switch {
 	case u.Remove:
-		if found {
-			t.remove(idx)
+		if i >= 0 {
+			t.remove(i)
 		}
 	default:
-		e := entry{
-			id:         u.Key.ID,
-			port:       u.AddrPort.Port(),
-			family:     u.Key.Family,
-			hidden:     u.Hidden,
-			seen:       uint32(u.Time.Unix()),
-			user:       u.Key.User,
-			uploaded:   u.Uploaded,
-			downloaded: u.Downloaded,
+		var pe pending
+		pe.key = u.Key
+		if u.Counters {
+			// Only kept when asked: without a consumer of deltas they are bytes for nothing.
+			pe.up, pe.down = u.Uploaded, u.Downloaded
 		}
-		e.addr = u.AddrPort.Addr().As16()
-		if e.family == models.IPv4 {
-			a4 := u.AddrPort.Addr().Unmap().As4()
-			e.addr = [16]byte{}
-			copy(e.addr[:4], a4[:])
+		pe.e.id, pe.e.port, pe.e.seen = u.Key.ID, u.AddrPort.Port(), uint32(u.Time.Unix())
+		var flags uint8
+		if u.Hidden {
+			flags |= flagHidden
 		}
+		a := u.AddrPort.Addr()
+		if u.Key.Family == models.IPv4 {
+			pe.e.addr = a.Unmap().As4()
+		} else {
+			a16 := a.As16()
+			flags |= flagIPv6
+			copy(pe.hi6[:], a16[:12])
+			copy(pe.e.addr[:], a16[12:])
+		}
+		pe.e.flags = flags
 		if u.Completed && u.Seeder && !res.Prev.Seeder {
 			t.snatches++
 			res.Snatched = true
 		}
 		switch {
-		case found && (idx < 0) == u.Seeder:
-			*t.at(idx) = e
-		case found:
-			t.remove(idx)
-			t.insert(e, u.Seeder)
+		case i >= 0 && (i < t.seeders()) == u.Seeder:
+			if t.ents()[i].flags&flagBig != 0 {
+				delete(t.x.big, u.Key)
+			}
+			t.set(i, &pe)
+		case i >= 0:
+			t.remove(i)
+			t.insert(&pe, u.Seeder)
 		default:
-			t.insert(e, u.Seeder)
+			t.insert(&pe, u.Seeder)
 		}
 	}
 
-	res.Seeders, res.Leechers, res.Snatches = len(t.seeders), len(t.leechers), t.snatches
+	res.Seeders, res.Leechers, res.Snatches = t.seeders(), t.leechers(), int(t.snatches)
 	if sel.Want > 0 {
 		t.selectPeers(u.Key, sel, res)
 	}
 	return nil
-}
-
-func (t *torrent) at(idx int32) *entry {
-	if idx < 0 {
-		return &t.seeders[-idx-1]
-	}
-	return &t.leechers[idx]
-}
-
-func (t *torrent) insert(e entry, seeder bool) {
-	if seeder {
-		t.seeders = append(t.seeders, e)
-		t.index[e.key()] = -int32(len(t.seeders))
-		return
-	}
-	t.leechers = append(t.leechers, e)
-	t.index[e.key()] = int32(len(t.leechers) - 1)
-}
-
-// remove deletes the entry at idx by moving the last entry of its slice into its place.
-func (t *torrent) remove(idx int32) {
-	list, pos := &t.leechers, int(idx)
-	if idx < 0 {
-		list, pos = &t.seeders, int(-idx-1)
-	}
-	delete(t.index, (*list)[pos].key())
-	last := len(*list) - 1
-	if pos != last {
-		(*list)[pos] = (*list)[last]
-		t.index[(*list)[pos].key()] = idx
-	}
-	*list = (*list)[:last]
-	if cap(*list) > 64 && len(*list) < cap(*list)/4 {
-		*list = append([]entry(nil), *list...)
-	}
 }
 
 // maxPreferScan bounds how many entries one announce inspects to find peers in the requester's
@@ -256,13 +239,15 @@ const maxPreferScan = 4096
 // wrapping around, which hands every peer out equally often without copying or shuffling the
 // swarm. With sel.Prefer set, peers inside that subnet go first.
 func (t *torrent) selectPeers(self models.PeerKey, sel *tracker.Selection, res *tracker.AnnounceResult) {
-	n := len(t.leechers)
-	if !sel.Seeder {
-		n += len(t.seeders)
+	lo := 0
+	if sel.Seeder {
+		lo = t.seeders()
 	}
-	if n == 0 {
+	n := int(t.n) - lo
+	if n <= 0 {
 		return
 	}
+	v := view{ents: t.ents(), hi6: t.hi6(), users: t.users(), self: self, sel: sel}
 	want := sel.Want
 	start := 0
 	if n > 1 {
@@ -271,51 +256,78 @@ func (t *torrent) selectPeers(self models.PeerKey, sel *tracker.Selection, res *
 	got, scanned := 0, 0
 	if sel.Prefer.IsValid() {
 		scanned = min(n, maxPreferScan)
-		for i := 0; i < scanned && got < want; i++ {
-			e := t.candidate((start + i) % n)
-			if t.eligible(e, self, sel) && sel.Prefer.Contains(e.addrPort().Addr()) {
-				got += appendPeer(e, res)
+		for k := 0; k < scanned && got < want; k++ {
+			i := lo + (start+k)%n
+			if v.eligible(i) && sel.Prefer.Contains(v.addrPort(i).Addr()) {
+				v.appendPeer(i, res)
+				got++
 			}
 		}
 	}
-	for i := 0; i < n && got < want; i++ {
-		e := t.candidate((start + i) % n)
-		if !t.eligible(e, self, sel) {
+	for k := 0; k < n && got < want; k++ {
+		i := lo + (start+k)%n
+		if !v.eligible(i) {
 			continue
 		}
-		if i < scanned && sel.Prefer.Contains(e.addrPort().Addr()) {
+		if k < scanned && sel.Prefer.Contains(v.addrPort(i).Addr()) {
 			continue // handed out by the first pass
 		}
-		got += appendPeer(e, res)
+		v.appendPeer(i, res)
+		got++
 	}
 }
 
-// candidate returns the i-th candidate: leechers first, then seeders.
-func (t *torrent) candidate(i int) *entry {
-	if i < len(t.leechers) {
-		return &t.leechers[i]
-	}
-	return &t.seeders[i-len(t.leechers)]
+// view is a torrent's arrays as one selection reads them, taken from the block once.
+type view struct {
+	ents  []entry
+	hi6   [][12]byte
+	users []uint32
+	self  models.PeerKey
+	sel   *tracker.Selection
 }
 
-func (t *torrent) eligible(e *entry, self models.PeerKey, sel *tracker.Selection) bool {
-	if e.id == self.ID || e.hidden || (sel.SkipOwnUser && e.user == self.User) {
-		return false // not itself in either family, not hidden, not its own user's
+func (v *view) eligible(i int) bool {
+	e := &v.ents[i]
+	if e.id == v.self.ID || e.flags&flagHidden != 0 {
+		return false // not itself in either family, not hidden
 	}
-	if e.family == models.IPv4 {
-		return sel.IPv4
+	if v.sel.SkipOwnUser {
+		var u uint32
+		if v.users != nil {
+			u = v.users[i]
+		}
+		if u == v.self.User {
+			return false // not its own user's
+		}
 	}
-	return sel.IPv6
+	if e.flags&flagIPv6 == 0 {
+		return v.sel.IPv4
+	}
+	return v.sel.IPv6
 }
 
-func appendPeer(e *entry, res *tracker.AnnounceResult) int {
-	p := models.Peer{ID: e.id, AddrPort: e.addrPort()}
-	if e.family == models.IPv4 {
-		res.IPv4Peers = append(res.IPv4Peers, p)
+func (v *view) addrPort(i int) netip.AddrPort {
+	e := &v.ents[i]
+	if e.flags&flagIPv6 == 0 {
+		return netip.AddrPortFrom(netip.AddrFrom4(e.addr), e.port)
+	}
+	return v.addrPort6(i)
+}
+
+func (v *view) addrPort6(i int) netip.AddrPort {
+	var a [16]byte
+	copy(a[:12], v.hi6[i][:])
+	copy(a[12:], v.ents[i].addr[:])
+	return netip.AddrPortFrom(netip.AddrFrom16(a), v.ents[i].port)
+}
+
+func (v *view) appendPeer(i int, res *tracker.AnnounceResult) {
+	e := &v.ents[i]
+	if e.flags&flagIPv6 == 0 {
+		res.IPv4Peers = append(res.IPv4Peers, models.Peer{ID: e.id, AddrPort: netip.AddrPortFrom(netip.AddrFrom4(e.addr), e.port)})
 	} else {
-		res.IPv6Peers = append(res.IPv6Peers, p)
+		res.IPv6Peers = append(res.IPv6Peers, models.Peer{ID: e.id, AddrPort: v.addrPort6(i)})
 	}
-	return 1
 }
 
 // Scrape implements tracker.Conn.
@@ -324,10 +336,10 @@ func (p *Pool) Scrape(_ context.Context, files []models.TorrentStats) error {
 		f := &files[i]
 		s := p.shardFor(f.InfoHash)
 		s.mu.RLock()
-		if t := s.torrents[f.InfoHash]; t != nil {
-			f.Seeders, f.Leechers, f.Snatches, f.Registered = len(t.seeders), len(t.leechers), t.snatches, true
-			if t.site != nil {
-				f.ID = t.site.id
+		if t := s.get(f.InfoHash); t != nil {
+			f.Seeders, f.Leechers, f.Snatches, f.Registered = t.seeders(), t.leechers(), int(t.snatches), true
+			if t.x != nil && t.x.site != nil {
+				f.ID = t.x.site.id
 			}
 		} else {
 			f.Seeders, f.Leechers, f.Snatches, f.Registered = 0, 0, 0, false
@@ -337,7 +349,12 @@ func (p *Pool) Scrape(_ context.Context, files []models.TorrentStats) error {
 	return nil
 }
 
-// Reap implements tracker.Conn. It locks one shard at a time.
+// reapBatch is about how many entries a reaping pass inspects before it lets go of a shard's
+// lock for a moment, so that announces to the shard wait for one batch, not for a whole shard.
+const reapBatch = 8192
+
+// Reap implements tracker.Conn. It locks one shard at a time, and lets go of it between
+// batches of reapBatch entries.
 func (p *Pool) Reap(ctx context.Context, cutoff time.Time, purgeEmpty bool) (tracker.ReapResult, error) {
 	var r tracker.ReapResult
 	limit := cutoff.Unix()
@@ -347,22 +364,35 @@ func (p *Pool) Reap(ctx context.Context, cutoff time.Time, purgeEmpty bool) (tra
 		}
 		s := &p.shards[i]
 		s.mu.Lock()
-		for ih, t := range s.torrents {
+		work := 0
+		for ih, ti := range s.torrents {
+			if work >= reapBatch {
+				// Ranging over a map that changed in between is allowed: a torrent added
+				// meanwhile may be skipped until the next pass, none is visited twice.
+				s.mu.Unlock()
+				work = 0
+				s.mu.Lock()
+				if cur, ok := s.torrents[ih]; !ok || cur != ti {
+					continue
+				}
+			}
+			t := &s.recs[ti]
+			work += int(t.n) + 1
 			n := t.reap(limit)
 			r.Peers += n
-			if t.site != nil {
+			if t.x != nil && t.x.site != nil {
 				// The site's torrents stay registered however empty; the site is told their
 				// new counts.
 				if n > 0 {
 					r.Changed = append(r.Changed, models.TorrentStats{
-						InfoHash: ih, ID: t.site.id, Seeders: len(t.seeders), Leechers: len(t.leechers),
-						Snatches: t.snatches, Registered: true,
+						InfoHash: ih, ID: t.x.site.id, Seeders: t.seeders(), Leechers: t.leechers(),
+						Snatches: int(t.snatches), Registered: true,
 					})
 				}
 				continue
 			}
-			if purgeEmpty && len(t.seeders) == 0 && len(t.leechers) == 0 {
-				delete(s.torrents, ih)
+			if purgeEmpty && t.n == 0 {
+				s.drop(ih)
 				r.Torrents++
 			}
 		}
@@ -373,15 +403,11 @@ func (p *Pool) Reap(ctx context.Context, cutoff time.Time, purgeEmpty bool) (tra
 
 func (t *torrent) reap(limit int64) int {
 	n := 0
-	for i := len(t.seeders) - 1; i >= 0; i-- {
-		if int64(t.seeders[i].seen) < limit {
-			t.remove(-int32(i) - 1)
-			n++
-		}
-	}
-	for i := len(t.leechers) - 1; i >= 0; i-- {
-		if int64(t.leechers[i].seen) < limit {
-			t.remove(int32(i))
+	// Going down, every entry that remove moves into place i was already kept; t.ents() is
+	// read again each time because remove may reallocate the entries.
+	for i := int(t.n) - 1; i >= 0; i-- {
+		if int64(t.ents()[i].seen) < limit {
+			t.remove(i)
 			n++
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -150,7 +151,7 @@ func (p *Pool) withTorrent(ih models.InfoHash, f func(s *shard, t *torrent)) {
 	s := p.shardFor(ih)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	f(s, s.torrents[ih])
+	f(s, s.get(ih))
 }
 
 func newSiteTorrent(id uint64, fl models.FreeleechType) *siteTorrent {
@@ -159,15 +160,16 @@ func newSiteTorrent(id uint64, fl models.FreeleechType) *siteTorrent {
 
 // register makes ih a registered torrent, keeping its peers if it was known.
 func (s *shard) register(ih models.InfoHash, tor models.Torrent) *torrent {
-	t := s.torrents[ih]
+	t := s.get(ih)
 	if t == nil {
-		t = &torrent{index: make(map[models.PeerKey]int32), snatches: tor.Snatches}
-		s.torrents[ih] = t
+		t = s.add(ih)
+		t.snatches = uint32(min(max(tor.Snatches, 0), math.MaxUint32))
 	}
-	if t.site == nil {
-		t.site = newSiteTorrent(tor.ID, tor.Freeleech)
+	x := t.ext()
+	if x.site == nil {
+		x.site = newSiteTorrent(tor.ID, tor.Freeleech)
 	}
-	t.site.id, t.site.freeleech = tor.ID, tor.Freeleech
+	x.site.id, x.site.freeleech = tor.ID, tor.Freeleech
 	return t
 }
 
@@ -205,31 +207,31 @@ func (p *Pool) UpdateSite(_ context.Context, u *models.SiteUpdate) error {
 	case models.UpdateTorrent:
 		var err error
 		p.withTorrent(u.Torrent.InfoHash, func(_ *shard, t *torrent) {
-			if t == nil || t.site == nil {
+			if t == nil || t.x == nil || t.x.site == nil {
 				err = models.ErrTorrentNotFound
 				return
 			}
-			t.site.freeleech = u.Torrent.Freeleech
+			t.x.site.freeleech = u.Torrent.Freeleech
 		})
 		if err != nil {
 			return fmt.Errorf("memory: update torrent: %w", err)
 		}
 	case models.DeleteTorrent:
-		p.withTorrent(u.Torrent.InfoHash, func(s *shard, _ *torrent) { delete(s.torrents, u.Torrent.InfoHash) })
+		p.withTorrent(u.Torrent.InfoHash, func(s *shard, _ *torrent) { s.drop(u.Torrent.InfoHash) })
 		p.site.reasonsMu.Lock()
 		p.site.reasons[u.Torrent.InfoHash] = reason{text: u.Reason, at: time.Now()}
 		p.site.reasonsMu.Unlock()
 	case models.AddToken, models.RemoveToken:
 		var err error
 		p.withTorrent(u.Torrent.InfoHash, func(_ *shard, t *torrent) {
-			if t == nil || t.site == nil {
+			if t == nil || t.x == nil || t.x.site == nil {
 				err = models.ErrTorrentNotFound
 				return
 			}
 			if u.Action == models.AddToken {
-				t.site.tokens[uint32(u.User.ID)] = struct{}{}
+				t.x.site.tokens[uint32(u.User.ID)] = struct{}{}
 			} else {
-				delete(t.site.tokens, uint32(u.User.ID))
+				delete(t.x.site.tokens, uint32(u.User.ID))
 			}
 		})
 		if err != nil {
@@ -309,9 +311,11 @@ func (p *Pool) ReplaceSite(_ context.Context, st *models.SiteState) error {
 	for i := range p.shards {
 		s := &p.shards[i]
 		s.mu.Lock()
-		for ih, t := range s.torrents {
-			if _, ok := registered[ih]; !ok && t.site != nil {
-				delete(s.torrents, ih) // no longer on the site
+		for ih, ti := range s.torrents {
+			if t := &s.recs[ti]; t.x != nil && t.x.site != nil {
+				if _, ok := registered[ih]; !ok {
+					s.drop(ih) // no longer on the site
+				}
 			}
 		}
 		s.mu.Unlock()
@@ -319,17 +323,17 @@ func (p *Pool) ReplaceSite(_ context.Context, st *models.SiteState) error {
 	for ih, tor := range registered {
 		s := p.shardFor(ih)
 		s.mu.Lock()
-		t := s.register(ih, tor)
-		clear(t.site.tokens)
+		st := s.register(ih, tor).x.site
+		clear(st.tokens)
 		for _, uid := range tokens[tor.ID] {
-			t.site.tokens[uid] = struct{}{}
+			st.tokens[uid] = struct{}{}
 		}
 		for _, b := range baselines[tor.ID] {
 			key := sessionKey{id: b.PeerID, user: uint32(b.UserID)}
-			if _, ok := t.site.sessions[key]; ok {
+			if _, ok := st.sessions[key]; ok {
 				continue // what this process saw is newer than what the site stored
 			}
-			t.site.sessions[key] = &session{
+			st.sessions[key] = &session{
 				uploaded: b.Uploaded, downloaded: b.Downloaded, corrupt: b.Corrupt,
 				first: b.FirstSeen.Unix(), last: b.LastSeen.Unix(), announces: b.Announces,
 			}
@@ -348,15 +352,16 @@ func (p *Pool) UserPeers(ctx context.Context, userID uint64) (leeching, seeding 
 		}
 		s := &p.shards[i]
 		s.mu.RLock()
-		for _, t := range s.torrents {
-			for j := range t.leechers {
-				if t.leechers[j].user == uid {
-					leeching++
+		for _, ti := range s.torrents {
+			t := &s.recs[ti]
+			for j := range t.ents() {
+				if t.user(j) != uid {
+					continue
 				}
-			}
-			for j := range t.seeders {
-				if t.seeders[j].user == uid {
+				if j < t.seeders() {
 					seeding++
+				} else {
+					leeching++
 				}
 			}
 		}
@@ -381,13 +386,14 @@ func (p *Pool) Prune(ctx context.Context, reasonsBefore, baselinesBefore time.Ti
 		}
 		s := &p.shards[i]
 		s.mu.Lock()
-		for _, t := range s.torrents {
-			if t.site == nil {
+		for _, ti := range s.torrents {
+			t := &s.recs[ti]
+			if t.x == nil || t.x.site == nil {
 				continue
 			}
-			for k, se := range t.site.sessions {
+			for k, se := range t.x.site.sessions {
 				if se.last < limit {
-					delete(t.site.sessions, k)
+					delete(t.x.site.sessions, k)
 				}
 			}
 		}

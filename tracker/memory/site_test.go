@@ -61,20 +61,18 @@ func users(tb testing.TB, p *Pool, ih models.InfoHash, res *tracker.AnnounceResu
 	s := p.shardFor(ih)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	t := s.torrents[ih]
+	t := s.get(ih)
 	require.NotNil(tb, t)
 	out := map[userKey]bool{}
 	for _, pr := range append(append([]models.Peer(nil), res.IPv4Peers...), res.IPv6Peers...) {
 		fam := models.FamilyOf(pr.AddrPort.Addr())
 		found := false
-		for _, list := range [][]entry{t.seeders, t.leechers} {
-			for i := range list {
-				if list[i].id == pr.ID && list[i].family == fam && list[i].addrPort() == pr.AddrPort {
-					k := userKey{id: pr.ID, fam: fam, user: list[i].user}
-					assert.False(tb, out[k], "peer handed out twice")
-					out[k] = true
-					found = true
-				}
+		for i := range t.ents() {
+			if t.ents()[i].id == pr.ID && t.ents()[i].family() == fam && t.addrPort(i) == pr.AddrPort {
+				k := userKey{id: pr.ID, fam: fam, user: t.user(i)}
+				assert.False(tb, out[k], "peer handed out twice")
+				out[k] = true
+				found = true
 			}
 		}
 		assert.True(tb, found, "handed out %v, which is not in the swarm", pr)

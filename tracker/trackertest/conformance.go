@@ -437,10 +437,12 @@ func testPrevPeer(t *testing.T, c tracker.Conn) {
 			if tt.first != nil {
 				u := peer(1, models.IPv4, tt.first.Seeder)
 				u.Uploaded, u.Downloaded, u.Time = tt.first.Uploaded, tt.first.Downloaded, tt.first.Time
+				u.Counters = true
 				announce(t, c, ih, u, all(0))
 			}
 			u := peer(1, models.IPv4, false)
 			u.Uploaded, u.Downloaded, u.Time = 5, 5, T0.Add(time.Hour)
+			u.Counters = true
 			res := announce(t, c, ih, u, all(0))
 			assert.Equal(t, tt.want.Found, res.Prev.Found)
 			assert.Equal(t, tt.want.Seeder, res.Prev.Seeder)
