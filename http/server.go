@@ -14,11 +14,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	nethttp "net/http"
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang/glog"
@@ -53,6 +55,24 @@ type Server struct {
 	extra   map[string]nethttp.Handler
 	srv     *nethttp.Server
 	scratch sync.Pool
+
+	// The fast path (fast.go).
+	keepAlive     bool
+	headerTimeout time.Duration
+	idleTimeout   time.Duration
+	writeTimeout  time.Duration
+	// base is the parent of every fast-path request's context; Shutdown cancels it when it
+	// gives up waiting.
+	base       context.Context
+	cancelBase context.CancelFunc
+	conns      sync.Pool // *fastConn
+	shutting   atomic.Bool
+	mu         sync.Mutex
+	listeners  map[io.Closer]struct{}
+	active     map[*fastConn]struct{}
+	connWG     sync.WaitGroup
+	// serving counts the Serve calls that have not returned.
+	serving sync.WaitGroup
 }
 
 type scratch struct {
@@ -60,6 +80,7 @@ type scratch struct {
 	a  models.Announce
 	sc models.Scrape
 	w  writer
+	rq request
 }
 
 // Recorder is told of every answered request, for metrics; *stats.Stats implements it. Record
@@ -89,7 +110,15 @@ func NewServer(cfg *config.Config, tkr *tracker.Tracker, opts ...Option) (*Serve
 		trusted:        trusted,
 		requestTimeout: cfg.RequestTimeout.Duration,
 		extra:          make(map[string]nethttp.Handler),
+		keepAlive:      cfg.HTTPKeepAlive,
+		headerTimeout:  cfg.HTTPReadHeaderTimeout.Duration,
+		idleTimeout:    cfg.HTTPIdleTimeout.Duration,
+		writeTimeout:   cfg.HTTPWriteTimeout.Duration,
+		listeners:      make(map[io.Closer]struct{}),
+		active:         make(map[*fastConn]struct{}),
 	}
+	s.base, s.cancelBase = context.WithCancel(context.Background())
+	s.conns.New = func() any { return s.newFastConn() }
 	for _, o := range opts {
 		o(s)
 	}
@@ -130,17 +159,133 @@ func (s *Server) Handle(name string, h nethttp.Handler) {
 func (s *Server) Handler() nethttp.Handler { return s.router }
 
 // Serve accepts connections on ln until Shutdown. It returns nil after a graceful shutdown.
+//
+// Announces and scrapes are answered by the fast path (fast.go); a connection that sends
+// anything else is handed over to net/http, which serves Handler. A listener made by
+// HostlessListener gets its Host lines added on the handed-over connections only: the fast path
+// needs none.
 func (s *Server) Serve(ln net.Listener) error {
-	err := s.srv.Serve(ln)
-	if errors.Is(err, nethttp.ErrServerClosed) {
+	hostless := false
+	if hl, ok := ln.(*hostlessListener); ok {
+		ln, hostless = hl.Listener, true
+	}
+	s.mu.Lock()
+	if s.shutting.Load() {
+		s.mu.Unlock()
 		return nil
 	}
+	s.listeners[ln] = struct{}{}
+	s.serving.Add(1)
+	s.mu.Unlock()
+	defer s.serving.Done()
+
+	hand := newHandoffListener(ln.Addr())
+	handErr := make(chan error, 1)
+	go func() { handErr <- s.srv.Serve(hand) }()
+	var err error
+	if lf, ok := rawListener(ln, max(1, int(s.headerTimeout/time.Second))); ok {
+		if s.listen(lf) {
+			err = s.rawAcceptLoop(lf, hostless, hand)
+		}
+		_ = lf.Close()
+		s.mu.Lock()
+		delete(s.listeners, lf)
+		s.mu.Unlock()
+	} else {
+		err = s.acceptLoop(ln, hostless, hand)
+	}
+	_ = hand.Close()
+	if herr := <-handErr; err == nil && !errors.Is(herr, nethttp.ErrServerClosed) && !errors.Is(herr, net.ErrClosed) {
+		err = fmt.Errorf("http: handed-over connections: %w", herr)
+	}
+	s.mu.Lock()
+	delete(s.listeners, ln)
+	s.mu.Unlock()
 	return err
 }
 
+// listen registers l for Shutdown to close; it reports false when Shutdown has begun.
+func (s *Server) listen(l io.Closer) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutting.Load() {
+		return false
+	}
+	s.listeners[l] = struct{}{}
+	return true
+}
+
+// acceptLoop starts a goroutine per connection until ln fails; it returns nil when Shutdown
+// closed ln.
+func (s *Server) acceptLoop(ln net.Listener, hostless bool, hand *handoffListener) error {
+	var delay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.shutting.Load() {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				// Out of file descriptors and the like: back off as net/http does.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				glog.Errorf("http: accept: %v; retrying in %v", err, delay)
+				time.Sleep(delay)
+				continue
+			}
+			return fmt.Errorf("http: accept: %w", err)
+		}
+		delay = 0
+		go s.serveConn(nc, hostless, hand)
+	}
+}
+
+func isTemporary(err error) bool {
+	t, ok := err.(interface{ Temporary() bool })
+	return ok && t.Temporary()
+}
+
 // Shutdown stops accepting connections and waits for requests in flight, or for ctx to end.
+// Idle connections are closed at once; a connection closes after the answer it is making.
+// When ctx ends first, the requests still running see their context cancelled, every
+// connection is closed, and Shutdown returns ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
-	return s.srv.Shutdown(ctx)
+	s.mu.Lock()
+	s.shutting.Store(true)
+	for ln := range s.listeners {
+		_ = ln.Close()
+	}
+	past := time.Unix(1, 0)
+	for c := range s.active {
+		// Wakes a connection blocked in Read; see fastConn.read. A raw socket never blocks.
+		if c.conn != nil {
+			_ = c.conn.SetReadDeadline(past)
+		}
+	}
+	s.mu.Unlock()
+
+	httpErr := s.srv.Shutdown(ctx)
+	done := make(chan struct{})
+	go func() {
+		s.connWG.Wait()
+		s.serving.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return httpErr
+	case <-ctx.Done():
+	}
+	s.cancelBase()
+	s.mu.Lock()
+	for c := range s.active {
+		c.ctx.cancel()
+		if c.conn != nil {
+			_ = c.conn.Close()
+		}
+	}
+	s.mu.Unlock()
+	return fmt.Errorf("http: shutdown: %w", ctx.Err())
 }
 
 func (s *Server) serveOne(w nethttp.ResponseWriter, r *nethttp.Request, ps httprouter.Params) {
@@ -192,38 +337,88 @@ func (s *Server) serveScrape(w nethttp.ResponseWriter, r *nethttp.Request, passk
 	s.serve(stats.Scrape, w, r, passkey)
 }
 
-// serve runs one announce or scrape with pooled scratch space, answers a failure if there was
-// one, and reports the request to the recorder.
+// request is what announce and scrape need of one request, from net/http or the fast path.
+// Its strings may alias the fast path's read buffer: they are valid during the request only.
+type request struct {
+	ctx       context.Context
+	query     string
+	passkey   string
+	userAgent string
+	// remote is the socket's address, unmapped and without a zone; remoteErr is set instead when
+	// it could not be read.
+	remote    netip.Addr
+	remoteErr error
+	// realIP is the last line of real_ip_header; hasRealIP tells an empty one from none.
+	realIP    string
+	hasRealIP bool
+	// For logs: the socket's address and port (fromText from net/http, else fromAddr), and the
+	// URL path.
+	fromText string
+	fromAddr netip.AddrPort
+	path     string
+}
+
+// from is the client's socket address and port, for logs.
+func (rq *request) from() string {
+	if rq.fromText != "" {
+		return rq.fromText
+	}
+	return rq.fromAddr.String()
+}
+
+// serve runs one announce or scrape from net/http with pooled scratch space.
 func (s *Server) serve(action stats.Action, w nethttp.ResponseWriter, r *nethttp.Request, passkey string) {
 	start := time.Now()
 	sc := s.scratch.Get().(*scratch)
 	defer s.scratch.Put(sc)
-	sc.w.w, sc.w.sent = w, false
+	sc.w.w, sc.w.fc, sc.w.sent = w, nil, false
 	defer func() { sc.w.w = nil }()
 
+	ctx, cancel := context.WithTimeout(r.Context(), s.requestTimeout)
+	defer cancel()
+	rq := &sc.rq
+	*rq = request{ctx: ctx, query: r.URL.RawQuery, passkey: passkey, userAgent: r.UserAgent(), fromText: r.RemoteAddr, path: r.URL.Path}
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err != nil {
+		rq.remoteErr = fmt.Errorf("http: remote address %q: %w", r.RemoteAddr, err)
+	} else {
+		rq.remote = ap.Addr().Unmap().WithZone("")
+	}
+	if s.realIPHeader != "" {
+		if vals := r.Header.Values(s.realIPHeader); len(vals) > 0 {
+			rq.realIP, rq.hasRealIP = vals[len(vals)-1], true
+		}
+	}
+	s.handle(action, sc, start)
+	sc.rq = request{}
+}
+
+// handle runs the announce or scrape of sc.rq, answers a failure if there was one, and reports
+// the request to the recorder. The answer goes to sc.w.
+func (s *Server) handle(action stats.Action, sc *scratch, start time.Time) {
+	rq := &sc.rq
 	var err error
 	if action == stats.Announce {
 		sc.a.Remote = netip.Addr{}
-		err = s.announce(r, passkey, sc)
+		err = s.announce(rq, sc)
 	} else {
-		err = s.scrape(r, passkey, sc)
+		err = s.scrape(rq, sc)
 	}
 	if err != nil && sc.w.sent {
 		// The answer went out and writing it failed: the client is gone. There is no one to
 		// answer, and it is not the tracker's failure.
 		if glog.V(2) {
-			glog.Infof("http: write to %s: %v", r.RemoteAddr, err)
+			glog.Infof("http: write to %s: %v", rq.from(), err)
 		}
 		err = nil
 	} else if err != nil {
-		s.fail(&sc.w, r, err)
+		s.fail(&sc.w, rq, err)
 	}
-	s.record(action, r, sc, err, start)
+	s.record(action, rq, sc, err, start)
 }
 
 // record reports one answered request to the recorder, if there is one. The family is the
 // resolved client's for an announce (which may be behind a trusted proxy), else the socket's.
-func (s *Server) record(action stats.Action, r *nethttp.Request, sc *scratch, err error, start time.Time) {
+func (s *Server) record(action stats.Action, rq *request, sc *scratch, err error, start time.Time) {
 	if s.recorder == nil {
 		return
 	}
@@ -232,9 +427,7 @@ func (s *Server) record(action stats.Action, r *nethttp.Request, sc *scratch, er
 	if action == stats.Announce && sc.a.Remote.IsValid() {
 		family = models.FamilyOf(sc.a.Remote)
 		event = sc.a.Event
-	} else if strings.HasPrefix(r.RemoteAddr, "[") {
-		// net/http writes IPv6 remote addresses as "[addr]:port" and IPv4 ones, mapped or
-		// not, as "a.b.c.d:port".
+	} else if rq.remote.Is6() {
 		family = models.IPv6
 	}
 	s.recorder.Record(stats.Request{
@@ -247,58 +440,54 @@ func (s *Server) record(action stats.Action, r *nethttp.Request, sc *scratch, er
 	})
 }
 
-func (s *Server) announce(r *nethttp.Request, passkey string, sc *scratch) error {
-	if err := sc.q.Parse(r.URL.RawQuery); err != nil {
+func (s *Server) announce(rq *request, sc *scratch) error {
+	if err := sc.q.Parse(rq.query); err != nil {
 		return models.ErrMalformedRequest
 	}
 	a := &sc.a
 	if err := parseAnnounce(&sc.q, a); err != nil {
 		return err
 	}
-	a.Passkey = passkey
-	a.UserAgent = r.UserAgent()
-	if err := s.resolve(r, &sc.q, a); err != nil {
+	a.Passkey = rq.passkey
+	a.UserAgent = rq.userAgent
+	if err := s.resolve(rq, &sc.q, a); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.requestTimeout)
-	defer cancel()
-	return s.tkr.HandleAnnounce(ctx, a, &sc.w)
+	return s.tkr.HandleAnnounce(rq.ctx, a, &sc.w)
 }
 
-func (s *Server) scrape(r *nethttp.Request, passkey string, sc *scratch) error {
-	if err := sc.q.Parse(r.URL.RawQuery); err != nil {
+func (s *Server) scrape(rq *request, sc *scratch) error {
+	if err := sc.q.Parse(rq.query); err != nil {
 		return models.ErrMalformedRequest
 	}
 	if err := parseScrape(&sc.q, &sc.sc, s.tkr.MaxScrapeInfoHashes()); err != nil {
 		return err
 	}
-	sc.sc.Passkey = passkey
-	ctx, cancel := context.WithTimeout(r.Context(), s.requestTimeout)
-	defer cancel()
-	return s.tkr.HandleScrape(ctx, &sc.sc, &sc.w)
+	sc.sc.Passkey = rq.passkey
+	return s.tkr.HandleScrape(rq.ctx, &sc.sc, &sc.w)
 }
 
 // fail answers err as a bencoded failure. Texts of models.ClientError go to the client as they
 // are; anything else is logged and the client is told only that the tracker failed.
-func (s *Server) fail(w *writer, r *nethttp.Request, err error) {
+func (s *Server) fail(w *writer, rq *request, err error) {
 	var ce models.ClientError
 	if !errors.As(err, &ce) {
-		glog.Errorf("http: %s %s: %v", r.RemoteAddr, r.URL.Path, err)
+		glog.Errorf("http: %s %s: %v", rq.from(), rq.path, err)
 		ce = models.ErrInternal
 	} else if glog.V(2) {
-		glog.Infof("http: %s %s: %v", r.RemoteAddr, r.URL.Path, err)
+		glog.Infof("http: %s %s: %v", rq.from(), rq.path, err)
 	}
 	interval, minInterval := s.tkr.Intervals()
 	if werr := w.writeFailure(string(ce), interval, minInterval); werr != nil && glog.V(2) {
-		glog.Infof("http: write failure to %s: %v", r.RemoteAddr, werr)
+		glog.Infof("http: write failure to %s: %v", rq.from(), werr)
 	}
 }
 
 // resolve sets the announce's endpoints. The address is the socket's, or the last address in
 // real_ip_header when the socket belongs to a trusted proxy; the ip, ipv4 and ipv6 parameters
 // count only when allow_ip_spoofing is on.
-func (s *Server) resolve(r *nethttp.Request, q *query.Params, a *models.Announce) error {
-	remote, err := s.remoteAddr(r)
+func (s *Server) resolve(rq *request, q *query.Params, a *models.Announce) error {
+	remote, err := s.remoteAddr(rq)
 	if err != nil {
 		return err
 	}
@@ -339,20 +528,15 @@ func parseEndpoint(s string, port uint16) (netip.AddrPort, bool) {
 	return netip.AddrPortFrom(a.Unmap(), port), true
 }
 
-func (s *Server) remoteAddr(r *nethttp.Request) (netip.Addr, error) {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return netip.Addr{}, fmt.Errorf("http: remote address %q: %w", r.RemoteAddr, err)
+func (s *Server) remoteAddr(rq *request) (netip.Addr, error) {
+	if rq.remoteErr != nil {
+		return netip.Addr{}, rq.remoteErr
 	}
-	remote := ap.Addr().Unmap().WithZone("")
-	if s.realIPHeader == "" || !s.isTrusted(remote) {
+	remote := rq.remote
+	if !rq.hasRealIP || !s.isTrusted(remote) {
 		return remote, nil
 	}
-	vals := r.Header.Values(s.realIPHeader)
-	if len(vals) == 0 {
-		return remote, nil
-	}
-	last := vals[len(vals)-1]
+	last := rq.realIP
 	if i := strings.LastIndexByte(last, ','); i >= 0 {
 		last = last[i+1:]
 	}

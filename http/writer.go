@@ -17,9 +17,11 @@ var (
 )
 
 // writer is the HTTP frontend's tracker.AnnounceWriter and tracker.ScrapeWriter: it bencodes
-// the core's answer into a reused buffer and sends it with an explicit Content-Length.
+// the core's answer into a reused buffer and sends it with an explicit Content-Length, through
+// net/http (w) or the fast path's connection (fc), whichever is set.
 type writer struct {
 	w     nethttp.ResponseWriter
+	fc    *fastConn
 	buf   []byte
 	files []models.TorrentStats
 	// sent is set once an answer went to w, so that an error writing it is not answered again.
@@ -28,6 +30,10 @@ type writer struct {
 
 func (w *writer) send() error {
 	w.sent = true
+	if w.fc != nil {
+		w.fc.appendAnswer(w.buf)
+		return nil
+	}
 	h := w.w.Header()
 	h["Content-Type"] = textPlain
 	h["Cache-Control"] = noCache

@@ -1,0 +1,571 @@
+package http
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	nethttp "net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/golang/glog"
+
+	"github.com/chihaya/chihaya/stats"
+)
+
+// The fast path serves the two hot routes, GET announce and scrape (with or without a passkey),
+// straight from the connection: one goroutine per connection reads request heads into a pooled
+// buffer, parses them with parseHead, runs them through the same announce and scrape code as
+// net/http does, and writes the answers from a second pooled buffer, several pipelined answers
+// in one write. A warm keep-alive connection allocates nothing per request.
+//
+// The first request the fast path does not serve (any other route, method or protocol, a body,
+// a header it cannot read) hands the connection over to net/http for the rest of its life: the
+// bytes already read are replayed to it first, through a listener fed by a channel.
+
+const (
+	// inSize is the read buffer a connection starts with; a longer head grows it up to
+	// maxHeaderBytes.
+	inSize = 4 << 10
+	// flushAt is how much pipelined output is gathered before it is written.
+	flushAt = 32 << 10
+	// maxPooledOut is the largest output buffer kept for reuse.
+	maxPooledOut = 64 << 10
+	// deadlineSlack is how stale a read or write deadline may be before it is set again: a
+	// deadline is a timer update, and a second more or less of a timeout counts for nothing.
+	deadlineSlack = time.Second
+	// lingerTime bounds how long a refused connection is read after its answer, so that closing
+	// it with unread input does not reset the answer away (net/http waits as long).
+	lingerTime = 500 * time.Millisecond
+)
+
+// connIO is what the fast path needs of a connection: a net.Conn, or on Linux the *os.File of
+// a socket accepted by the raw accept loop (fast_linux.go).
+type connIO interface {
+	Read(p []byte) (int, error)
+	Write(p []byte) (int, error)
+	Close() error
+	SetReadDeadline(t time.Time) error
+	SetWriteDeadline(t time.Time) error
+}
+
+// fastConn is one connection on the fast path. It is used by its own goroutine only, except
+// for Shutdown, which may wake or close it through conn (read and written under Server.mu) and
+// cancel its ctx.
+type fastConn struct {
+	s *Server
+	// conn is the connection, or nil while fd holds it instead: a socket from the raw accept
+	// loop is read and written with plain non-blocking system calls until it would block, and
+	// becomes a pollable conn then (fast_linux.go).
+	conn     connIO
+	fd       int
+	remote   netip.AddrPort
+	hostless bool
+	hand     *handoffListener
+
+	in   []byte // in[r:w] is read and not yet answered
+	r, w int
+	// headStart is when the first bytes of a partial head arrived, for read_header_timeout.
+	headStart time.Time
+	out       []byte
+	// mark is where the answer being made starts in out.
+	mark int
+	// inline is set while the connection is served on an accepting goroutine; moved asks for
+	// it to continue on its own. tracked is set once Shutdown knows of it.
+	inline, moved, tracked bool
+	// closing is set while answering a request after which the connection closes.
+	closing bool
+	http10  bool
+	first   bool
+
+	readDeadline, writeDeadline time.Time
+
+	dateSec int64
+	date    []byte
+
+	h   head
+	ctx *reqCtx
+}
+
+func (s *Server) newFastConn() *fastConn {
+	return &fastConn{
+		s:    s,
+		in:   make([]byte, inSize),
+		out:  make([]byte, 0, 1024),
+		date: make([]byte, 0, len(nethttp.TimeFormat)),
+		ctx:  newReqCtx(s.base, s.requestTimeout),
+		fd:   -1,
+	}
+}
+
+// serveConn answers nc until it closes, times out, is handed over or the server shuts down.
+func (s *Server) serveConn(nc net.Conn, hostless bool, hand *handoffListener) {
+	c := s.conns.Get().(*fastConn)
+	c.conn, c.hostless, c.hand, c.first = nc, hostless, hand, true
+	c.remote = remoteAddrPort(nc)
+	s.serveFast(c)
+}
+
+// serveFast serves c, whose connection and remote address are set.
+//
+// With c.inline set, serveFast runs on an accepting goroutine (fast_linux.go) and must not
+// wait: when the connection would block it continues on a goroutine of its own.
+func (s *Server) serveFast(c *fastConn) {
+	if !c.tracked {
+		if !s.track(c) {
+			c.closeConn()
+			s.release(c)
+			return
+		}
+		c.tracked = true
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			glog.Errorf("http: panic serving %s: %v", c.remote, v)
+			c.ctx.end()
+			c.out = c.out[:c.mark] // the answers before this request's still go out
+			c.inline, c.moved = false, false
+			c.refuse(nethttp.StatusInternalServerError)
+		}
+		if c.moved {
+			c.inline, c.moved = false, false
+			go s.resume(c)
+			return
+		}
+		s.untrack(c)
+	}()
+	c.serve()
+}
+
+// resume continues a connection that would have blocked its accepting goroutine.
+func (s *Server) resume(c *fastConn) {
+	if c.fd >= 0 && !c.pollable() {
+		s.untrack(c)
+		return
+	}
+	s.serveFast(c)
+}
+
+// serve is the connection's loop: answer what is buffered, write, read more.
+func (c *fastConn) serve() {
+	s := c.s
+	if len(c.out) > 0 {
+		// Resumed with output that did not fit in the socket: it goes first.
+		if c.flush() != nil || c.closing {
+			return
+		}
+	}
+	for {
+	answer:
+		for c.r < c.w {
+			n, v := parseHead(c.in[c.r:c.w], maxHeaderBytes, s.realIPHeader, &c.h)
+			switch v {
+			case headOK:
+				c.answer()
+				c.r += n
+				c.headStart = time.Time{}
+				if c.closing {
+					_ = c.flush()
+					return
+				}
+				if len(c.out) >= flushAt && c.flush() != nil {
+					return
+				}
+				continue
+			case headHandoff:
+				if c.flush() == nil {
+					c.handoff()
+				}
+				return
+			case headTooLarge:
+				if c.flush() == nil {
+					c.refuse(nethttp.StatusRequestHeaderFieldsTooLarge)
+				}
+				return
+			}
+			break answer // headIncomplete
+		}
+		if len(c.out) > 0 && c.flush() != nil {
+			return
+		}
+		if !c.read() {
+			return
+		}
+	}
+}
+
+// read waits for more input under the right timeout; it reports false when the connection is
+// done (closed, timed out, or the server is shutting down).
+func (c *fastConn) read() bool {
+	s := c.s
+	if c.r == c.w {
+		c.r, c.w = 0, 0
+	} else if c.r > 0 {
+		c.w = copy(c.in, c.in[c.r:c.w])
+		c.r = 0
+	}
+	if c.w == len(c.in) {
+		// A head longer than the buffer and within the limit (parseHead would have decided
+		// otherwise): grow once, to the limit.
+		in := make([]byte, maxHeaderBytes+1)
+		copy(in, c.in[:c.w])
+		c.in = in
+	}
+	if c.fd >= 0 {
+		// One non-blocking read; a connection with nothing to read becomes pollable.
+		n, wouldBlock, err := c.rawRead(c.in[c.w:])
+		if n > 0 {
+			c.w += n
+			return true
+		}
+		if !wouldBlock || err != nil || s.shutting.Load() {
+			return false
+		}
+		if c.inline {
+			c.moved = true
+			return false
+		}
+		if !c.pollable() {
+			return false
+		}
+	}
+	now := time.Now()
+	var deadline time.Time
+	switch {
+	case c.w > 0:
+		if c.headStart.IsZero() {
+			c.headStart = now
+		}
+		if s.headerTimeout > 0 {
+			deadline = c.headStart.Add(s.headerTimeout)
+		}
+	case c.first || s.idleTimeout <= 0:
+		if s.headerTimeout > 0 {
+			deadline = now.Add(s.headerTimeout)
+		}
+	default:
+		deadline = now.Add(s.idleTimeout)
+	}
+	if deadline.IsZero() != c.readDeadline.IsZero() || deadline.Before(c.readDeadline) ||
+		deadline.Sub(c.readDeadline) > deadlineSlack {
+		if err := c.conn.SetReadDeadline(deadline); err != nil {
+			return false
+		}
+		c.readDeadline = deadline
+	}
+	// Shutdown sets the flag, then a past deadline: whichever deadline was set last, a
+	// connection that missed the flag here is woken by Shutdown's.
+	if s.shutting.Load() {
+		return false
+	}
+	n, err := c.conn.Read(c.in[c.w:])
+	c.w += n
+	if err != nil && n == 0 {
+		if bool(glog.V(2)) && !errors.Is(err, net.ErrClosed) {
+			glog.Infof("http: read from %s: %v", c.remote, err)
+		}
+		return false
+	}
+	return true
+}
+
+// answer serves the parsed head c.h and appends its answer to c.out.
+func (c *fastConn) answer() {
+	s := c.s
+	start := time.Now()
+	h := &c.h
+	c.first = false
+	c.mark = len(c.out)
+	c.http10 = h.http10
+	c.closing = h.close || !s.keepAlive || s.shutting.Load()
+	if sec := start.Unix(); sec != c.dateSec {
+		c.dateSec = sec
+		c.date = start.UTC().AppendFormat(c.date[:0], nethttp.TimeFormat)
+	}
+
+	sc := s.scratch.Get().(*scratch)
+	sc.w.w, sc.w.fc, sc.w.sent = nil, c, false
+	rq := &sc.rq
+	*rq = request{
+		ctx:       c.ctx,
+		query:     unsafeString(h.query),
+		passkey:   unsafeString(h.passkey),
+		userAgent: unsafeString(h.userAgent),
+		remote:    c.remote.Addr(),
+		realIP:    unsafeString(h.realIP),
+		hasRealIP: h.hasRealIP,
+		fromAddr:  c.remote,
+	}
+	if glog.V(2) {
+		rq.path = c.pathForLog()
+	}
+	action := stats.Announce
+	if h.route == routeScrape {
+		action = stats.Scrape
+	}
+	c.ctx.begin(start)
+	s.handle(action, sc, start)
+	c.ctx.end()
+	*rq = request{}
+	sc.w.fc = nil
+	s.scratch.Put(sc)
+}
+
+// pathForLog is the route's path, for logs.
+func (c *fastConn) pathForLog() string {
+	p := "/announce"
+	if c.h.route == routeScrape {
+		p = "/scrape"
+	}
+	if len(c.h.passkey) > 0 {
+		return "/" + string(c.h.passkey) + p
+	}
+	return p
+}
+
+// Answer heads: status 200, the Content-Type and Cache-Control net/http answers with, and a
+// Date.
+const answerHead = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nCache-Control: no-cache\r\nDate: "
+
+// appendAnswer appends a 200 answer with body to the output.
+func (c *fastConn) appendAnswer(body []byte) {
+	b := append(c.out, answerHead...)
+	b = append(b, c.date...)
+	b = append(b, "\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, int64(len(body)), 10)
+	switch {
+	case c.closing:
+		b = append(b, "\r\nConnection: close\r\n\r\n"...)
+	case c.http10:
+		b = append(b, "\r\nConnection: keep-alive\r\n\r\n"...)
+	default:
+		b = append(b, "\r\n\r\n"...)
+	}
+	c.out = append(b, body...)
+}
+
+// flush writes the output under write_timeout.
+func (c *fastConn) flush() error {
+	if len(c.out) == 0 {
+		return nil
+	}
+	if c.fd >= 0 {
+		n, err := c.rawWrite(c.out, c.closing)
+		if n == len(c.out) {
+			c.out = c.out[:0]
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		// The socket's buffer is full: wait for room as a pollable connection.
+		c.out = c.out[:copy(c.out, c.out[n:])]
+		if c.inline {
+			c.moved = true
+			return errMoved
+		}
+		if !c.pollable() {
+			return errNotPollable
+		}
+	}
+	if t := c.s.writeTimeout; t > 0 {
+		d := time.Now().Add(t)
+		if d.Sub(c.writeDeadline) > deadlineSlack {
+			if err := c.conn.SetWriteDeadline(d); err != nil {
+				return fmt.Errorf("http: set write deadline: %w", err)
+			}
+			c.writeDeadline = d
+		}
+	}
+	_, err := c.conn.Write(c.out)
+	c.out = c.out[:0]
+	if err != nil && glog.V(2) {
+		glog.Infof("http: write to %s: %v", c.remote, err)
+	}
+	return err
+}
+
+// refuse answers status as net/http does when it refuses a request, and closes the connection
+// after reading what the client still sends for a while, so that the answer is not reset away.
+func (c *fastConn) refuse(status int) {
+	text := strconv.Itoa(status) + " " + nethttp.StatusText(status)
+	c.out = append(c.out, "HTTP/1.1 "+text+"\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"+text...)
+	if c.flush() != nil {
+		return
+	}
+	nc, err := c.netConn()
+	if err != nil {
+		return
+	}
+	if cw, ok := nc.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+		_ = nc.SetReadDeadline(time.Now().Add(lingerTime))
+		for range 64 {
+			if _, err := nc.Read(c.in); err != nil {
+				break
+			}
+		}
+	}
+}
+
+// handoff gives the connection, with what was read of it and not answered, to net/http.
+func (c *fastConn) handoff() {
+	nc, err := c.netConn()
+	if err != nil {
+		glog.Errorf("http: hand %s over to net/http: %v", c.remote, err)
+		return
+	}
+	// Deadlines are net/http's to set from now on; it sets them per request.
+	_ = nc.SetDeadline(time.Time{})
+	c.s.mu.Lock()
+	c.conn = nil
+	c.s.mu.Unlock()
+	var hc net.Conn = &replayConn{Conn: nc, prefix: append([]byte(nil), c.in[c.r:c.w]...)}
+	if c.hostless {
+		hc = &hostlessConn{Conn: hc, limit: maxHeaderBytes, contentLength: -1}
+	}
+	c.hand.deliver(hc)
+}
+
+// errMoved is returned when a connection stops on its accepting goroutine to wait on its own.
+var errMoved = errors.New("http: connection continues on its own goroutine")
+
+// errNotPollable is returned when a raw socket could not be made pollable.
+var errNotPollable = errors.New("http: connection cannot be polled")
+
+// closeConn closes the connection, whichever form it has.
+func (c *fastConn) closeConn() {
+	if c.fd >= 0 {
+		c.rawClose()
+	} else if c.conn != nil {
+		_ = c.conn.Close()
+	}
+}
+
+// track registers c for Shutdown; it reports false when the server is already shutting down.
+func (s *Server) track(c *fastConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutting.Load() {
+		return false
+	}
+	s.active[c] = struct{}{}
+	s.connWG.Add(1)
+	return true
+}
+
+// untrack closes c's connection, unless net/http has it now, and releases c.
+func (s *Server) untrack(c *fastConn) {
+	s.mu.Lock()
+	delete(s.active, c)
+	s.mu.Unlock()
+	c.closeConn()
+	s.release(c)
+	s.connWG.Done()
+}
+
+// release resets c and puts it back in the pool.
+func (s *Server) release(c *fastConn) {
+	c.conn, c.hand, c.fd = nil, nil, -1
+	c.inline, c.moved, c.tracked = false, false, false
+	c.r, c.w = 0, 0
+	c.headStart, c.readDeadline, c.writeDeadline = time.Time{}, time.Time{}, time.Time{}
+	c.h = head{}
+	if cap(c.out) > maxPooledOut {
+		c.out = make([]byte, 0, 1024)
+	}
+	c.out = c.out[:0]
+	if len(c.in) > inSize {
+		c.in = make([]byte, inSize)
+	}
+	s.conns.Put(c)
+}
+
+// remoteAddrPort is the connection's remote address, unmapped and without a zone.
+func remoteAddrPort(nc net.Conn) netip.AddrPort {
+	var ap netip.AddrPort
+	switch a := nc.RemoteAddr().(type) {
+	case *net.TCPAddr:
+		ap = a.AddrPort()
+	case nil:
+		return ap
+	default:
+		ap, _ = netip.ParseAddrPort(a.String())
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port())
+}
+
+// replayConn is a connection whose first bytes were read already: Read returns them first.
+type replayConn struct {
+	net.Conn
+	prefix []byte
+}
+
+// Read returns the replayed bytes, then the connection's.
+func (c *replayConn) Read(p []byte) (int, error) {
+	if len(c.prefix) > 0 {
+		n := copy(p, c.prefix)
+		c.prefix = c.prefix[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// CloseWrite shuts down the writing side when the connection can, as a *net.TCPConn does.
+func (c *replayConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}
+
+// handoffListener is the listener net/http serves: it accepts the connections the fast path
+// hands over.
+type handoffListener struct {
+	addr   net.Addr
+	conns  chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newHandoffListener(addr net.Addr) *handoffListener {
+	return &handoffListener{addr: addr, conns: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+// Accept returns the next connection handed over, or net.ErrClosed once closed.
+func (l *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops Accept; connections handed over afterwards are closed.
+func (l *handoffListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+// Addr is the address of the real listener.
+func (l *handoffListener) Addr() net.Addr { return l.addr }
+
+func (l *handoffListener) deliver(c net.Conn) {
+	select {
+	case l.conns <- c:
+	case <-l.closed:
+		_ = c.Close()
+	}
+}
+
+// unsafeString returns b's bytes as a string without copying; it is valid while b is unchanged.
+func unsafeString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}

@@ -1,0 +1,184 @@
+package http
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/netip"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/chihaya/chihaya/backend/noop"
+	"github.com/chihaya/chihaya/config"
+	"github.com/chihaya/chihaya/tracker"
+	"github.com/chihaya/chihaya/tracker/memory"
+	"github.com/chihaya/chihaya/tracker/models"
+)
+
+// benchServer is a frontend over a memory swarm with the default configuration.
+func benchServer(tb testing.TB, mod func(*config.Config)) *Server {
+	tb.Helper()
+	cfg := config.Default()
+	if mod != nil {
+		mod(&cfg)
+	}
+	tkr, err := tracker.New(&cfg, memory.NewPool(8), noop.Conn{}, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s, err := NewServer(&cfg, tkr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+// benchAnnounce is a keep-alive re-announce of one peer: the answer is the same every time.
+func benchAnnounce(port int) []byte {
+	ih := models.InfoHash{0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0x80}
+	q := "info_hash=" + escapeBytes(ih[:]) + "&peer_id=-qB4630-benchbenchbe&port=" + strconv.Itoa(port) +
+		"&uploaded=0&downloaded=0&left=100&compact=1&no_peer_id=1&key=3AF13DE0&numwant=50"
+	return []byte("GET /announce?" + q + " HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: qBittorrent/4.6.3\r\nAccept-Encoding: gzip\r\n\r\n")
+}
+
+// BenchmarkFastAnnounce runs announces through the fast path in process: head parsing, the
+// tracker core and the answer written into the connection's output buffer. request_timeout 0
+// shows what the request context's timer costs.
+func BenchmarkFastAnnounce(b *testing.B) {
+	for _, timeout := range []time.Duration{10 * time.Second, 0} {
+		b.Run("request_timeout="+timeout.String(), func(b *testing.B) {
+			benchFastAnnounce(b, func(cfg *config.Config) { cfg.RequestTimeout.Duration = timeout })
+		})
+	}
+}
+
+func benchFastAnnounce(b *testing.B, mod func(*config.Config)) {
+	s := benchServer(b, mod)
+	c := s.newFastConn()
+	c.remote = netip.MustParseAddrPort("192.0.2.7:51413")
+	req := benchAnnounce(6881)
+	n, v := parseHead(req, maxHeaderBytes, s.realIPHeader, &c.h)
+	if v != headOK || n != len(req) {
+		b.Fatalf("parseHead = %d, %v", n, v)
+	}
+	c.answer()
+	if !bytes.HasPrefix(c.out, []byte("HTTP/1.1 200 OK\r\n")) || !bytes.Contains(c.out, []byte("\r\n\r\nd8:complete")) {
+		b.Fatalf("answer %q", c.out)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		c.out = c.out[:0]
+		if _, v := parseHead(req, maxHeaderBytes, s.realIPHeader, &c.h); v != headOK {
+			b.Fatal(v)
+		}
+		c.answer()
+	}
+}
+
+// respReader reads HTTP answers with a Content-Length from a connection into a fixed buffer,
+// without allocating, so that a benchmark's allocations are the server's.
+type respReader struct {
+	conn net.Conn
+	buf  []byte
+	n    int
+}
+
+// next reads one answer and returns its body; it is valid until the next call.
+func (r *respReader) next() ([]byte, error) {
+	for {
+		if end := bytes.Index(r.buf[:r.n], []byte("\r\n\r\n")); end >= 0 {
+			headLen := end + 4
+			i := bytes.Index(r.buf[:end], []byte("\r\nContent-Length: "))
+			if i < 0 {
+				return nil, errNoLength
+			}
+			j := i + len("\r\nContent-Length: ")
+			k := bytes.IndexByte(r.buf[j:end+2], '\r')
+			length, ok := parseUint(r.buf[j:j+k], 1<<20)
+			if !ok {
+				return nil, errNoLength
+			}
+			total := headLen + int(length)
+			for r.n < total {
+				m, err := r.conn.Read(r.buf[r.n:])
+				r.n += m
+				if err != nil {
+					return nil, err
+				}
+			}
+			body := r.buf[headLen:total]
+			// The caller reads body before the next call; move what follows to the front then.
+			rest := copy(r.buf[len(r.buf)/2:], r.buf[total:r.n])
+			copy(r.buf, r.buf[len(r.buf)/2:len(r.buf)/2+rest])
+			r.n = rest
+			return body, nil
+		}
+		m, err := r.conn.Read(r.buf[r.n:])
+		r.n += m
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+type benchError string
+
+func (e benchError) Error() string { return string(e) }
+
+const errNoLength = benchError("answer without a Content-Length")
+
+// serveLoopback serves s on a loopback listener until the test ends.
+func serveLoopback(tb testing.TB, s *Server, network, addr string) net.Addr {
+	tb.Helper()
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			tb.Error(err)
+		}
+		if err := <-done; err != nil {
+			tb.Error(err)
+		}
+	})
+	return ln.Addr()
+}
+
+// BenchmarkLoopbackAnnounce sends announces one at a time over a real loopback keep-alive
+// connection; the client does not allocate, so allocs/op are the server's.
+func BenchmarkLoopbackAnnounce(b *testing.B) {
+	s := benchServer(b, nil)
+	addr := serveLoopback(b, s, "tcp", "127.0.0.1:0")
+	conn, err := net.Dial("tcp", addr.String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	req := benchAnnounce(6881)
+	rd := &respReader{conn: conn, buf: make([]byte, 64<<10)}
+	exchange := func() {
+		if _, err := conn.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		body, err := rd.next()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !bytes.HasPrefix(body, []byte("d8:complete")) {
+			b.Fatalf("answer %q", body)
+		}
+	}
+	for range 100 {
+		exchange() // warm the pools and the connection's buffers
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		exchange()
+	}
+}

@@ -1,0 +1,270 @@
+package http
+
+import "bytes"
+
+// route is what the fast path makes of a request line.
+type route uint8
+
+const (
+	routeNone     route = iota // not the fast path's: hand the connection to net/http
+	routeAnnounce              // GET /announce or GET /:passkey/announce
+	routeScrape                // GET /scrape or GET /:passkey/scrape
+)
+
+// verdict is what parseHead decided about the bytes it was given.
+type verdict uint8
+
+const (
+	headIncomplete verdict = iota // more bytes are needed
+	headOK                        // h holds a complete request for the fast path
+	headHandoff                   // net/http must answer this request and the rest of the connection
+	headTooLarge                  // a fast-path head longer than the limit: answer 431 and close
+)
+
+// head is one parsed request head of the fast path. Its byte slices alias the connection's read
+// buffer and are valid until the buffer is compacted or refilled.
+type head struct {
+	route   route
+	passkey []byte // the first path segment of /:passkey/announce, or nil
+	query   []byte // the raw query string, without the "?"
+	http10  bool
+	// close is set when the client asked for the connection to close after this request
+	// (HTTP/1.1 "Connection: close", or HTTP/1.0 without "Connection: keep-alive").
+	close     bool
+	userAgent []byte
+	// realIP is the value of the last real_ip_header line; hasRealIP tells an empty one from none.
+	realIP    []byte
+	hasRealIP bool
+}
+
+// parseHead reads the request head at the start of b. It answers headOK with the length of the
+// head when b holds a complete head the fast path serves: a GET of one of its routes, in
+// HTTP/1.0 or 1.1, without a body, whose every header line it could read. Everything else is
+// headHandoff, decided as early as possible (a request line that is not the fast path's is
+// handed over before its headers arrive), so that net/http answers it exactly as it answers any
+// request. A fast-path head that does not end within limit bytes is headTooLarge; a request line
+// that does not end within limit bytes is handed over, for net/http to refuse.
+//
+// realIPHeader is the configured real_ip_header, or "" for none. parseHead does not allocate.
+func parseHead(b []byte, limit int, realIPHeader string, h *head) (int, verdict) {
+	if len(b) > limit {
+		b = b[:limit+1] // one byte more than allowed tells "too long" from "incomplete"
+	}
+	eol := bytes.IndexByte(b, '\n')
+	if eol < 0 {
+		if len(b) > limit {
+			return 0, headHandoff
+		}
+		// A request line is "GET /": anything that cannot become one is net/http's at once.
+		if !couldBeGet(b) {
+			return 0, headHandoff
+		}
+		return 0, headIncomplete
+	}
+	if !parseRequestLine(trimCR(b[:eol]), h) {
+		return 0, headHandoff
+	}
+	h.userAgent, h.realIP, h.hasRealIP = nil, nil, false
+	closeTok, keepAliveTok := false, false
+	for pos := eol + 1; ; {
+		i := bytes.IndexByte(b[pos:], '\n')
+		if i < 0 {
+			if len(b) > limit {
+				return 0, headTooLarge
+			}
+			return 0, headIncomplete
+		}
+		line := trimCR(b[pos : pos+i])
+		pos += i + 1
+		if pos > limit {
+			return 0, headTooLarge
+		}
+		if len(line) == 0 {
+			// HTTP/1.0 keeps the connection only when asked to (RFC 9112 §9.3).
+			h.close = closeTok || (h.http10 && !keepAliveTok)
+			return pos, headOK
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 || !validName(line[:colon]) {
+			// Folded lines, lines without a name: net/http decides what they mean.
+			return 0, headHandoff
+		}
+		name, value := line[:colon], trimSpace(line[colon+1:])
+		switch {
+		case equalFold(name, "connection"):
+			c, ka, ok := connectionTokens(value)
+			if !ok {
+				return 0, headHandoff
+			}
+			closeTok, keepAliveTok = closeTok || c, keepAliveTok || ka
+		case equalFold(name, "user-agent"):
+			h.userAgent = value
+		case equalFold(name, "content-length"):
+			if len(value) != 1 || value[0] != '0' {
+				return 0, headHandoff
+			}
+		case equalFold(name, "transfer-encoding"), equalFold(name, "expect"), equalFold(name, "upgrade"):
+			return 0, headHandoff
+		}
+		if realIPHeader != "" && equalFold(name, realIPHeader) {
+			h.realIP, h.hasRealIP = value, true
+		}
+	}
+}
+
+// couldBeGet reports whether b may be the start of a fast-path request line.
+func couldBeGet(b []byte) bool {
+	const prefix = "GET /"
+	n := min(len(b), len(prefix))
+	if string(b[:n]) != prefix[:n] {
+		return false
+	}
+	for _, c := range b[n:] {
+		if c != '\r' && (c < 0x21 || c > 0x7e) && c != ' ' {
+			return false
+		}
+	}
+	return true
+}
+
+// parseRequestLine reads "GET <path>[?<query>] HTTP/1.x" into h; it reports false for anything
+// the fast path does not serve.
+func parseRequestLine(line []byte, h *head) bool {
+	const method = "GET "
+	if len(line) < len(method) || string(line[:len(method)]) != method {
+		return false
+	}
+	line = line[len(method):]
+	sp := bytes.IndexByte(line, ' ')
+	if sp < 0 {
+		return false
+	}
+	target, proto := line[:sp], line[sp+1:]
+	switch string(proto) {
+	case "HTTP/1.1":
+		h.http10 = false
+	case "HTTP/1.0":
+		h.http10 = true
+	default:
+		return false
+	}
+	for _, c := range target {
+		// '%' in the path would be decoded by net/url before routing; control bytes, spaces and
+		// non-ASCII are net/http's to judge. Both go to net/http.
+		if c < 0x21 || c > 0x7e {
+			return false
+		}
+	}
+	path := target
+	h.query = nil
+	if q := bytes.IndexByte(target, '?'); q >= 0 {
+		path, h.query = target[:q], target[q+1:]
+	}
+	if len(path) == 0 || path[0] != '/' || bytes.IndexByte(path, '%') >= 0 {
+		return false
+	}
+	path = path[1:]
+	h.passkey = nil
+	if slash := bytes.IndexByte(path, '/'); slash >= 0 {
+		if slash == 0 {
+			return false
+		}
+		h.passkey, path = path[:slash], path[slash+1:]
+	}
+	switch string(path) {
+	case "announce":
+		h.route = routeAnnounce
+	case "scrape":
+		h.route = routeScrape
+	default:
+		return false
+	}
+	return true
+}
+
+// connectionTokens reads a Connection header's comma-separated tokens.
+func connectionTokens(v []byte) (close, keepAlive, ok bool) {
+	for len(v) > 0 {
+		var tok []byte
+		if i := bytes.IndexByte(v, ','); i >= 0 {
+			tok, v = trimSpace(v[:i]), v[i+1:]
+		} else {
+			tok, v = trimSpace(v), nil
+		}
+		switch {
+		case equalFold(tok, "close"):
+			close = true
+		case equalFold(tok, "keep-alive"):
+			keepAlive = true
+		case len(tok) == 0:
+		case !validName(tok):
+			return false, false, false
+		}
+	}
+	return close, keepAlive, true
+}
+
+// validName reports whether b is an HTTP token (RFC 9110 §5.6.2), as header names must be.
+func validName(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if c >= 0x80 || !isTokenChar[c] {
+			return false
+		}
+	}
+	return true
+}
+
+var isTokenChar = func() (t [128]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
+
+// equalFold reports whether b equals the lower-case ASCII s, ignoring ASCII case.
+func equalFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		c, d := b[i], s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if 'A' <= d && d <= 'Z' {
+			d += 'a' - 'A'
+		}
+		if c != d {
+			return false
+		}
+	}
+	return true
+}
+
+func trimCR(b []byte) []byte {
+	if n := len(b); n > 0 && b[n-1] == '\r' {
+		return b[:n-1]
+	}
+	return b
+}
+
+// trimSpace drops the optional whitespace (spaces and tabs) around a header value.
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
+}

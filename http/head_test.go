@@ -1,0 +1,164 @@
+package http
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseHead(t *testing.T) {
+	const q = "info_hash=%00a&peer_id=x&port=1"
+	for _, tc := range []struct {
+		name      string
+		in        string
+		realIP    string
+		limit     int
+		want      verdict
+		route     route
+		passkey   string
+		query     string
+		close     bool
+		http10    bool
+		userAgent string
+		realIPVal string
+		hasRealIP bool
+	}{
+		{name: "announce", in: "GET /announce?" + q + " HTTP/1.1\r\nHost: x\r\n\r\n", want: headOK, route: routeAnnounce, query: q},
+		{name: "scrape", in: "GET /scrape?info_hash=a HTTP/1.1\r\n\r\n", want: headOK, route: routeScrape, query: "info_hash=a"},
+		{name: "passkey", in: "GET /0123abc/announce?a=b HTTP/1.1\r\n\r\n", want: headOK, route: routeAnnounce, passkey: "0123abc", query: "a=b"},
+		{name: "passkey scrape", in: "GET /k/scrape HTTP/1.1\r\n\r\n", want: headOK, route: routeScrape, passkey: "k"},
+		{name: "no query", in: "GET /announce HTTP/1.1\r\n\r\n", want: headOK, route: routeAnnounce},
+		{name: "bare LF", in: "GET /announce?a HTTP/1.1\nHost: x\n\n", want: headOK, route: routeAnnounce, query: "a"},
+		{name: "connection close", in: "GET /announce HTTP/1.1\r\nConnection: Close\r\n\r\n", want: headOK, route: routeAnnounce, close: true},
+		{name: "connection tokens", in: "GET /announce HTTP/1.1\r\nconnection: foo, close\r\n\r\n", want: headOK, route: routeAnnounce, close: true},
+		{name: "HTTP/1.0 closes", in: "GET /announce HTTP/1.0\r\n\r\n", want: headOK, route: routeAnnounce, close: true, http10: true},
+		{name: "HTTP/1.0 keep-alive", in: "GET /announce HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", want: headOK, route: routeAnnounce, http10: true},
+		{name: "HTTP/1.0 keep-alive and close", in: "GET /announce HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n", want: headOK, route: routeAnnounce, close: true, http10: true},
+		{name: "user agent", in: "GET /announce HTTP/1.1\r\nUSER-AGENT:  qBittorrent/4.6.3 \r\n\r\n", want: headOK, route: routeAnnounce, userAgent: "qBittorrent/4.6.3"},
+		{name: "real ip, last line", in: "GET /announce HTTP/1.1\r\nX-Real-IP: 1.1.1.1\r\nx-real-ip: 2.2.2.2, 3.3.3.3\r\n\r\n", realIP: "X-Real-IP", want: headOK, route: routeAnnounce, realIPVal: "2.2.2.2, 3.3.3.3", hasRealIP: true},
+		{name: "real ip not configured", in: "GET /announce HTTP/1.1\r\nX-Real-IP: 1.1.1.1\r\n\r\n", want: headOK, route: routeAnnounce},
+		{name: "content-length 0", in: "GET /announce HTTP/1.1\r\nContent-Length: 0\r\n\r\n", want: headOK, route: routeAnnounce},
+
+		{name: "incomplete line", in: "GET /annou", want: headIncomplete},
+		{name: "incomplete method", in: "GE", want: headIncomplete},
+		{name: "incomplete head", in: "GET /announce HTTP/1.1\r\nHost: x\r\n", want: headIncomplete},
+
+		{name: "other method", in: "POST /announce HTTP/1.1\r\n\r\n", want: headHandoff},
+		{name: "other method early", in: "HEAD /anno", want: headHandoff},
+		{name: "stats", in: "GET /stats HTTP/1.1\r\n\r\n", want: headHandoff},
+		{name: "root", in: "GET / HTTP/1.1\r\n\r\n", want: headHandoff},
+		{name: "three segments", in: "GET /a/b/announce HTTP/1.1\r\n\r\n", want: headHandoff},
+		{name: "empty passkey", in: "GET //announce HTTP/1.1\r\n\r\n", want: headHandoff},
+		{name: "trailing slash", in: "GET /announce/ HTTP/1.1\r\n\r\n", want: headHandoff},
+		{name: "escaped path", in: "GET /%61nnounce HTTP/1.1\r\n\r\n", want: headHandoff},
+		{name: "absolute form", in: "GET http://x/announce HTTP/1.1\r\n\r\n", want: headHandoff},
+		{name: "HTTP/2", in: "GET /announce HTTP/2.0\r\n\r\n", want: headHandoff},
+		{name: "no protocol", in: "GET /announce\r\n\r\n", want: headHandoff},
+		{name: "control byte in target", in: "GET /announce?\x01 HTTP/1.1\r\n\r\n", want: headHandoff},
+		{name: "body", in: "GET /announce HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", want: headHandoff},
+		{name: "chunked", in: "GET /announce HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", want: headHandoff},
+		{name: "expect", in: "GET /announce HTTP/1.1\r\nExpect: 100-continue\r\n\r\n", want: headHandoff},
+		{name: "no colon", in: "GET /announce HTTP/1.1\r\nHost\r\n\r\n", want: headHandoff},
+		{name: "folded", in: "GET /announce HTTP/1.1\r\nA: b\r\n c\r\n\r\n", want: headHandoff},
+		{name: "bad name", in: "GET /announce HTTP/1.1\r\nA B: c\r\n\r\n", want: headHandoff},
+
+		{name: "head too large", in: "GET /announce HTTP/1.1\r\nA: " + strings.Repeat("b", 100) + "\r\n\r\n", limit: 64, want: headTooLarge},
+		{name: "head too large incomplete", in: "GET /announce HTTP/1.1\r\nA: " + strings.Repeat("b", 100), limit: 64, want: headTooLarge},
+		{name: "line too long", in: "GET /announce?" + strings.Repeat("a", 100), limit: 64, want: headHandoff},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			limit := tc.limit
+			if limit == 0 {
+				limit = maxHeaderBytes
+			}
+			var h head
+			n, v := parseHead([]byte(tc.in), limit, tc.realIP, &h)
+			require.Equal(t, tc.want, v)
+			if v != headOK {
+				assert.Zero(t, n)
+				return
+			}
+			assert.Equal(t, len(tc.in), n, "the whole head and nothing else")
+			assert.Equal(t, tc.route, h.route)
+			assert.Equal(t, tc.passkey, string(h.passkey))
+			assert.Equal(t, tc.query, string(h.query))
+			assert.Equal(t, tc.close, h.close, "close")
+			assert.Equal(t, tc.http10, h.http10, "http10")
+			assert.Equal(t, tc.userAgent, string(h.userAgent))
+			assert.Equal(t, tc.realIPVal, string(h.realIP))
+			assert.Equal(t, tc.hasRealIP, h.hasRealIP)
+		})
+	}
+}
+
+// TestParseHeadPipelined checks that a head is measured exactly, so that the next one follows.
+func TestParseHeadPipelined(t *testing.T) {
+	first := "GET /announce?a=1 HTTP/1.1\r\nUser-Agent: one\r\n\r\n"
+	second := "GET /k/scrape?b=2 HTTP/1.1\r\nConnection: close\r\n\r\n"
+	b := []byte(first + second + "GET /sta")
+	var h head
+	n, v := parseHead(b, maxHeaderBytes, "", &h)
+	require.Equal(t, headOK, v)
+	require.Equal(t, len(first), n)
+	assert.Equal(t, "one", string(h.userAgent))
+	assert.False(t, h.close)
+
+	m, v := parseHead(b[n:], maxHeaderBytes, "", &h)
+	require.Equal(t, headOK, v)
+	require.Equal(t, len(second), m)
+	assert.Equal(t, routeScrape, h.route)
+	assert.Equal(t, "k", string(h.passkey))
+	assert.Empty(t, h.userAgent, "a header of the previous head must not leak")
+	assert.True(t, h.close)
+
+	_, v = parseHead(b[n+m:], maxHeaderBytes, "", &h)
+	assert.Equal(t, headIncomplete, v, "GET /sta may still become a fast route")
+}
+
+func FuzzParseHead(f *testing.F) {
+	for _, s := range []string{
+		"GET /announce?info_hash=%124Vx%9A%BC%DE%F1%23Eg%89%AB%CD%EF%124Vx%9A&port=1 HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET /k/scrape?info_hash=a HTTP/1.0\r\nConnection: keep-alive\r\nX-Real-IP: 1.2.3.4\r\n\r\nGET /announce HTTP/1.1\r\n\r\n",
+		"GET /announce HTTP/1.1\nA: b\n c\n\n",
+		"POST /announce HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var h head
+		n, v := parseHead(b, 512, "X-Real-IP", &h)
+		if v != headOK {
+			if n != 0 {
+				t.Fatalf("verdict %v with n=%d", v, n)
+			}
+			return
+		}
+		if n <= 0 || n > len(b) || n > 512 {
+			t.Fatalf("n=%d for %d bytes", n, len(b))
+		}
+		if !bytes.HasSuffix(b[:n], []byte("\n\n")) && !bytes.HasSuffix(b[:n], []byte("\n\r\n")) {
+			t.Fatalf("head %q does not end with an empty line", b[:n])
+		}
+		if h.route != routeAnnounce && h.route != routeScrape {
+			t.Fatalf("route %v", h.route)
+		}
+		if !bytes.HasPrefix(b, []byte("GET /")) {
+			t.Fatalf("served %q", b[:n])
+		}
+		// The head alone parses the same: nothing after it counted.
+		var h2 head
+		n2, v2 := parseHead(b[:n], 512, "X-Real-IP", &h2)
+		if v2 != headOK || n2 != n || h2.close != h.close || !bytes.Equal(h2.query, h.query) ||
+			!bytes.Equal(h2.passkey, h.passkey) || !bytes.Equal(h2.realIP, h.realIP) {
+			t.Fatalf("head %q parses differently on its own", b[:n])
+		}
+		for _, sub := range [][]byte{h.query, h.passkey, h.userAgent, h.realIP} {
+			if len(sub) > 0 && !bytes.Contains(b[:n], sub) {
+				t.Fatalf("%q is not from the head", sub)
+			}
+		}
+	})
+}
