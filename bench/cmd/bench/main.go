@@ -1,0 +1,732 @@
+// Command bench runs Chihaya and opentracker side by side on loopback and prints a markdown
+// table of what each did per workload, with ratios. It installs nothing: it checks for what it
+// needs, says how to get what is missing, and stops. See bench/README.md.
+//
+//	go run ./bench/cmd/bench            # or: bash bench/run
+//	go run ./bench/cmd/bench -rounds 5 -duration 10s -workloads udp,memory
+//
+// Each tracker runs pinned to one CPU (-tracker-cpu) and the load generator to another
+// (-gen-cpu). Every measurement starts a fresh tracker process and stops it afterwards, and the
+// trackers take turns within each round, in the opposite order in the next round.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/chihaya/chihaya/bench/loadgen"
+)
+
+// clockTick is the unit of utime and stime in /proc/<pid>/stat (USER_HZ, 100 on Linux).
+const clockTick = 100
+
+type options struct {
+	rounds        int
+	duration      time.Duration
+	warmup        time.Duration
+	workloads     string
+	trackerCPU    string
+	genCPU        string
+	httpConns     int
+	udpConns      int
+	memPeers      int
+	memTorrents   int
+	opentracker   string
+	keep          bool
+	scrapePool    int
+	scrapePrefill int
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.rounds, "rounds", 3, "rounds per workload; the table shows the median round")
+	flag.DurationVar(&o.duration, "duration", 5*time.Second, "measured window of each round")
+	flag.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured warm-up before each window")
+	flag.StringVar(&o.workloads, "workloads", strings.Join(defaultWorkloads, ","),
+		"comma-separated workloads to run, of: "+strings.Join(allWorkloads, ", "))
+	flag.StringVar(&o.trackerCPU, "tracker-cpu", "1", "CPU the trackers are pinned to (taskset -c)")
+	flag.StringVar(&o.genCPU, "gen-cpu", "0", "CPU the load generator is pinned to (taskset -c)")
+	flag.IntVar(&o.httpConns, "http-conns", 64, "HTTP connections (concurrent requests)")
+	flag.IntVar(&o.udpConns, "udp-conns", 128, "UDP requests in flight")
+	flag.IntVar(&o.memPeers, "mem-peers", 1_000_000, "memory workload: peers")
+	flag.IntVar(&o.memTorrents, "mem-torrents", 100_000, "memory workload: torrents")
+	flag.IntVar(&o.scrapePool, "scrape-torrents", 50_000, "scrape workloads: torrents scraped (all prefilled)")
+	flag.IntVar(&o.scrapePrefill, "scrape-prefill", 100_000, "scrape workloads: peers announced (UDP) before the warm-up")
+	flag.StringVar(&o.opentracker, "opentracker", "opentracker", "opentracker binary")
+	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (binaries, configs, logs)")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	code := 0
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		code = 1
+	}
+	procs.killAll()
+	os.Exit(code)
+}
+
+// The workloads, in the order they run. memory-http (the memory workload loaded over HTTP) is
+// left out by default: opentracker closes every connection, so loading 1M peers into it over
+// HTTP takes minutes.
+var (
+	allWorkloads     = []string{"http-keepalive", "http-close", "http-scrape-1", "http-scrape-10", "udp", "memory", "memory-http"}
+	defaultWorkloads = allWorkloads[:len(allWorkloads)-1]
+)
+
+// Tracker names.
+const (
+	chihaya     = "chihaya"
+	opentracker = "opentracker"
+	trivial     = "trivial"
+)
+
+// workload is one row group of the table.
+type workload struct {
+	name     string
+	trackers []string
+	args     []string // loadgen flags
+	prefill  bool     // announce scrape-prefill peers before the warm-up
+}
+
+func workloads(o options) []workload {
+	c := strconv.Itoa
+	return []workload{
+		{name: "http-keepalive", trackers: []string{chihaya, opentracker, trivial},
+			args: []string{"-mode", "http-announce", "-keepalive", "-conns", c(o.httpConns)}},
+		{name: "http-close", trackers: []string{chihaya, opentracker, trivial},
+			args: []string{"-mode", "http-announce", "-conns", c(o.httpConns)}},
+		{name: "http-scrape-1", trackers: []string{chihaya, opentracker}, prefill: true,
+			args: []string{"-mode", "http-scrape", "-keepalive", "-scrape-hashes", "1", "-torrents", c(o.scrapePool), "-conns", c(o.httpConns)}},
+		{name: "http-scrape-10", trackers: []string{chihaya, opentracker}, prefill: true,
+			args: []string{"-mode", "http-scrape", "-keepalive", "-scrape-hashes", "10", "-torrents", c(o.scrapePool), "-conns", c(o.httpConns)}},
+		{name: "udp", trackers: []string{chihaya, opentracker},
+			args: []string{"-mode", "udp", "-conns", c(o.udpConns)}},
+	}
+}
+
+// env is the prepared work directory.
+type env struct {
+	o         options
+	dir       string
+	root      string
+	whitelist string
+	exampleCf map[string]any
+	starts    int
+}
+
+func run(ctx context.Context, o options) error {
+	if err := checkDeps(o); err != nil {
+		return err
+	}
+	want := map[string]bool{}
+	for _, w := range strings.Split(o.workloads, ",") {
+		w = strings.TrimSpace(w)
+		if !slices.Contains(allWorkloads, w) {
+			return fmt.Errorf("unknown workload %q (have %s)", w, strings.Join(allWorkloads, ", "))
+		}
+		want[w] = true
+	}
+	e, err := prepare(ctx, o)
+	if err != nil {
+		return err
+	}
+	if !o.keep {
+		defer os.RemoveAll(e.dir)
+	} else {
+		fmt.Fprintf(os.Stderr, "work directory: %s\n", e.dir)
+	}
+
+	per := o.warmup + o.duration + 2*time.Second
+	var n int
+	for _, w := range workloads(o) {
+		if want[w.name] {
+			n += len(w.trackers) * o.rounds
+		}
+	}
+	total := time.Duration(n) * per
+	if want["memory"] {
+		total += 90 * time.Second
+	}
+	if want["memory-http"] {
+		total += 6 * time.Minute // opentracker takes ~5 minutes to load 1M peers over HTTP
+	}
+	fmt.Fprintf(os.Stderr, "bench: %d measurements of ~%s each, plus the memory workloads; about %s in all\n",
+		n, per.Round(time.Second), total.Round(10*time.Second))
+
+	start := time.Now()
+	var rows []row
+	for _, w := range workloads(o) {
+		if !want[w.name] {
+			continue
+		}
+		for r := 0; r < o.rounds; r++ {
+			order := slices.Clone(w.trackers)
+			if r%2 == 1 {
+				slices.Reverse(order)
+			}
+			for _, t := range order {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				m, err := e.measure(ctx, w, t)
+				if err != nil {
+					return fmt.Errorf("%s, %s, round %d: %w", w.name, t, r+1, err)
+				}
+				m.round = r + 1
+				fmt.Fprintf(os.Stderr, "  %-15s %-12s round %d: %9.0f resp/s  %.4f CPU s/1000  tracker CPU %3.0f%%  generator CPU %3.0f%%  errors %d\n",
+					w.name, t, r+1, m.res.PerSecond, m.cpuPer1000(), 100*m.trackerUtil(), 100*m.genUtil(), m.res.Errors)
+				rows = append(rows, m)
+			}
+		}
+	}
+	var mem []memRow
+	for _, proto := range []string{"udp", "http"} {
+		name := "memory"
+		if proto == "http" {
+			name = "memory-http"
+		}
+		if !want[name] {
+			continue
+		}
+		for _, t := range []string{chihaya, opentracker} {
+			m, err := e.memory(ctx, t, proto)
+			if err != nil {
+				return fmt.Errorf("%s, %s: %w", name, t, err)
+			}
+			fmt.Fprintf(os.Stderr, "  %-15s %-12s %.1f bytes/peer, verify %d/%d peers\n", name, t, m.perPeer(), m.verify.Got, m.verify.Want)
+			mem = append(mem, m)
+		}
+	}
+	printTables(os.Stdout, o, rows, mem, time.Since(start))
+	return nil
+}
+
+// checkDeps says what is missing and how to get it; it installs nothing.
+func checkDeps(o options) error {
+	var missing []string
+	if runtime := os.Getenv("GOOS"); runtime != "" && runtime != "linux" {
+		missing = append(missing, "Linux (taskset and /proc): run on Linux")
+	}
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		missing = append(missing, "/proc (Linux): run on Linux")
+	}
+	if _, err := exec.LookPath(o.opentracker); err != nil {
+		missing = append(missing, "opentracker: apt-get install -y opentracker (Debian/Ubuntu), or -opentracker /path/to/opentracker")
+	}
+	if _, err := exec.LookPath("taskset"); err != nil {
+		missing = append(missing, "taskset: apt-get install -y util-linux")
+	}
+	if _, err := exec.LookPath("go"); err != nil {
+		missing = append(missing, "go (1.26 or later) on PATH: export PATH=$PATH:/usr/local/go/bin")
+	}
+	if n := numCPU(); n < 2 {
+		missing = append(missing, fmt.Sprintf("two CPUs (one for the trackers, one for the generator); this machine has %d", n))
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("missing:\n  - %s\nnothing was installed", strings.Join(missing, "\n  - "))
+	}
+	return nil
+}
+
+func numCPU() int {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return 0
+	}
+	return strings.Count(string(b), "\nprocessor") + btoi(strings.HasPrefix(string(b), "processor"))
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// prepare builds the binaries and writes the whitelist.
+func prepare(ctx context.Context, o options) (*env, error) {
+	root, err := repoRoot()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "chihaya-bench-")
+	if err != nil {
+		return nil, fmt.Errorf("work directory: %w", err)
+	}
+	// opentracker drops its privileges (to nobody, when started as root) before it reads its
+	// whitelist: the directory and the file must be readable by anyone.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("work directory: %w", err)
+	}
+	e := &env{o: o, dir: dir, root: root, whitelist: filepath.Join(dir, "whitelist.txt")}
+	fmt.Fprintf(os.Stderr, "bench: building chihaya, loadgen and trivial into %s\n", dir)
+	build := exec.CommandContext(ctx, "go", "build", "-o", dir+"/", "./cmd/chihaya", "./bench/cmd/loadgen", "./bench/cmd/trivial")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go build: %w\n%s", err, out)
+	}
+	wl := exec.CommandContext(ctx, filepath.Join(dir, "loadgen"), "-whitelist", e.whitelist, "-torrents", "1000000")
+	if out, err := wl.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("write whitelist: %w\n%s", err, out)
+	}
+	raw, err := os.ReadFile(filepath.Join(root, "example_config.json"))
+	if err != nil {
+		return nil, fmt.Errorf("read example config: %w", err)
+	}
+	if err := json.Unmarshal(raw, &e.exampleCf); err != nil {
+		return nil, fmt.Errorf("parse example config: %w", err)
+	}
+	return e, nil
+}
+
+// repoRoot finds the module root from the working directory.
+func repoRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := strings.TrimSpace(string(out))
+	if mod == "" || mod == os.DevNull {
+		return "", errors.New("run from inside the chihaya repository")
+	}
+	return filepath.Dir(mod), nil
+}
+
+// freePort returns a port free for both TCP and UDP on 127.0.0.1.
+func freePort() (int, error) {
+	for range 50 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, fmt.Errorf("free port: %w", err)
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
+		_ = l.Close()
+		if err == nil {
+			_ = u.Close()
+			return p, nil
+		}
+	}
+	return 0, errors.New("free port: none free for both TCP and UDP")
+}
+
+// startTracker starts tracker t pinned to the tracker CPU and waits until it answers.
+func (e *env) startTracker(ctx context.Context, t string) (*proc, string, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	e.starts++
+	base := filepath.Join(e.dir, fmt.Sprintf("%s-%d", t, e.starts))
+	var args []string
+	switch t {
+	case chihaya:
+		cf := map[string]any{}
+		for k, v := range e.exampleCf {
+			cf[k] = v
+		}
+		cf["addr"] = addr
+		cf["udp_addr"] = addr
+		b, err := json.MarshalIndent(cf, "", "  ")
+		if err != nil {
+			return nil, "", fmt.Errorf("chihaya config: %w", err)
+		}
+		if err := os.WriteFile(base+".json", b, 0o644); err != nil {
+			return nil, "", fmt.Errorf("chihaya config: %w", err)
+		}
+		args = []string{filepath.Join(e.dir, "chihaya"), "-config", base + ".json"}
+	case opentracker:
+		cf := fmt.Sprintf("listen.tcp %s\nlisten.udp %s\naccess.whitelist %s\n", addr, addr, e.whitelist)
+		if err := os.WriteFile(base+".conf", []byte(cf), 0o644); err != nil {
+			return nil, "", fmt.Errorf("opentracker config: %w", err)
+		}
+		args = []string{e.o.opentracker, "-f", base + ".conf"}
+	case trivial:
+		args = []string{filepath.Join(e.dir, "trivial"), "-addr", addr}
+	default:
+		return nil, "", fmt.Errorf("unknown tracker %q", t)
+	}
+	p, err := startPinned(e.o.trackerCPU, base+".log", e.dir, args...)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := waitReady(ctx, p, addr); err != nil {
+		p.stop()
+		return nil, "", fmt.Errorf("%w (log: %s)", err, tail(base+".log"))
+	}
+	return p, addr, nil
+}
+
+// probeTorrent is the pool torrent the readiness probe announces to: the last of the whitelist,
+// which the workloads' popularity all but never draws.
+const probeTorrent = 999_999
+
+// waitReady polls addr with an HTTP announce of a probe peer on a whitelisted torrent until the
+// answer is a valid announce answer, then removes the probe peer with a stopped announce.
+// opentracker refuses every torrent until it has read its whitelist (but answers stopped
+// announces regardless, so the probe must be a regular one).
+func waitReady(ctx context.Context, p *proc, addr string) error {
+	a := loadgen.AnnounceParams{InfoHash: loadgen.InfoHash(probeTorrent), PeerID: [20]byte{'-', 'P', 'R', 'O', 'B', 'E', '-'}, Port: 1}
+	req := loadgen.AppendAnnounce(nil, addr, &a, true)
+	rr := loadgen.NewResponseReader(loadgen.MaxResponse)
+	var last error
+	end := time.Now().Add(30 * time.Second)
+	for time.Now().Before(end) {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if p.exited() {
+			return errors.New("tracker exited at start")
+		}
+		last = probe(addr, req, rr)
+		if last == nil {
+			a.Event = "stopped"
+			if err := probe(addr, loadgen.AppendAnnounce(nil, addr, &a, true), rr); err != nil {
+				return fmt.Errorf("remove the probe peer: %w", err)
+			}
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("not ready after 30 s: %w", last)
+}
+
+func probe(addr string, req []byte, rr *loadgen.ResponseReader) error {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write(req); err != nil {
+		return err
+	}
+	rr.Reset()
+	var resp loadgen.Response
+	if err := rr.Read(c, &resp); err != nil {
+		return err
+	}
+	if v, reason := loadgen.CheckAnnounceBody(resp.Body); v != loadgen.OK {
+		return fmt.Errorf("probe answer %s: %s", v, reason)
+	}
+	return nil
+}
+
+// row is one measurement.
+type row struct {
+	workload, tracker string
+	round             int
+	res               loadgen.Result
+	cpuTicks          uint64 // tracker utime+stime over the window
+	genTicks          uint64 // generator utime+stime over the window
+	rssKB             uint64 // tracker VmRSS at the end of the window
+}
+
+func (m row) cpuPer1000() float64 {
+	if m.res.Responses == 0 {
+		return 0
+	}
+	return float64(m.cpuTicks) / clockTick / float64(m.res.Responses) * 1000
+}
+
+func (m row) trackerUtil() float64 { return float64(m.cpuTicks) / clockTick / m.res.Seconds }
+func (m row) genUtil() float64     { return float64(m.genTicks) / clockTick / m.res.Seconds }
+
+// measure runs one round of workload w against a fresh tracker t.
+func (e *env) measure(ctx context.Context, w workload, t string) (row, error) {
+	p, addr, err := e.startTracker(ctx, t)
+	if err != nil {
+		return row{}, err
+	}
+	defer p.stop()
+	if w.prefill {
+		res, err := e.loadgen(ctx, nil, "-mode", "udp-fill", "-target", addr, "-fill-peers", strconv.Itoa(e.o.scrapePrefill),
+			"-fill-torrents", strconv.Itoa(e.o.scrapePool), "-conns", strconv.Itoa(e.o.udpConns))
+		if err != nil {
+			return row{}, fmt.Errorf("prefill: %w", err)
+		}
+		if res.Errors > 0 {
+			return row{}, fmt.Errorf("prefill: %d errors, first: %s", res.Errors, res.FirstError)
+		}
+	}
+	m := row{workload: w.name, tracker: t}
+	var c0, g0 uint64
+	args := append(slices.Clone(w.args), "-target", addr, "-marks",
+		"-warmup", e.o.warmup.String(), "-duration", e.o.duration.String())
+	res, err := e.loadgen(ctx, func(ev string, gen int) {
+		switch ev {
+		case "start":
+			c0, g0 = cpuTicks(p.pid()), cpuTicks(gen)
+		case "end":
+			m.cpuTicks, m.genTicks = cpuTicks(p.pid())-c0, cpuTicks(gen)-g0
+			m.rssKB = rssKB(p.pid())
+		}
+	}, args...)
+	if err != nil {
+		return row{}, err
+	}
+	if p.exited() {
+		return row{}, fmt.Errorf("tracker exited during the run (log: %s)", tail(p.log))
+	}
+	m.res = *res
+	return m, nil
+}
+
+// loadgen runs the generator pinned to the generator CPU and returns its result. mark is called
+// on each MARK line with the generator's pid.
+func (e *env) loadgen(ctx context.Context, mark func(ev string, pid int), args ...string) (*loadgen.Result, error) {
+	e.starts++
+	logf := filepath.Join(e.dir, fmt.Sprintf("loadgen-%d.log", e.starts))
+	cmd := exec.CommandContext(ctx, "taskset", append([]string{"-c", e.o.genCPU, filepath.Join(e.dir, "loadgen")}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	lf, err := os.Create(logf)
+	if err != nil {
+		return nil, fmt.Errorf("loadgen log: %w", err)
+	}
+	defer lf.Close()
+	cmd.Stderr = lf
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("loadgen: %w", err)
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("loadgen: %w", err)
+	}
+	p := procs.add(cmd, logf)
+	defer procs.remove(p)
+	var res *loadgen.Result
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 1<<16), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if ev, ok := strings.CutPrefix(line, "MARK "); ok {
+			if mark != nil {
+				mark(ev, cmd.Process.Pid)
+			}
+			continue
+		}
+		var r loadgen.Result
+		if err := json.Unmarshal([]byte(line), &r); err == nil {
+			res = &r
+		}
+	}
+	if err := cmd.Wait(); err != nil {
+		return nil, fmt.Errorf("loadgen %s: %w (log: %s)", strings.Join(args, " "), err, tail(logf))
+	}
+	if res == nil {
+		return nil, fmt.Errorf("loadgen printed no result (log: %s)", tail(logf))
+	}
+	return res, nil
+}
+
+// memRow is the memory workload's measurement for one tracker.
+type memRow struct {
+	tracker    string
+	proto      string // what the peers were announced over: udp or http
+	peers      int
+	rss0, rss1 uint64 // kB
+	fill       loadgen.Result
+	verify     loadgen.VerifyResult
+}
+
+func (m memRow) perPeer() float64 {
+	return (float64(m.rss1) - float64(m.rss0)) * 1024 / float64(m.peers)
+}
+
+// memory loads memPeers peers over memTorrents torrents into a fresh tracker over proto (udp or
+// http) and reports its RSS growth per peer, then checks by UDP scrape that it stored them.
+func (e *env) memory(ctx context.Context, t, proto string) (memRow, error) {
+	p, addr, err := e.startTracker(ctx, t)
+	if err != nil {
+		return memRow{}, err
+	}
+	defer p.stop()
+	time.Sleep(time.Second) // let a Go runtime finish its start-up allocations
+	m := memRow{tracker: t, proto: proto, peers: e.o.memPeers, rss0: rssKB(p.pid())}
+	common := []string{"-target", addr, "-fill-peers", strconv.Itoa(e.o.memPeers), "-fill-torrents", strconv.Itoa(e.o.memTorrents)}
+	fill := []string{"-mode", "udp-fill", "-conns", strconv.Itoa(e.o.udpConns)}
+	if proto == "http" {
+		fill = []string{"-mode", "http-fill", "-conns", strconv.Itoa(e.o.httpConns)}
+	}
+	res, err := e.loadgen(ctx, nil, append(fill, common...)...)
+	if err != nil {
+		return memRow{}, err
+	}
+	m.fill = *res
+	time.Sleep(2 * time.Second)
+	m.rss1 = rssKB(p.pid())
+	res, err = e.loadgen(ctx, nil, append([]string{"-mode", "udp-verify"}, common...)...)
+	if err != nil {
+		return memRow{}, err
+	}
+	if res.Verify == nil {
+		return memRow{}, errors.New("verify printed no counts")
+	}
+	m.verify = *res.Verify
+	if p.exited() {
+		return memRow{}, fmt.Errorf("tracker exited (log: %s)", tail(p.log))
+	}
+	return m, nil
+}
+
+// cpuTicks returns utime+stime of pid (all threads), in clock ticks, or 0 if it is gone.
+func cpuTicks(pid int) uint64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name may hold spaces and parentheses: fields start after the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
+	u, _ := strconv.ParseUint(f[11], 10, 64)
+	st, _ := strconv.ParseUint(f[12], 10, 64)
+	return u + st
+}
+
+// rssKB returns VmRSS of pid in kB, or 0 if it is gone.
+func rssKB(pid int) uint64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// proc is a process the bench started.
+type proc struct {
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+	once sync.Once
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop sends SIGTERM, waits up to 15 s, then SIGKILL.
+func (p *proc) stop() {
+	p.once.Do(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(15 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		procs.remove(p)
+	})
+}
+
+// registry holds every process started, so that an interrupt stops them all.
+type registry struct {
+	mu sync.Mutex
+	ps map[*proc]bool
+}
+
+var procs = &registry{ps: map[*proc]bool{}}
+
+func (r *registry) add(cmd *exec.Cmd, log string) *proc {
+	p := &proc{cmd: cmd, log: log, done: make(chan struct{})}
+	r.mu.Lock()
+	r.ps[p] = true
+	r.mu.Unlock()
+	return p
+}
+
+func (r *registry) remove(p *proc) {
+	r.mu.Lock()
+	delete(r.ps, p)
+	r.mu.Unlock()
+}
+
+func (r *registry) killAll() {
+	r.mu.Lock()
+	ps := make([]*proc, 0, len(r.ps))
+	for p := range r.ps {
+		ps = append(ps, p)
+	}
+	r.mu.Unlock()
+	for _, p := range ps {
+		_ = p.cmd.Process.Kill()
+	}
+}
+
+// startPinned starts args under taskset -c cpu (taskset execs, so the pid is the program's),
+// logging to logPath. The child is killed if the bench dies.
+func startPinned(cpu, logPath, dir string, args ...string) (*proc, error) {
+	lf, err := os.Create(logPath)
+	if err != nil {
+		return nil, fmt.Errorf("log: %w", err)
+	}
+	cmd := exec.Command("taskset", append([]string{"-c", cpu}, args...)...)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		_ = lf.Close()
+		return nil, fmt.Errorf("start %s: %w", args[0], err)
+	}
+	p := procs.add(cmd, logPath)
+	go func() {
+		_ = cmd.Wait()
+		_ = lf.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// tail returns the last lines of a log file.
+func tail(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return path
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.LimitReader(f, 1<<20))
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 5 {
+		lines = lines[len(lines)-5:]
+	}
+	return path + ": " + strings.Join(lines, " | ")
+}

@@ -1,0 +1,224 @@
+package loadgen
+
+import (
+	"bytes"
+	"errors"
+)
+
+// Errors of the bencode walker. They are values so that a failed validation allocates nothing.
+var (
+	errBencode      = errors.New("malformed bencode")
+	errBencodeDepth = errors.New("bencode nested too deep")
+	errNotDict      = errors.New("answer is not a bencoded dictionary")
+	errTrailing     = errors.New("bytes after the bencoded answer")
+)
+
+// maxDepth bounds nesting so that a hostile answer cannot exhaust the stack.
+const maxDepth = 16
+
+// topKeys walks a bencoded dictionary that must make up all of b and calls fn with each of its
+// top-level keys and the raw bytes of the value. It checks the grammar (lengths, integer syntax,
+// nesting, no trailing bytes) but not key order: the generator judges a tracker by whether a
+// client can read its answer, not by how it sorts.
+func topKeys(b []byte, fn func(key, val []byte)) error {
+	if len(b) == 0 || b[0] != 'd' {
+		return errNotDict
+	}
+	i := 1
+	for {
+		if i >= len(b) {
+			return errBencode
+		}
+		if b[i] == 'e' {
+			i++
+			break
+		}
+		ks, ke, err := bstring(b, i)
+		if err != nil {
+			return err
+		}
+		vs := ke
+		ve, err := skipValue(b, vs, 1)
+		if err != nil {
+			return err
+		}
+		if fn != nil {
+			fn(b[ks:ke], b[vs:ve])
+		}
+		i = ve
+	}
+	if i != len(b) {
+		return errTrailing
+	}
+	return nil
+}
+
+// bstring parses the byte string at b[i:] and returns the bounds of its contents.
+func bstring(b []byte, i int) (start, end int, err error) {
+	n := 0
+	j := i
+	for ; j < len(b) && b[j] >= '0' && b[j] <= '9'; j++ {
+		if j-i >= 9 { // over 999,999,999 bytes: not an answer we sent for
+			return 0, 0, errBencode
+		}
+		n = n*10 + int(b[j]-'0')
+	}
+	if j == i || j >= len(b) || b[j] != ':' || (b[i] == '0' && j-i > 1) {
+		return 0, 0, errBencode
+	}
+	j++
+	if n > len(b)-j {
+		return 0, 0, errBencode
+	}
+	return j, j + n, nil
+}
+
+// skipValue returns the index just past the bencoded value at b[i:].
+func skipValue(b []byte, i, depth int) (int, error) {
+	if depth > maxDepth {
+		return 0, errBencodeDepth
+	}
+	if i >= len(b) {
+		return 0, errBencode
+	}
+	switch c := b[i]; {
+	case c == 'i':
+		j := i + 1
+		if j < len(b) && b[j] == '-' {
+			j++
+		}
+		d := j
+		for ; j < len(b) && b[j] >= '0' && b[j] <= '9'; j++ {
+		}
+		if j == d || j >= len(b) || b[j] != 'e' {
+			return 0, errBencode
+		}
+		if (b[d] == '0' && j-d > 1) || (b[d] == '0' && d > i+1) { // i03e, i-0e
+			return 0, errBencode
+		}
+		return j + 1, nil
+	case c >= '0' && c <= '9':
+		_, e, err := bstring(b, i)
+		return e, err
+	case c == 'l' || c == 'd':
+		j := i + 1
+		for {
+			if j >= len(b) {
+				return 0, errBencode
+			}
+			if b[j] == 'e' {
+				return j + 1, nil
+			}
+			if c == 'd' {
+				_, ke, err := bstring(b, j)
+				if err != nil {
+					return 0, err
+				}
+				j = ke
+			}
+			var err error
+			if j, err = skipValue(b, j, depth+1); err != nil {
+				return 0, err
+			}
+		}
+	default:
+		return 0, errBencode
+	}
+}
+
+// Verdict is what the generator makes of one answer.
+type Verdict uint8
+
+// The verdicts. Only OK counts as a response; the rest are errors.
+const (
+	OK             Verdict = iota
+	Failure                // a well-formed answer with "failure reason" (or a UDP error packet)
+	Malformed              // not an answer a client could read
+	Unexpected             // a UDP answer to no request in flight (wrong transaction ID or action)
+	Timeout                // no answer within the timeout
+	TransportError         // connect, write or read failed
+	numVerdicts
+)
+
+// String names the verdict for reports.
+func (v Verdict) String() string {
+	switch v {
+	case OK:
+		return "ok"
+	case Failure:
+		return "failure"
+	case Malformed:
+		return "malformed"
+	case Unexpected:
+		return "unexpected"
+	case Timeout:
+		return "timeout"
+	case TransportError:
+		return "transport"
+	}
+	return "unknown"
+}
+
+var (
+	keyInterval = []byte("interval")
+	keyFailure  = []byte("failure reason")
+	keyFiles    = []byte("files")
+)
+
+// CheckAnnounceBody judges the body of an HTTP announce answer: a bencoded dictionary with
+// "interval" is OK, one with "failure reason" is a Failure (its text is returned), anything
+// else is Malformed.
+func CheckAnnounceBody(body []byte) (Verdict, []byte) {
+	var interval bool
+	var reason []byte
+	if err := topKeys(body, func(k, v []byte) {
+		switch {
+		case bytes.Equal(k, keyInterval):
+			interval = len(v) > 0 && v[0] == 'i'
+		case bytes.Equal(k, keyFailure):
+			reason = v
+		}
+	}); err != nil {
+		return Malformed, nil
+	}
+	if reason != nil {
+		if s, e, err := bstring(reason, 0); err == nil {
+			reason = reason[s:e]
+		}
+		return Failure, reason
+	}
+	if !interval {
+		return Malformed, nil
+	}
+	return OK, nil
+}
+
+// CheckScrapeBody judges the body of an HTTP scrape answer: a bencoded dictionary whose "files"
+// is a dictionary with exactly want entries is OK; "failure reason" is a Failure.
+func CheckScrapeBody(body []byte, want int) (Verdict, []byte) {
+	files := -1
+	var reason []byte
+	if err := topKeys(body, func(k, v []byte) {
+		switch {
+		case bytes.Equal(k, keyFiles):
+			n := 0
+			if topKeys(v, func(_, _ []byte) { n++ }) == nil {
+				files = n
+			}
+		case bytes.Equal(k, keyFailure):
+			reason = v
+		}
+	}); err != nil {
+		return Malformed, nil
+	}
+	if reason != nil {
+		if s, e, err := bstring(reason, 0); err == nil {
+			reason = reason[s:e]
+		}
+		return Failure, reason
+	}
+	if files != want {
+		return Malformed, nil
+	}
+	return OK, nil
+}
