@@ -277,6 +277,9 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 		c.goRun(func() { c.stats.Run(ctx) })
 	}
 	c.goRun(func() { tkr.RunReaper(ctx) })
+	if d := cfg.MemoryTrimInterval.Duration; d > 0 {
+		c.goRun(func() { trimMemory(ctx, d) })
+	}
 	c.goRun(func() {
 		if err := c.http.Serve(c.ln); err != nil {
 			c.errc <- err

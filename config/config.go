@@ -89,6 +89,9 @@ type Config struct {
 	// GCPercent is the Go garbage collector's target (GOGC) while the tracker runs; the GOGC
 	// environment variable, when set, wins.
 	GCPercent int `json:"gc_percent"`
+	// MemoryTrimInterval is how often the process looks for memory to hand back to the
+	// operating system once the heap has settled; 0 turns it off.
+	MemoryTrimInterval Duration `json:"memory_trim_interval"`
 
 	// UDP frontend (BEP 15); off when UDPAddr is empty.
 	UDPAddr      string `json:"udp_addr"`
@@ -152,6 +155,7 @@ func Default() Config {
 		HTTPKeepAlive:          true,
 		ShutdownTimeout:        Duration{15 * time.Second},
 		GCPercent:              DefaultGCPercent,
+		MemoryTrimInterval:     Duration{time.Second},
 		UDPBatchSize:           32,
 		StatsEnabled:           true,
 		StatsBufferSize:        16384,
@@ -349,6 +353,9 @@ func (c *Config) Validate() error {
 	}
 	if c.GCPercent < 10 || c.GCPercent > 1000 {
 		return keyErr("gc_percent", "must be between 10 and 1000, got %d", c.GCPercent)
+	}
+	if c.MemoryTrimInterval.Duration < 0 {
+		return keyErr("memory_trim_interval", "must not be negative, got %s", c.MemoryTrimInterval.Duration)
 	}
 	if c.StatsBufferSize < 0 {
 		return keyErr("stats_buffer_size", "must not be negative, got %d", c.StatsBufferSize)

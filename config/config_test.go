@@ -202,6 +202,7 @@ func TestParseBadKeys(t *testing.T) {
 		{name: "negative stats_buffer_size", input: `{"stats_buffer_size": -1}`, key: "stats_buffer_size"},
 		{name: "gc_percent too low", input: `{"gc_percent": 0}`, key: "gc_percent"},
 		{name: "gc_percent too high", input: `{"gc_percent": 5000}`, key: "gc_percent"},
+		{name: "negative memory_trim_interval", input: `{"memory_trim_interval": "-1s"}`, key: "memory_trim_interval"},
 		{name: "mem stats without interval", input: `{"include_mem_stats": true, "mem_stats_interval": "0s"}`, key: "mem_stats_interval"},
 	}
 	for _, tt := range tests {
