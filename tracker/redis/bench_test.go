@@ -125,8 +125,9 @@ func benchLeechers(now time.Time) []tracker.PeerUpdate {
 
 // BenchmarkAnnounce measures announces per second of the redis driver (a standalone Redis,
 // and a Redis Cluster) against the memory driver on the same warm swarms, through
-// tracker.Conn, one announce at a time and from b.RunParallel. Without a Redis (or a cluster)
-// its runs are skipped:
+// tracker.Conn, one announce at a time and from b.RunParallel. For redis it also reports what
+// the servers measure themselves (see reportServerStats): Redis CPU per announce and time per
+// script call. Without a Redis (or a cluster) its runs are skipped:
 //
 //	CHIHAYA_REDIS_ADDR=127.0.0.1:6379 go test -run XXX -bench . -benchmem -count 3 ./tracker/redis/
 func BenchmarkAnnounce(b *testing.B) {
@@ -163,41 +164,45 @@ func BenchmarkAnnounce(b *testing.B) {
 				}
 				sel := tracker.Selection{Want: benchWant, IPv4: true, IPv6: true}
 				b.ReportAllocs()
-				b.ResetTimer()
-				for i := 0; i < b.N; i++ {
-					res.IPv4Peers, res.IPv6Peers = res.IPv4Peers[:0], res.IPv6Peers[:0]
-					if err := c.Announce(ctx, trackertest.Hash(i%benchTorrents), &ups[i%len(ups)], &sel, &res); err != nil {
-						b.Fatal(err)
+				reportServerStats(ctx, b, pool, func() {
+					b.ResetTimer()
+					for i := 0; i < b.N; i++ {
+						res.IPv4Peers, res.IPv6Peers = res.IPv4Peers[:0], res.IPv6Peers[:0]
+						if err := c.Announce(ctx, trackertest.Hash(i%benchTorrents), &ups[i%len(ups)], &sel, &res); err != nil {
+							b.Fatal(err)
+						}
+						if n := len(res.IPv4Peers) + len(res.IPv6Peers); n != benchPeers-1 {
+							b.Fatalf("handed %d peers, want %d", n, benchPeers-1)
+						}
 					}
-					if n := len(res.IPv4Peers) + len(res.IPv6Peers); n != benchPeers-1 {
-						b.Fatalf("handed %d peers, want %d", n, benchPeers-1)
-					}
-				}
-				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "announces/s")
+					b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "announces/s")
+				})
 			})
 
 			b.Run("parallel", func(b *testing.B) {
 				var seq atomic.Uint64
 				b.SetParallelism(benchParallelism)
 				b.ReportAllocs()
-				b.ResetTimer()
-				b.RunParallel(func(pb *testing.PB) {
-					res := tracker.AnnounceResult{
-						IPv4Peers: make([]models.Peer, 0, benchWant),
-						IPv6Peers: make([]models.Peer, 0, benchWant),
-					}
-					sel := tracker.Selection{Want: benchWant, IPv4: true, IPv6: true}
-					i := int(seq.Add(1)) * 7919
-					for pb.Next() {
-						i++
-						res.IPv4Peers, res.IPv6Peers = res.IPv4Peers[:0], res.IPv6Peers[:0]
-						if err := c.Announce(ctx, trackertest.Hash(i%benchTorrents), &ups[i%len(ups)], &sel, &res); err != nil {
-							b.Error(err)
-							return
+				reportServerStats(ctx, b, pool, func() {
+					b.ResetTimer()
+					b.RunParallel(func(pb *testing.PB) {
+						res := tracker.AnnounceResult{
+							IPv4Peers: make([]models.Peer, 0, benchWant),
+							IPv6Peers: make([]models.Peer, 0, benchWant),
 						}
-					}
+						sel := tracker.Selection{Want: benchWant, IPv4: true, IPv6: true}
+						i := int(seq.Add(1)) * 7919
+						for pb.Next() {
+							i++
+							res.IPv4Peers, res.IPv6Peers = res.IPv4Peers[:0], res.IPv6Peers[:0]
+							if err := c.Announce(ctx, trackertest.Hash(i%benchTorrents), &ups[i%len(ups)], &sel, &res); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					})
+					b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "announces/s")
 				})
-				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "announces/s")
 			})
 		})
 	}

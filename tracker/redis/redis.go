@@ -18,26 +18,36 @@
 // Every key starts with key_prefix (P). The keys of one torrent carry the hash tag {H}, H being
 // the hex info hash, so that they share a cluster slot and one Lua script may touch them all:
 //
-//	P{H}:s  sorted set of seeders, scored by the unix second of their last announce
-//	P{H}:l  sorted set of leechers, likewise
-//	P{H}:p  hash from peer member to its endpoint and counters
-//	P{H}:t  hash holding "n", the torrent's snatch count; its existence is the torrent's. A
-//	        torrent the site registered also holds "id" and "fl" (freeleech type).
+//	P{H}:s  sorted set of seeders' members, scored by the unix second of their last announce
+//	P{H}:l  sorted set of leechers' members, likewise
+//	P{H}:p  hash from peer key to the peer's stored value
+//	P{H}:t  hash holding "n", the torrent's snatch count; its existence is the torrent's. "h"
+//	        counts its hidden entries (absent: none). A torrent the site registered also holds
+//	        "id" and "fl" (freeleech type).
 //	P{H}:k  set of the user IDs (decimal) holding a freeleech token for the torrent
 //	P{H}:x  hash from session key (peer ID + user, 24 bytes) to the peer's accounting session,
 //	        "uploaded:downloaded:corrupt:first:last:announces" (unix seconds), kept across stops
 //	        and reaps so that the next announce is credited from it (private mode)
 //	P{H}:y  sorted set of session keys scored by their last announce, for pruning
 //
-// A peer member is the 25-byte string peer ID (20) + family (1, models.Family) + user (4, big
+// A peer key is the 25-byte string peer ID (20) + family (1, models.Family) + user (4, big
 // endian; 0 in public mode), i.e. the packed models.PeerKey, so the IPv4 and IPv6 endpoints of a
-// dual-stacked peer are two members. Its value in P{H}:p is addr (16, IPv4 in the first 4) +
-// port (2, big endian) + hidden ('0' or '1') + "uploaded:downloaded" in decimal.
+// dual-stacked peer are two entries. A peer's member in P{H}:s or P{H}:l is its key followed by
+// the suffix hidden ('0' or '1') + port (2, big endian) + address (4 bytes for IPv4, 16 for
+// IPv6): 32 or 44 bytes that are exactly what an announce hands out, so that selecting peers is
+// a ZRANGE by rank over a window of the sets, with no hash read and no parsing per peer. Its
+// value in P{H}:p is the same suffix + seeder ('0' or '1') + "time:uploaded:downloaded" in
+// decimal: one HGET tells an announce the previous entry and which member to replace when the
+// endpoint, the hidden flag or the seeder flag changes. (Data written by versions before this
+// layout is not read back: flush such keys when upgrading.)
 //
-// Global keys: P + "torrents", a sorted set of info hashes (raw 20 bytes) scored by the time of
-// the torrent's oldest peer, 0 when it has none: a reaping pass reads only the torrents scored
-// before the cutoff (ZRANGEBYSCORE) and never scans the keyspace, then reaps each with one
-// script (ZREMRANGEBYSCORE semantics, also deleting the peers' hash fields). P + "sessions" is
+// Global keys: P + "torrents", a sorted set of info hashes (raw 20 bytes) scored by a lower
+// bound of the time of the torrent's oldest peer, 0 when it has none: a reaping pass reads only
+// the torrents scored before the cutoff (ZRANGEBYSCORE) and never scans the keyspace, then
+// reaps each with one script (ZREMRANGEBYSCORE semantics, also deleting the peers' hash fields)
+// that sets the score to the real oldest time. An announce lowers the score (ZADD LT) only
+// when it adds an entry or empties the swarm: a re-announce only makes its peer younger, so
+// it leaves the index alone, and in cluster mode needs no second round trip. P + "sessions" is
 // the same for sessions: info hashes scored by a lower bound of their oldest session's last
 // announce, read by Prune. P + "counts" holds the swarm counters (t, s4, s6, l4, l6) that every
 // script changing a swarm keeps up to date, so that SwarmCounts reads five numbers.
@@ -47,12 +57,13 @@
 // from info hash to "unixnano:reason") with P{site}:reasons:t (the same scored by unix
 // microseconds, for pruning), and P{site}:registered (set of registered info hashes).
 //
-// An announce is one EVALSHA round trip (redis.Script falls back to EVAL once after a server
-// restart): the script updates the peer, the snatch count, the session and the global keys, and
-// returns the previous entry and session, the counts, the site attributes and up to Want peers
-// taken from a random offset of the candidates (leechers, then seeders unless the requester
-// seeds), wrapping around; with a preferred subnet, the first maxPreferScan candidates are
-// scanned for peers inside it first, as the memory driver does.
+// An announce is one EVALSHA round trip (falling back to EVAL once after a server restart):
+// the script updates the peer, the snatch count, the session and the global keys, and returns
+// one binary string, which the driver parses into the caller's buffers without allocating per
+// peer: the counts, the previous entry and session, the site attributes and the members of up
+// to Want peers taken from a random offset of the candidates (leechers, then seeders unless
+// the requester seeds), wrapping around; with a preferred subnet, the first maxPreferScan
+// candidates are scanned for peers inside it first, as the memory driver does.
 //
 // In private mode the core also asks for the user by passkey and for the whitelist. Those live
 // in another slot than the torrent, so no script may read them; instead each process caches
@@ -62,10 +73,14 @@
 // other processes see a change within site_cache_ttl. "0s" turns the cache off.
 //
 // In cluster mode the global keys live in other slots than the torrent, so the scripts do not
-// touch them; the driver applies what the script replies with a second, pipelined round trip.
-// The index is then only a hint that may lag by one update: a torrent never leaves it while it
-// has peers, and the reaping script re-reads the real swarm, so nothing is lost, only reaped a
-// pass later. The counters may drift by what a failed second round trip did not apply.
+// touch them; the driver applies what the script replies with a second, pipelined round trip,
+// when there is anything to apply (a new entry, a stop, a changed swarm size or session).
+// The index is then only a hint that may lag by one update, and the reaping script re-reads the
+// real swarm, so nothing is lost, only reaped a pass later. One race remains: when a reaping
+// pass drops a registered torrent left without peers from the index just as an announce brings
+// it a new peer, the pass's removal may land last, and the torrent is indexed again by its next
+// new entry rather than at once. The counters may drift by what a failed second round trip did
+// not apply.
 //
 // Every Redis error is counted in chihaya_redis_errors_total{op} (see Pool.Collectors). The
 // go-redis client redials by itself, so a restarted or resumed server is used again without
@@ -74,14 +89,10 @@ package redis
 
 import (
 	"bytes"
-	"context"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -288,180 +299,11 @@ const (
 	keySessionTimes
 )
 
-const memberLen = 25
-
-func member(k models.PeerKey) string {
-	var b [memberLen]byte
-	copy(b[:20], k.ID[:])
-	b[20] = byte(k.Family)
-	binary.BigEndian.PutUint32(b[21:], k.User)
-	return string(b[:])
-}
-
-func endpointValue(u *tracker.PeerUpdate) string {
-	b := make([]byte, 19, 48)
-	addr := u.AddrPort.Addr()
-	if u.Key.Family == models.IPv4 {
-		if a := addr.Unmap(); a.Is4() {
-			a4 := a.As4()
-			copy(b[:4], a4[:])
-		}
-	} else if addr.IsValid() {
-		a16 := addr.As16()
-		copy(b[:16], a16[:])
-	}
-	binary.BigEndian.PutUint16(b[16:18], u.AddrPort.Port())
-	b[18] = '0'
-	if u.Hidden {
-		b[18] = '1'
-	}
-	b = strconv.AppendInt(b, u.Uploaded, 10)
-	b = append(b, ':')
-	b = strconv.AppendInt(b, u.Downloaded, 10)
-	return string(b)
-}
-
-func sessionCounters(u *tracker.PeerUpdate) string {
-	b := make([]byte, 0, 64)
-	b = strconv.AppendInt(b, u.Uploaded, 10)
-	b = append(b, ':')
-	b = strconv.AppendInt(b, u.Downloaded, 10)
-	b = append(b, ':')
-	b = strconv.AppendInt(b, u.Corrupt, 10)
-	return string(b)
-}
-
 func bit(b bool) string {
 	if b {
 		return "1"
 	}
 	return "0"
-}
-
-// maxPreferScan bounds how many candidates one announce inspects for peers in the requester's
-// own subnet, as in the memory driver, so that preferred_subnet never makes an announce
-// O(swarm size).
-const maxPreferScan = 4096
-
-// preferArgs returns the script's view of a preferred subnet: its bits (-1 for none), its
-// masked address bytes and its family.
-func preferArgs(pre netip.Prefix) (bits int, addr string, fam int) {
-	if !pre.IsValid() {
-		return -1, "", 0
-	}
-	a := pre.Masked().Addr()
-	if a.Is4() {
-		a4 := a.As4()
-		return pre.Bits(), string(a4[:]), int(models.IPv4)
-	}
-	a16 := a.As16()
-	return pre.Bits(), string(a16[:]), int(models.IPv6)
-}
-
-// Length of the announce script's reply before the peers.
-const announceHeader = 19
-
-// Announce implements tracker.Conn with one script call (and, in cluster mode, one pipelined
-// update of the global keys).
-func (p *Pool) Announce(ctx context.Context, ih models.InfoHash, u *tracker.PeerUpdate, sel *tracker.Selection, res *tracker.AnnounceResult) error {
-	res.Prev = tracker.PrevPeer{}
-	res.Snatched, res.TorrentID, res.Freeleech, res.Token = false, 0, models.Normal, false
-	res.Seeders, res.Leechers, res.Snatches = 0, 0, 0
-	want := max(sel.Want, 0)
-	pbits, paddr, pfam := preferArgs(sel.Prefer)
-	keys := p.torrentKeys(ih)
-	now := u.Time.Unix()
-	v, err := announceScript.Run(ctx, p.client, keys,
-		member(u.Key), endpointValue(u), now,
-		bit(u.Remove), bit(u.Seeder), bit(u.Completed), bit(u.Create),
-		want, bit(sel.Seeder), bit(sel.IPv4), bit(sel.IPv6), bit(sel.SkipOwnUser),
-		rand.Int64N(1<<52), string(ih[:]), bit(!p.cluster), int(models.IPv4),
-		sessionCounters(u), u.Key.User, pbits, paddr, pfam, maxPreferScan,
-	).Slice()
-	if err != nil {
-		return p.fail(opAnnounce, fmt.Errorf("redis: announce %x: %w", ih[:], err))
-	}
-	if len(v) == 1 && asInt(v[0]) == -1 {
-		return models.ErrTorrentNotFound
-	}
-	if len(v) < announceHeader {
-		return p.fail(opAnnounce, fmt.Errorf("redis: announce %x: short script reply (%d values)", ih[:], len(v)))
-	}
-	if err := parseAnnounce(v, res); err != nil {
-		return p.fail(opAnnounce, fmt.Errorf("redis: announce %x: %w", ih[:], err))
-	}
-	if p.cluster {
-		g := global{ih: string(ih[:]), index: asInt(v[8]), sessionAt: -1}
-		if g.index < 0 {
-			g.index = indexKeep
-		}
-		if asInt(v[13]) == 1 {
-			g.sessionAt = now
-		}
-		deltas(&g, v[14:19])
-		if err := p.applyGlobal(ctx, &g); err != nil {
-			return p.fail(opAnnounce, fmt.Errorf("redis: announce %x: %w", ih[:], err))
-		}
-	}
-	for i := announceHeader; i+1 < len(v); i += 2 {
-		peer, fam, err := decodePeer(asString(v[i]), asString(v[i+1]))
-		if err != nil {
-			return p.fail(opAnnounce, fmt.Errorf("redis: announce %x: stored peer: %w", ih[:], err))
-		}
-		if fam == models.IPv4 {
-			res.IPv4Peers = append(res.IPv4Peers, peer)
-		} else {
-			res.IPv6Peers = append(res.IPv6Peers, peer)
-		}
-	}
-	return nil
-}
-
-// parseAnnounce fills res from the header of the announce script's reply.
-func parseAnnounce(v []any, res *tracker.AnnounceResult) error {
-	if asInt(v[0]) == 1 {
-		res.Prev.Found = true
-		res.Prev.Seeder = asInt(v[1]) == 1
-		res.Prev.Time = time.Unix(asInt(v[2]), 0)
-		if err := parseCounters(asString(v[3]), &res.Prev); err != nil {
-			return fmt.Errorf("stored peer: %w", err)
-		}
-	}
-	res.Snatched = asInt(v[4]) == 1
-	res.Seeders, res.Leechers, res.Snatches = int(asInt(v[5])), int(asInt(v[6])), int(asInt(v[7]))
-	if id := asString(v[9]); id != "" {
-		var err error
-		if res.TorrentID, err = strconv.ParseUint(id, 10, 64); err != nil {
-			return fmt.Errorf("torrent id %q: %w", id, err)
-		}
-		res.Freeleech = models.FreeleechType(asInt(v[10]))
-		res.Token = asInt(v[11]) == 1
-	}
-	if s := asString(v[12]); s != "" {
-		if err := parseSession(s, &res.Prev); err != nil {
-			return fmt.Errorf("session: %w", err)
-		}
-	}
-	return nil
-}
-
-// parseSession fills prev from a stored session, as the memory driver does: the session's
-// counters replace the entry's, and a session without an entry is a restored baseline.
-func parseSession(s string, prev *tracker.PrevPeer) error {
-	var f [6]int64
-	for i := range f {
-		field, rest, _ := strings.Cut(s, ":")
-		n, err := strconv.ParseInt(field, 10, 64)
-		if err != nil {
-			return fmt.Errorf("field %d of %q: %w", i, s, err)
-		}
-		f[i], s = n, rest
-	}
-	prev.Restored = !prev.Found
-	prev.Uploaded, prev.Downloaded, prev.Corrupt = f[0], f[1], f[2]
-	prev.FirstSeen, prev.Time = time.Unix(f[3], 0), time.Unix(f[4], 0)
-	prev.Announces = int(f[5])
-	return nil
 }
 
 func asInt(x any) int64 {
@@ -478,35 +320,4 @@ func asInt(x any) int64 {
 func asString(x any) string {
 	s, _ := x.(string)
 	return s
-}
-
-func parseCounters(val string, prev *tracker.PrevPeer) error {
-	if len(val) < 19 {
-		return fmt.Errorf("value of %d bytes", len(val))
-	}
-	up, down, ok := strings.Cut(val[19:], ":")
-	if !ok {
-		return errors.New("no counters")
-	}
-	var err1, err2 error
-	prev.Uploaded, err1 = strconv.ParseInt(up, 10, 64)
-	prev.Downloaded, err2 = strconv.ParseInt(down, 10, 64)
-	return errors.Join(err1, err2)
-}
-
-func decodePeer(m, val string) (models.Peer, models.Family, error) {
-	if len(m) != memberLen || len(val) < 18 {
-		return models.Peer{}, 0, fmt.Errorf("member of %d bytes, value of %d", len(m), len(val))
-	}
-	var peer models.Peer
-	copy(peer.ID[:], m[:20])
-	fam := models.Family(m[20])
-	var a netip.Addr
-	if fam == models.IPv4 {
-		a = netip.AddrFrom4([4]byte([]byte(val[:4])))
-	} else {
-		a = netip.AddrFrom16([16]byte([]byte(val[:16])))
-	}
-	peer.AddrPort = netip.AddrPortFrom(a, binary.BigEndian.Uint16([]byte(val[16:18])))
-	return peer, fam, nil
 }

@@ -19,6 +19,7 @@ local function famSlot(pm, seeders, fam4)
   return 4 + v6
 end
 local function flush(kcnt)
+  if cnt[1] == 0 and cnt[2] == 0 and cnt[3] == 0 and cnt[4] == 0 and cnt[5] == 0 then return end
   local names = {'t', 's4', 's6', 'l4', 'l6'}
   for i = 1, 5 do
     if cnt[i] ~= 0 then redis.call('HINCRBY', kcnt, names[i], cnt[i]) end
@@ -34,177 +35,229 @@ local function oldestOf(ks, kl)
 end
 `
 
-// announceScript applies one PeerUpdate and selects peers. KEYS: the seven torrent keys[, index,
-// counts, session index]. ARGV: 1 member, 2 value, 3 time, 4 remove, 5 seeder, 6 completed,
-// 7 create, 8 want, 9 selSeeder, 10 ipv4, 11 ipv6, 12 skipOwnUser, 13 random, 14 info hash,
-// 15 use global keys, 16 IPv4 family byte, 17 "uploaded:downloaded:corrupt", 18 user (decimal),
-// 19 prefer bits (-1: none), 20 prefer address (4 or 16 bytes), 21 prefer family byte,
-// 22 most candidates scanned for the preferred subnet.
+// announceLua applies one PeerUpdate and selects peers; see Pool.Announce, which calls it
+// with the arguments that announceCall builds. KEYS: the seven torrent keys[, index, counts,
+// session index]. ARGV: 1 peer key (25 bytes), 2 member (the key and its suffix), 3 the new
+// value of the key in P{H}:p, 4 flags ('0' or '1' each: remove, seeder, completed, create,
+// selSeeder, ipv4, ipv6, skipOwnUser, use global keys, hidden), 5 time, 6 want, 7 random,
+// 8 info hash, 9 "uploaded:downloaded:corrupt", 10 user (decimal), 11 prefer bits (-1: none),
+// 12 prefer address (4 or 16 bytes), 13 prefer family byte, 14 the peer key of the other
+// family (the same peer ID and user).
 //
-// Reply: {-1} for an unknown torrent without create, else {1 found, 2 prevSeeder, 3 prevTime,
-// 4 prevValue, 5 snatched, 6 seeders, 7 leechers, 8 snatches, 9 oldest, 10 site ID (empty when not
-// registered), 11 freeleech, 12 token, 13 previous session (empty when none), 14 new session,
-// 15..19 counter deltas, then member1, value1, ...}. oldest is the index score (the oldest
-// peer's time, 0 when empty), or -1 when nothing was stored.
-var announceScript = goredis.NewScript(luaGlobal + `
+// The work is bounded by Want, not by the swarm: a few O(1) or O(log n) calls for the update,
+// and ZRANGE by rank over a window of the candidates from a random offset for the selection.
+// The members are the packed records handed out, so no hash is read per peer; in the common
+// case (no hidden peer in the swarm, both families wanted, public mode) no candidate is even
+// looked into: the requester's own entries are recognized by identity, since Lua interns
+// strings.
+//
+// Reply: "N" for an unknown torrent without create, else one string: sixteen big-endian 64-bit
+// integers, snatched, seeders, leechers, snatches, freeleech, token, newSession, the counter
+// deltas dt ds4 ds6 dl4 dl6, index (the score to lower the torrent's index entry to with
+// ZADD LT, or -1 to leave it) and the lengths of the three strings that follow: the previous
+// value without its suffix ("" when not found: the seeder flag, then "time:up:down"), the site
+// ID ("" when not registered) and the previous session ("" when none); then the selected
+// members, concatenated.
+const announceLua = luaGlobal + `
 local ks, kl, kp, kt, kk, kx, ky = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local m, val, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local remove, seeder, completed, create = ARGV[4] == '1', ARGV[5] == '1', ARGV[6] == '1', ARGV[7] == '1'
-local want = tonumber(ARGV[8])
-local selSeeder, want4, want6, skipUser = ARGV[9] == '1', ARGV[10] == '1', ARGV[11] == '1', ARGV[12] == '1'
-local rnd, ih, useIdx, fam4 = tonumber(ARGV[13]), ARGV[14], ARGV[15] == '1', tonumber(ARGV[16])
-local counters, userDec = ARGV[17], ARGV[18]
-local pbits, paddr, pfam, maxScan = tonumber(ARGV[19]), ARGV[20], tonumber(ARGV[21]), tonumber(ARGV[22])
+local key, m, val = ARGV[1], ARGV[2], ARGV[3]
+local f1, f2, f3, f4, f5, f6, f7, f8, f9, f10 = string.byte(ARGV[4], 1, 10)
+local remove, seeder, completed, create = f1 == 49, f2 == 49, f3 == 49, f4 == 49
+local selSeeder, want4, want6, skipUser = f5 == 49, f6 == 49, f7 == 49, f8 == 49
+local useIdx, hidden = f9 == 49, f10 == 49
+local now, want, rnd, ih = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
+local fam4 = FAM4
+-- L is the length of the member's suffix (hidden, port, address): the same for every entry
+-- of the key, whose family is part of it.
+local L = #m - 25
 
-local t = redis.call('HMGET', kt, 'n', 'id', 'fl')
+local t = redis.call('HMGET', kt, 'n', 'id', 'fl', 'h')
 if not t[1] then
-  if not create then return {-1} end
-  if remove then return {0, 0, 0, '', 0, 0, 0, 0, -1, '', 0, 0, '', 0, 0, 0, 0, 0, 0} end
+  if not create then return 'N' end
+  if remove then return struct.pack('>i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1, 0, 0, 0) end
   redis.call('HSET', kt, 'n', 0)
   cnt[1] = 1
 end
 
-local found, prevSeeder, prevTime, prevVal = 0, 0, 0, ''
-local sc = redis.call('ZSCORE', ks, m)
-if sc then
-  found, prevSeeder, prevTime = 1, 1, tonumber(sc)
-else
-  local lc = redis.call('ZSCORE', kl, m)
-  if lc then found, prevTime = 1, tonumber(lc) end
+local prev = redis.call('HGET', kp, key)
+local prevSeeder, prevHidden, prevText = false, false, ''
+if prev then
+  prevHidden, prevSeeder = string.byte(prev, 1) == 49, string.byte(prev, L + 1) == 49
+  prevText = string.sub(prev, L + 1)
 end
-if found == 1 then prevVal = redis.call('HGET', kp, m) or '' end
 
 -- A registered torrent: its site attributes, the user's token and the peer's session, which
 -- outlives the entry (stops, reaps) so that the next announce is credited from it.
-local siteID, fl, token, prevSession, newSession = t[2] or '', tonumber(t[3] or '0'), 0, '', 0
+local siteID, tfl, token, prevSession, newSession = t[2] or '', tonumber(t[3] or '0'), 0, '', 0
 if t[2] then
-  token = redis.call('SISMEMBER', kk, userDec)
-  local sk = string.sub(m, 1, 20) .. string.sub(m, 22, 25)
+  token = redis.call('SISMEMBER', kk, ARGV[10])
+  local sk = string.sub(key, 1, 20) .. string.sub(key, 22, 25)
   local first, ann = now, 0
   prevSession = redis.call('HGET', kx, sk) or ''
   if prevSession ~= '' then
-    local f = {}
-    for x in string.gmatch(prevSession, '[^:]+') do f[#f + 1] = x end
-    first, ann = f[4], tonumber(f[6])
+    local f, a = string.match(prevSession, '^[^:]*:[^:]*:[^:]*:([^:]*):[^:]*:(%d+)$')
+    first, ann = f, tonumber(a)
   else
     newSession = 1
   end
-  redis.call('HSET', kx, sk, counters .. ':' .. first .. ':' .. now .. ':' .. (ann + 1))
+  redis.call('HSET', kx, sk, ARGV[9] .. ':' .. first .. ':' .. now .. ':' .. (ann + 1))
   redis.call('ZADD', ky, now, sk)
   if useIdx and newSession == 1 then redis.call('ZADD', KEYS[10], 'LT', now, ih) end
 end
 
 local snatched = 0
-if found == 1 then
-  local slot = famSlot(m, prevSeeder == 1, fam4)
+local nhidden = tonumber(t[4] or '0')
+if prev then
+  local slot = famSlot(key, prevSeeder, fam4)
   cnt[slot] = cnt[slot] - 1
+  if prevHidden then nhidden = nhidden - 1 end
 end
 if remove then
-  if found == 1 then
-    redis.call('ZREM', ks, m)
-    redis.call('ZREM', kl, m)
-    redis.call('HDEL', kp, m)
+  if prev then
+    redis.call('ZREM', prevSeeder and ks or kl, string.sub(key .. prev, 1, 25 + L))
+    redis.call('HDEL', kp, key)
   end
 else
-  if completed and seeder and prevSeeder == 0 then
+  if completed and seeder and not prevSeeder then
     redis.call('HINCRBY', kt, 'n', 1)
     snatched = 1
   end
-  if seeder then
-    if found == 1 and prevSeeder == 0 then redis.call('ZREM', kl, m) end
-    redis.call('ZADD', ks, now, m)
-  else
-    if prevSeeder == 1 then redis.call('ZREM', ks, m) end
-    redis.call('ZADD', kl, now, m)
+  -- The member changes with the endpoint and the hidden flag, the set with the seeder flag.
+  if prev and string.sub(prev, 1, L + 1) ~= string.sub(val, 1, L + 1) then
+    redis.call('ZREM', prevSeeder and ks or kl, string.sub(key .. prev, 1, 25 + L))
   end
-  redis.call('HSET', kp, m, val)
-  local slot = famSlot(m, seeder, fam4)
+  redis.call('ZADD', seeder and ks or kl, now, m)
+  redis.call('HSET', kp, key, val)
+  local slot = famSlot(key, seeder, fam4)
   cnt[slot] = cnt[slot] + 1
+  if hidden then nhidden = nhidden + 1 end
 end
+-- h counts the hidden entries, so that a swarm without any needs no look at its members.
+if nhidden ~= tonumber(t[4] or '0') then redis.call('HSET', kt, 'h', nhidden) end
 
 local ns, nl = redis.call('ZCARD', ks), redis.call('ZCARD', kl)
-local snatches = tonumber(redis.call('HGET', kt, 'n') or '0')
-local oldest = 0
-if ns + nl > 0 then oldest = oldestOf(ks, kl) end
+local snatches = tonumber(t[1] or '0') + snatched
+-- The index score is a lower bound of the oldest peer's time (0 for an empty torrent): a new
+-- peer is newer than every other, so only a new entry or an emptied swarm can lower it, and
+-- a reaping pass sets it exactly.
+local idx = -1
+if not remove and not prev then
+  idx = now
+elseif remove and prev and ns + nl == 0 then
+  idx = 0
+end
 if useIdx then
-  redis.call('ZADD', KEYS[8], oldest, ih)
+  if idx >= 0 then redis.call('ZADD', KEYS[8], 'LT', idx, ih) end
   flush(KEYS[9])
 end
 
-local res = {found, prevSeeder, prevTime, prevVal, snatched, ns, nl, snatches, oldest,
-  siteID, fl, token, prevSession, newSession, cnt[1], cnt[2], cnt[3], cnt[4], cnt[5]}
-if want <= 0 then return res end
+local head = struct.pack('>i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8', snatched, ns, nl, snatches, tfl, token,
+  newSession, cnt[1], cnt[2], cnt[3], cnt[4], cnt[5], idx, #prevText, #siteID, #prevSession) ..
+  prevText .. siteID .. prevSession
 local n = nl
 if not selSeeder then n = n + ns end
-if n == 0 then return res end
+if want <= 0 or n == 0 then return head end
 
-local id, user = string.sub(m, 1, 20), string.sub(m, 22, 25)
-local got = 0
-local start = rnd % n
-
-local function eligible(pm, pv)
-  if not pv or string.sub(pm, 1, 20) == id or string.sub(pv, 19, 19) == '1' then return false end
-  if skipUser and string.sub(pm, 22, 25) == user then return false end
-  if string.byte(pm, 21) == fam4 then return want4 end
-  return want6
+-- Members are peer ID (20), family (1), user (4), hidden (1), port (2), address (4 or 16).
+-- The requester's own entries: m itself, and its other family's entry, twin. In private mode
+-- another user's entry may carry the same peer ID, so each candidate's ID is compared.
+local twin = nil
+local tv = redis.call('HGET', kp, ARGV[14])
+if tv then twin = string.sub(ARGV[14] .. tv, 1, 25 + 26 - L) end
+local id, id1, user = nil, nil, nil
+if string.sub(key, 22, 25) ~= '\0\0\0\0' then id, id1 = string.sub(key, 1, 20), string.byte(key, 1) end
+if skipUser then user = string.sub(key, 22, 25) end
+local look = nhidden > 0 or not (want4 and want6) or id ~= nil or user ~= nil
+local pbits, pfam = tonumber(ARGV[11]), tonumber(ARGV[13])
+local pfull, prem, pprefix, pbyte = 0, 0, '', 0
+if pbits >= 0 then
+  pfull, prem = math.floor(pbits / 8), pbits % 8
+  pprefix = string.sub(ARGV[12], 1, pfull)
+  if prem > 0 then pbyte = math.floor(string.byte(ARGV[12], pfull + 1) / 2 ^ (8 - prem)) end
 end
-
-local pfull, prem = 0, 0
-if pbits >= 0 then pfull, prem = math.floor(pbits / 8), pbits % 8 end
-local function preferred(pm, pv)
-  if string.byte(pm, 21) ~= pfam then return false end
-  if pfull > 0 and string.sub(pv, 1, pfull) ~= string.sub(paddr, 1, pfull) then return false end
-  if prem > 0 then
-    local d = 2 ^ (8 - prem)
-    return math.floor(string.byte(pv, pfull + 1) / d) == math.floor(string.byte(paddr, pfull + 1) / d)
+local function preferred(r)
+  if string.byte(r, 21) ~= pfam then return false end
+  if pfull > 0 and string.find(r, pprefix, 29, true) ~= 29 then return false end
+  if prem > 0 then return math.floor(string.byte(r, 29 + pfull) / 2 ^ (8 - prem)) == pbyte end
+  return true
+end
+local function eligible(r)
+  local f, _, _, _, _, h = string.byte(r, 21, 26)
+  if h == 49 then return false end
+  if f == fam4 then
+    if not want4 then return false end
+  elseif not want6 then
+    return false
   end
+  if id and string.byte(r, 1) == id1 and string.find(r, id, 1, true) == 1 then return false end
+  if user and string.find(r, user, 22, true) == 22 then return false end
   return true
 end
 
-local function add(pm, pv)
-  res[#res + 1] = pm
-  res[#res + 1] = pv
-  got = got + 1
-end
-
+-- whole holds the sets read in full, when a window covers them. out[1] is the head, so that
+-- the reply is built by one concatenation.
+local out, got, whole = {head}, 0, {}
+local start = rnd % n
 -- walk visits the first limit candidates (leechers, then seeders unless the requester seeds)
--- from the random start, wrapping around, chunk at a time, until want peers are chosen.
-local function walk(limit, chunk, visit)
+-- from the random start, wrapping around, chunk at a time, until want peers are chosen. In
+-- mode 0 it takes every eligible one; in mode 1 the preferred ones only; in mode 2 those that
+-- mode 1 did not see (not preferred, or past the first scanned).
+local function walk(limit, chunk, mode, scanned)
   local i = 0
   while i < limit and got < want do
     local pos = (start + i) % n
-    local key, from, last = kl, pos, nl - 1
-    if pos >= nl then key, from, last = ks, pos - nl, ns - 1 end
+    local k, from, last = kl, pos, nl - 1
+    if pos >= nl then k, from, last = ks, pos - nl, ns - 1 end
     local to = from + chunk - 1
     if to > last then to = last end
     if to > from + (limit - i) - 1 then to = from + (limit - i) - 1 end
-    local ms = redis.call('ZRANGE', key, from, to)
-    if #ms == 0 then break end
-    local vs = redis.call('HMGET', kp, unpack(ms))
-    for j = 1, #ms do
-      if got >= want then break end
-      visit(i + j - 1, ms[j], vs[j])
+    local ms, base = nil, 0
+    if last < chunk then
+      ms = whole[k]
+      if not ms then
+        ms = redis.call('ZRANGE', k, 0, -1)
+        whole[k] = ms
+      end
+      base = from
+    else
+      ms = redis.call('ZRANGE', k, from, to)
     end
-    i = i + #ms
+    local c = to - from + 1
+    if c > #ms - base then c = #ms - base end
+    if c <= 0 then break end
+    for j = 1, c do
+      local r = ms[base + j]
+      if r ~= m and r ~= twin and (not look or eligible(r)) then
+        local take = true
+        if mode == 1 then
+          take = preferred(r)
+        elseif mode == 2 then
+          take = i + j > scanned or not preferred(r)
+        end
+        if take then
+          got = got + 1
+          out[got + 1] = r
+          if got >= want then break end
+        end
+      end
+    end
+    i = i + c
   end
 end
 
 local chunk = want * 2
 if chunk < 16 then chunk = 16 end
 if chunk > 256 then chunk = 256 end
-local scanned = 0
 if pbits >= 0 then
-  scanned = n
-  if scanned > maxScan then scanned = maxScan end
-  walk(scanned, 256, function(i, pm, pv)
-    if eligible(pm, pv) and preferred(pm, pv) then add(pm, pv) end
-  end)
+  local scanned = n
+  if scanned > MAXSCAN then scanned = MAXSCAN end
+  walk(scanned, 256, 1, 0)
+  walk(n, chunk, 2, scanned)
+else
+  walk(n, chunk, 0, 0)
 end
-walk(n, chunk, function(i, pm, pv)
-  if eligible(pm, pv) and not (i < scanned and preferred(pm, pv)) then add(pm, pv) end
-end)
-return res
-`)
+return table.concat(out)
+`
 
 // reapScript removes the peers of one torrent older than a cutoff; a torrent left empty is
 // purged when asked, unless the site registered it. KEYS: the seven torrent keys[, index,
@@ -214,22 +267,26 @@ return res
 var reapScript = goredis.NewScript(luaGlobal + `
 local ks, kl, kp, kt = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local purge, ih, useIdx, fam4 = ARGV[2] == '1', ARGV[3], ARGV[4] == '1', tonumber(ARGV[5])
-local removed = 0
+local removed, hid = 0, 0
 for li, k in ipairs({ks, kl}) do
   while true do
     local old = redis.call('ZRANGEBYSCORE', k, '-inf', '(' .. ARGV[1], 'LIMIT', 0, 500)
     if #old == 0 then break end
-    for _, pm in ipairs(old) do
+    local ids = {}
+    for i, pm in ipairs(old) do
       local slot = famSlot(pm, li == 1, fam4)
       cnt[slot] = cnt[slot] - 1
+      ids[i] = string.sub(pm, 1, 25)
+      if string.byte(pm, 26) == 49 then hid = hid + 1 end
     end
-    redis.call('HDEL', kp, unpack(old))
+    redis.call('HDEL', kp, unpack(ids))
     redis.call('ZREM', k, unpack(old))
     removed = removed + #old
   end
 end
 local ns, nl = redis.call('ZCARD', ks), redis.call('ZCARD', kl)
 local t = redis.call('HMGET', kt, 'n', 'id')
+if hid > 0 and t[1] then redis.call('HINCRBY', kt, 'h', -hid) end
 -- An empty public torrent that stays keeps its index entry at 0, so that a purging pass finds
 -- it; a registered one is never purged, so it leaves the index until its next announce.
 local purged, score = 0, -1

@@ -140,8 +140,10 @@ const (
 // global is what a script could not do to the global keys in cluster mode, for applyGlobal.
 type global struct {
 	ih string
-	// index is the torrent's new index score, or indexKeep or indexRemove.
-	index int64
+	// index is the torrent's new index score, or indexKeep or indexRemove. With indexLT it
+	// only lowers the score (or adds the entry).
+	index   int64
+	indexLT bool
 	// counts are the deltas of the swarm counters t, s4, s6, l4, l6.
 	counts [5]int64
 	// sessionAt, when not negative, lowers the torrent's session index score to it (sets it,
@@ -149,6 +151,11 @@ type global struct {
 	sessionAt      int64
 	sessionExact   bool
 	removeSessions bool
+}
+
+// changes tells whether applyGlobal has anything to do.
+func (g *global) changes() bool {
+	return g.index != indexKeep || g.counts != [5]int64{} || g.sessionAt >= 0 || g.removeSessions
 }
 
 var countFields = [5]string{"t", "s4", "s6", "l4", "l6"}
@@ -174,6 +181,8 @@ func (p *Pool) applyGlobal(ctx context.Context, g *global) error {
 
 func (p *Pool) queueGlobal(ctx context.Context, pipe goredis.Pipeliner, g *global) {
 	switch {
+	case g.index >= 0 && g.indexLT:
+		pipe.ZAddLT(ctx, p.index, goredis.Z{Score: float64(g.index), Member: g.ih})
 	case g.index >= 0:
 		pipe.ZAdd(ctx, p.index, goredis.Z{Score: float64(g.index), Member: g.ih})
 	case g.index == indexRemove:
