@@ -31,6 +31,26 @@ func TestWorthTrimming(t *testing.T) {
 	}
 }
 
+func TestSettled(t *testing.T) {
+	const mb = 1 << 20
+	tests := []struct {
+		name                                       string
+		cycles0, cycles1, objects0, objects1, live uint64
+		want                                       bool
+	}{
+		{name: "quiet heap", cycles0: 5, cycles1: 5, objects0: 100 * mb, objects1: 100 * mb, live: 100 * mb, want: true},
+		{name: "a collection ran", cycles0: 5, cycles1: 6, objects0: 100 * mb, objects1: 100 * mb, live: 100 * mb, want: false},
+		{name: "swarms growing", cycles0: 5, cycles1: 5, objects0: 100 * mb, objects1: 110 * mb, live: 100 * mb, want: false},
+		{name: "growth within 1/256 of live", cycles0: 5, cycles1: 5, objects0: 100 * mb, objects1: 100*mb + 300<<10, live: 100 * mb, want: true},
+		{name: "objects shrank", cycles0: 5, cycles1: 5, objects0: 100 * mb, objects1: 90 * mb, live: 100 * mb, want: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.want, settled(tt.cycles0, tt.cycles1, tt.objects0, tt.objects1, tt.live))
+		})
+	}
+}
+
 var sink [][]byte
 
 // TestTrimMemoryCollectsSettledGarbage leaves garbage on a settled heap and checks that
