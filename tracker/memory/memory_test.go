@@ -56,53 +56,22 @@ func all(want int) tracker.Selection {
 
 func announce(tb testing.TB, c tracker.Conn, ih models.InfoHash, u tracker.PeerUpdate, sel tracker.Selection) tracker.AnnounceResult {
 	tb.Helper()
-	var res tracker.AnnounceResult
-	require.NoError(tb, c.Announce(context.Background(), ih, &u, &sel, &res))
-	return res
+	return trackertest.Announce(tb, c, ih, u, sel)
 }
 
 func scrape(tb testing.TB, c tracker.Conn, ih models.InfoHash) models.TorrentStats {
 	tb.Helper()
-	files := []models.TorrentStats{{InfoHash: ih}}
-	require.NoError(tb, c.Scrape(context.Background(), files))
-	return files[0]
+	return trackertest.Scrape(tb, c, ih)
 }
 
-// handed returns the keys of the peers in res, failing on a peer listed in the wrong family.
 func handed(tb testing.TB, res *tracker.AnnounceResult) []models.PeerKey {
 	tb.Helper()
-	var keys []models.PeerKey
-	for _, p := range res.IPv4Peers {
-		assert.True(tb, p.AddrPort.Addr().Is4(), "IPv4Peers holds %v", p.AddrPort)
-		keys = append(keys, models.PeerKey{ID: p.ID, Family: models.IPv4})
-	}
-	for _, p := range res.IPv6Peers {
-		assert.True(tb, p.AddrPort.Addr().Is6() && !p.AddrPort.Addr().Is4In6(), "IPv6Peers holds %v", p.AddrPort)
-		keys = append(keys, models.PeerKey{ID: p.ID, Family: models.IPv6})
-	}
-	return keys
+	return trackertest.Handed(tb, res)
 }
 
-func keySet(tb testing.TB, keys []models.PeerKey) map[models.PeerKey]bool {
-	tb.Helper()
-	set := make(map[models.PeerKey]bool, len(keys))
-	for _, k := range keys {
-		assert.False(tb, set[k], "peer %q/%v handed out twice", k.ID[:], k.Family)
-		set[k] = true
-	}
-	return set
-}
-
-// observe lists the peers of ih without changing them: a stop of an unknown peer hands out the
-// selection and stores nothing.
 func observe(tb testing.TB, c tracker.Conn, ih models.InfoHash, seeder bool) map[models.PeerKey]bool {
 	tb.Helper()
-	u := peer(999_999, models.IPv4, seeder)
-	u.Remove = true
-	sel := all(1 << 20)
-	sel.Seeder = seeder
-	res := announce(tb, c, ih, u, sel)
-	return keySet(tb, handed(tb, &res))
+	return trackertest.Observe(tb, c, ih, seeder)
 }
 
 func TestDriverParams(t *testing.T) {
@@ -333,7 +302,7 @@ func TestPreferredSubnet(t *testing.T) {
 				if v6Prefix {
 					list = res.IPv6Peers
 				}
-				got := keySet(t, handed(t, &res))
+				got := trackertest.KeySet(t, handed(t, &res))
 				require.Len(t, got, tt.want)
 				assert.NotContains(t, got, self.Key)
 				// Peers of the prefix's family are appended in selection order: all inside
