@@ -1,7 +1,6 @@
 package tracker
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -190,17 +189,7 @@ func (t *Tracker) NumWant(n int, e models.Event) int {
 	return n
 }
 
-func (t *Tracker) whitelisted(id models.PeerID) bool {
-	if len(t.whitelist) == 0 {
-		return true
-	}
-	for _, prefix := range t.whitelist {
-		if bytes.HasPrefix(id[:], prefix) {
-			return true
-		}
-	}
-	return false
-}
+func (t *Tracker) whitelisted(id models.PeerID) bool { return id.Admitted(t.whitelist) }
 
 // HandleAnnounce updates the swarm for a, sends the delta to the backend and writes the answer
 // to w. A models.ClientError is for the client to see; any other error is the tracker's own.

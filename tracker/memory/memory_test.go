@@ -2,7 +2,6 @@ package memory
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -29,29 +28,20 @@ var (
 	pid  = trackertest.PID
 )
 
-func v4(n int) netip.AddrPort {
-	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(n >> 16), byte(n >> 8), byte(n)}), uint16(1000+n%60000))
-}
+// v4, v6, key and all are the conformance suite's too.
+var (
+	v4  = trackertest.V4
+	v6  = trackertest.V6
+	key = trackertest.Key
+	all = trackertest.All
+)
 
-func v6(n int) netip.AddrPort {
-	a := [16]byte{0x20, 0x01, 0x0d, 0xb8, 0xff}
-	binary.BigEndian.PutUint32(a[12:], uint32(n))
-	return netip.AddrPortFrom(netip.AddrFrom16(a), uint16(2000+n%60000))
-}
-
-func key(n int, f models.Family) models.PeerKey { return models.PeerKey{ID: pid(n), Family: f} }
-
-// peer builds the update of peer n in family f.
+// peer builds the update of peer n in family f, with counters (a backend that consumes deltas).
 func peer(n int, f models.Family, seeder bool) tracker.PeerUpdate {
-	ap := v4(n)
-	if f == models.IPv6 {
-		ap = v6(n)
-	}
-	return tracker.PeerUpdate{Key: key(n, f), AddrPort: ap, Seeder: seeder, Create: true, Counters: true, Time: t0}
-}
-
-func all(want int) tracker.Selection {
-	return tracker.Selection{Want: want, IPv4: true, IPv6: true}
+	u := trackertest.Peer(n, f, seeder)
+	u.Counters = true
+	u.Time = t0
+	return u
 }
 
 func announce(tb testing.TB, c tracker.Conn, ih models.InfoHash, u tracker.PeerUpdate, sel tracker.Selection) tracker.AnnounceResult {

@@ -1,7 +1,6 @@
 package memory
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"hash/maphash"
@@ -110,16 +109,7 @@ func (p *Pool) User(_ context.Context, passkey string) (models.User, error) {
 
 // Whitelisted implements tracker.SiteStore.
 func (p *Pool) Whitelisted(_ context.Context, id models.PeerID) (bool, error) {
-	list := *p.site.whitelist.Load()
-	if len(list) == 0 {
-		return true, nil
-	}
-	for _, prefix := range list {
-		if bytes.HasPrefix(id[:], prefix) {
-			return true, nil
-		}
-	}
-	return false, nil
+	return id.Admitted(*p.site.whitelist.Load()), nil
 }
 
 // DeletionReason implements tracker.SiteStore.

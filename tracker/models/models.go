@@ -4,6 +4,7 @@
 package models
 
 import (
+	"bytes"
 	"net/netip"
 	"time"
 )
@@ -14,6 +15,20 @@ type InfoHash [20]byte
 
 // PeerID is the 20 bytes a client chooses to name itself in a swarm. It may be binary.
 type PeerID [20]byte
+
+// Admitted reports whether a client whitelist of peer ID prefixes admits id: whether id starts
+// with one of the prefixes. An empty whitelist admits every client.
+func (id *PeerID) Admitted(whitelist [][]byte) bool {
+	if len(whitelist) == 0 {
+		return true
+	}
+	for _, prefix := range whitelist {
+		if bytes.HasPrefix(id[:], prefix) {
+			return true
+		}
+	}
+	return false
+}
 
 // Family is the address family of a peer's endpoint.
 type Family uint8

@@ -1,7 +1,6 @@
 package redis
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -195,15 +194,7 @@ func (p *Pool) Whitelisted(ctx context.Context, id models.PeerID) (bool, error) 
 		list = toPrefixes(v)
 		p.cache.store(gen, now, "", nil, &list)
 	}
-	if len(list) == 0 {
-		return true, nil
-	}
-	for _, prefix := range list {
-		if bytes.HasPrefix(id[:], prefix) {
-			return true, nil
-		}
-	}
-	return false, nil
+	return id.Admitted(list), nil
 }
 
 // DeletionReason implements tracker.SiteStore.

@@ -30,12 +30,12 @@ func testPrefer(t *testing.T, c tracker.Conn) {
 			subnet = 1
 		}
 		for _, f := range []models.Family{models.IPv4, models.IPv6} {
-			u := peer(i, f, i%2 == 0)
+			u := Peer(i, f, i%2 == 0)
 			u.AddrPort = at(i, subnet)
 			if f == models.IPv6 {
 				u.AddrPort = at6(i, subnet)
 			}
-			announce(t, c, ih, u, all(0))
+			announce(t, c, ih, u, All(0))
 		}
 	}
 	tests := []struct {
@@ -55,7 +55,7 @@ func testPrefer(t *testing.T, c tracker.Conn) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			for round := 0; round < 10; round++ {
-				u := peer(1000, tt.family, false)
+				u := Peer(1000, tt.family, false)
 				u.Remove = true
 				sel := tracker.Selection{Want: tt.want, IPv4: tt.family == models.IPv4, IPv6: tt.family == models.IPv6, Prefer: tt.prefer}
 				res := announce(t, c, ih, u, sel)
@@ -88,25 +88,25 @@ func testSwarmCounts(t *testing.T, c tracker.Conn) {
 	}
 	assert.Equal(t, models.SwarmCounts{}, counts())
 
-	announce(t, c, Hash(1), peer(1, models.IPv4, true), all(0))
-	announce(t, c, Hash(1), peer(1, models.IPv6, true), all(0))
-	announce(t, c, Hash(1), peer(2, models.IPv4, false), all(0))
-	old := peer(3, models.IPv6, false)
+	announce(t, c, Hash(1), Peer(1, models.IPv4, true), All(0))
+	announce(t, c, Hash(1), Peer(1, models.IPv6, true), All(0))
+	announce(t, c, Hash(1), Peer(2, models.IPv4, false), All(0))
+	old := Peer(3, models.IPv6, false)
 	old.Time = T0.Add(-time.Hour)
-	announce(t, c, Hash(2), old, all(0))
+	announce(t, c, Hash(2), old, All(0))
 	assert.Equal(t, models.SwarmCounts{Torrents: 2, Seeders: [2]int{1, 1}, Leechers: [2]int{1, 1}}, counts())
 
 	// A leecher completes; a seeder turns leecher; re-announcing changes nothing.
-	announce(t, c, Hash(1), peer(2, models.IPv4, true), all(0))
-	announce(t, c, Hash(1), peer(1, models.IPv6, false), all(0))
-	announce(t, c, Hash(1), peer(1, models.IPv6, false), all(0))
+	announce(t, c, Hash(1), Peer(2, models.IPv4, true), All(0))
+	announce(t, c, Hash(1), Peer(1, models.IPv6, false), All(0))
+	announce(t, c, Hash(1), Peer(1, models.IPv6, false), All(0))
 	assert.Equal(t, models.SwarmCounts{Torrents: 2, Seeders: [2]int{2, 0}, Leechers: [2]int{0, 2}}, counts())
 
 	// A stop removes the entry; a stop of an unknown peer of an unknown torrent creates nothing.
-	stop := peer(1, models.IPv4, true)
+	stop := Peer(1, models.IPv4, true)
 	stop.Remove = true
-	announce(t, c, Hash(1), stop, all(0))
-	announce(t, c, Hash(9), stop, all(0))
+	announce(t, c, Hash(1), stop, All(0))
+	announce(t, c, Hash(9), stop, All(0))
 	assert.Equal(t, models.SwarmCounts{Torrents: 2, Seeders: [2]int{1, 0}, Leechers: [2]int{0, 2}}, counts())
 
 	// Reaping without purge keeps the emptied torrent; purging drops it.

@@ -83,28 +83,6 @@ func PID(n int) models.PeerID {
 	return id
 }
 
-func v4(n int) netip.AddrPort {
-	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(n >> 16), byte(n >> 8), byte(n)}), uint16(1000+n%60000))
-}
-
-func v6(n int) netip.AddrPort {
-	a := [16]byte{0x20, 0x01, 0x0d, 0xb8, 0xff}
-	binary.BigEndian.PutUint32(a[12:], uint32(n))
-	return netip.AddrPortFrom(netip.AddrFrom16(a), uint16(2000+n%60000))
-}
-
-func key(n int, f models.Family) models.PeerKey { return models.PeerKey{ID: PID(n), Family: f} }
-
-func peer(n int, f models.Family, seeder bool) tracker.PeerUpdate {
-	ap := v4(n)
-	if f == models.IPv6 {
-		ap = v6(n)
-	}
-	return tracker.PeerUpdate{Key: key(n, f), AddrPort: ap, Seeder: seeder, Create: true, Time: T0}
-}
-
-func all(want int) tracker.Selection { return tracker.Selection{Want: want, IPv4: true, IPv6: true} }
-
 func announce(tb testing.TB, c tracker.Conn, ih models.InfoHash, u tracker.PeerUpdate, sel tracker.Selection) tracker.AnnounceResult {
 	tb.Helper()
 	var res tracker.AnnounceResult
@@ -148,9 +126,9 @@ func keySet(tb testing.TB, keys []models.PeerKey) map[models.PeerKey]bool {
 // selection and stores nothing.
 func observe(tb testing.TB, c tracker.Conn, ih models.InfoHash, seeder bool) map[models.PeerKey]bool {
 	tb.Helper()
-	u := peer(999_999, models.IPv4, seeder)
+	u := Peer(999_999, models.IPv4, seeder)
 	u.Remove = true
-	sel := all(1 << 20)
+	sel := All(1 << 20)
 	sel.Seeder = seeder
 	res := announce(tb, c, ih, u, sel)
 	return keySet(tb, handed(tb, &res))
@@ -159,7 +137,7 @@ func observe(tb testing.TB, c tracker.Conn, ih models.InfoHash, seeder bool) map
 func testAnnounceCreates(t *testing.T, c tracker.Conn) {
 	ih := Hash(1)
 	assert.Equal(t, models.TorrentStats{InfoHash: ih}, scrape(t, c, ih))
-	res := announce(t, c, ih, peer(1, models.IPv4, false), all(50))
+	res := announce(t, c, ih, Peer(1, models.IPv4, false), All(50))
 	assert.False(t, res.Prev.Found)
 	assert.Equal(t, 0, res.Seeders)
 	assert.Equal(t, 1, res.Leechers)
@@ -186,13 +164,13 @@ func testNeverHandsSelf(t *testing.T, c tracker.Conn) {
 		t.Run(tt.name, func(t *testing.T) {
 			ih := Hash(100 + n)
 			for i := 0; i < tt.swarm; i++ {
-				announce(t, c, ih, peer(i, models.IPv4, tt.seeders), all(0))
+				announce(t, c, ih, Peer(i, models.IPv4, tt.seeders), All(0))
 			}
 			for i := 0; i < tt.swarm; i++ {
 				// A seeder asks as a leecher so that it may see the other seeders.
-				res := announce(t, c, ih, peer(i, models.IPv4, tt.seeders), all(100))
+				res := announce(t, c, ih, Peer(i, models.IPv4, tt.seeders), All(100))
 				got := keySet(t, handed(t, &res))
-				assert.NotContains(t, got, key(i, models.IPv4))
+				assert.NotContains(t, got, Key(i, models.IPv4))
 				assert.Len(t, got, tt.swarm-1)
 			}
 		})
@@ -203,14 +181,14 @@ func testSeedersGetLeechersOnly(t *testing.T, c tracker.Conn) {
 	const nSeed, nLeech = 4, 6
 	ih := Hash(3)
 	for i := 0; i < nSeed; i++ {
-		announce(t, c, ih, peer(i, models.IPv4, true), all(0))
+		announce(t, c, ih, Peer(i, models.IPv4, true), All(0))
 	}
 	for i := nSeed; i < nSeed+nLeech; i++ {
-		announce(t, c, ih, peer(i, models.IPv4, false), all(0))
+		announce(t, c, ih, Peer(i, models.IPv4, false), All(0))
 	}
-	sel := all(100)
+	sel := All(100)
 	sel.Seeder = true
-	res := announce(t, c, ih, peer(0, models.IPv4, true), sel)
+	res := announce(t, c, ih, Peer(0, models.IPv4, true), sel)
 	got := keySet(t, handed(t, &res))
 	assert.Len(t, got, nLeech)
 	for k := range got {
@@ -220,7 +198,7 @@ func testSeedersGetLeechersOnly(t *testing.T, c tracker.Conn) {
 		assert.GreaterOrEqual(t, n, nSeed, "seeder handed seeder %d", n)
 	}
 	// A leecher gets everyone else.
-	res = announce(t, c, ih, peer(nSeed, models.IPv4, false), all(100))
+	res = announce(t, c, ih, Peer(nSeed, models.IPv4, false), All(100))
 	assert.Len(t, keySet(t, handed(t, &res)), nSeed+nLeech-1)
 	assert.Equal(t, nSeed, res.Seeders)
 	assert.Equal(t, nLeech, res.Leechers)
@@ -229,14 +207,14 @@ func testSeedersGetLeechersOnly(t *testing.T, c tracker.Conn) {
 func testWantCapsTotal(t *testing.T, c tracker.Conn) {
 	ih := Hash(4)
 	for i := 0; i < 20; i++ {
-		announce(t, c, ih, peer(i, models.IPv4, i%2 == 0), all(0))
-		announce(t, c, ih, peer(i, models.IPv6, i%3 == 0), all(0))
+		announce(t, c, ih, Peer(i, models.IPv4, i%2 == 0), All(0))
+		announce(t, c, ih, Peer(i, models.IPv6, i%3 == 0), All(0))
 	}
 	for _, want := range []int{0, 1, 5, 39, 100} {
-		res := announce(t, c, ih, peer(500, models.IPv4, false), all(want))
+		res := announce(t, c, ih, Peer(500, models.IPv4, false), All(want))
 		got := keySet(t, handed(t, &res))
 		assert.Len(t, got, min(want, 40), "want %d", want)
-		assert.NotContains(t, got, key(500, models.IPv4))
+		assert.NotContains(t, got, Key(500, models.IPv4))
 	}
 }
 
@@ -277,11 +255,11 @@ func testSnatches(t *testing.T, c tracker.Conn) {
 		t.Run(tt.name, func(t *testing.T) {
 			ih := Hash(200 + n)
 			// Another leecher keeps the torrent non-empty and never changes the count.
-			announce(t, c, ih, peer(50, models.IPv4, false), all(0))
+			announce(t, c, ih, Peer(50, models.IPv4, false), All(0))
 			for i, st := range tt.steps {
-				u := peer(1, models.IPv4, st.seeder)
+				u := Peer(1, models.IPv4, st.seeder)
 				u.Completed, u.Remove = st.completed, st.remove
-				res := announce(t, c, ih, u, all(10))
+				res := announce(t, c, ih, u, All(10))
 				assert.Equal(t, st.wantSnatched, res.Snatched, "step %d Snatched", i)
 				assert.Equal(t, st.wantSnatches, res.Snatches, "step %d Snatches", i)
 				assert.Equal(t, st.wantSnatches, scrape(t, c, ih).Snatches, "step %d scrape", i)
@@ -293,17 +271,17 @@ func testSnatches(t *testing.T, c tracker.Conn) {
 func testMoves(t *testing.T, c tracker.Conn) {
 	ih := Hash(5)
 	for i := 0; i < 6; i++ {
-		announce(t, c, ih, peer(i, models.IPv4, false), all(0))
+		announce(t, c, ih, Peer(i, models.IPv4, false), All(0))
 	}
 	// Leechers 0..2 become seeders; 0 turns back into a leecher.
 	for i := 0; i < 3; i++ {
-		res := announce(t, c, ih, peer(i, models.IPv4, true), all(0))
+		res := announce(t, c, ih, Peer(i, models.IPv4, true), All(0))
 		assert.True(t, res.Prev.Found)
 		assert.False(t, res.Prev.Seeder)
 		assert.Equal(t, i+1, res.Seeders)
 		assert.Equal(t, 6-i-1, res.Leechers)
 	}
-	res := announce(t, c, ih, peer(0, models.IPv4, false), all(0))
+	res := announce(t, c, ih, Peer(0, models.IPv4, false), All(0))
 	assert.True(t, res.Prev.Seeder)
 	assert.Equal(t, 2, res.Seeders)
 	assert.Equal(t, 4, res.Leechers)
@@ -312,7 +290,7 @@ func testMoves(t *testing.T, c tracker.Conn) {
 	// A seeder now sees exactly the four leechers.
 	seen := observe(t, c, ih, true)
 	assert.Equal(t, map[models.PeerKey]bool{
-		key(0, models.IPv4): true, key(3, models.IPv4): true, key(4, models.IPv4): true, key(5, models.IPv4): true,
+		Key(0, models.IPv4): true, Key(3, models.IPv4): true, Key(4, models.IPv4): true, Key(5, models.IPv4): true,
 	}, seen)
 }
 
@@ -325,35 +303,35 @@ func testRemove(t *testing.T, c tracker.Conn) {
 		wantPrevSeed bool
 		wantStats    models.TorrentStats
 	}{
-		{name: "stopped peer of an unknown torrent creates nothing", remove: peer(1, models.IPv4, false)},
+		{name: "stopped peer of an unknown torrent creates nothing", remove: Peer(1, models.IPv4, false)},
 		{
-			name: "remove the only leecher keeps the torrent until reaped", setup: []tracker.PeerUpdate{peer(1, models.IPv4, false)},
-			remove: peer(1, models.IPv4, false), wantFound: true, wantStats: models.TorrentStats{Registered: true},
+			name: "remove the only leecher keeps the torrent until reaped", setup: []tracker.PeerUpdate{Peer(1, models.IPv4, false)},
+			remove: Peer(1, models.IPv4, false), wantFound: true, wantStats: models.TorrentStats{Registered: true},
 		},
 		{
 			name:      "remove a seeder",
-			setup:     []tracker.PeerUpdate{peer(1, models.IPv4, true), peer(2, models.IPv4, true), peer(3, models.IPv4, false)},
-			remove:    peer(1, models.IPv4, false), // the stored state decides which list
+			setup:     []tracker.PeerUpdate{Peer(1, models.IPv4, true), Peer(2, models.IPv4, true), Peer(3, models.IPv4, false)},
+			remove:    Peer(1, models.IPv4, false),
 			wantFound: true, wantPrevSeed: true, wantStats: models.TorrentStats{Seeders: 1, Leechers: 1, Registered: true},
 		},
 		{
-			name: "remove an unknown peer of a known torrent", setup: []tracker.PeerUpdate{peer(1, models.IPv4, true)},
-			remove: peer(2, models.IPv4, false), wantStats: models.TorrentStats{Seeders: 1, Registered: true},
+			name: "remove an unknown peer of a known torrent", setup: []tracker.PeerUpdate{Peer(1, models.IPv4, true)},
+			remove: Peer(2, models.IPv4, false), wantStats: models.TorrentStats{Seeders: 1, Registered: true},
 		},
 		{
-			name: "remove the other family only", setup: []tracker.PeerUpdate{peer(1, models.IPv4, false), peer(1, models.IPv6, false)},
-			remove: peer(1, models.IPv6, false), wantFound: true, wantStats: models.TorrentStats{Leechers: 1, Registered: true},
+			name: "remove the other family only", setup: []tracker.PeerUpdate{Peer(1, models.IPv4, false), Peer(1, models.IPv6, false)},
+			remove: Peer(1, models.IPv6, false), wantFound: true, wantStats: models.TorrentStats{Leechers: 1, Registered: true},
 		},
 	}
 	for n, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ih := Hash(300 + n)
 			for _, u := range tt.setup {
-				announce(t, c, ih, u, all(0))
+				announce(t, c, ih, u, All(0))
 			}
 			u := tt.remove
 			u.Remove = true
-			res := announce(t, c, ih, u, all(0))
+			res := announce(t, c, ih, u, All(0))
 			assert.Equal(t, tt.wantFound, res.Prev.Found)
 			assert.Equal(t, tt.wantPrevSeed, res.Prev.Seeder)
 			assert.False(t, res.Snatched)
@@ -386,11 +364,11 @@ func testCreateFalse(t *testing.T, c tracker.Conn) {
 		t.Run(tt.name, func(t *testing.T) {
 			ih := Hash(400 + n)
 			if tt.known {
-				announce(t, c, ih, peer(1, models.IPv4, true), all(0))
+				announce(t, c, ih, Peer(1, models.IPv4, true), All(0))
 			}
-			u := peer(2, models.IPv4, false)
+			u := Peer(2, models.IPv4, false)
 			u.Create, u.Remove = false, tt.remove
-			sel := all(10)
+			sel := All(10)
 			var res tracker.AnnounceResult
 			err := c.Announce(context.Background(), ih, &u, &sel, &res)
 			if tt.wantErr != nil {
@@ -435,15 +413,15 @@ func testPrevPeer(t *testing.T, c tracker.Conn) {
 		t.Run(tt.name, func(t *testing.T) {
 			ih := Hash(500 + n)
 			if tt.first != nil {
-				u := peer(1, models.IPv4, tt.first.Seeder)
+				u := Peer(1, models.IPv4, tt.first.Seeder)
 				u.Uploaded, u.Downloaded, u.Time = tt.first.Uploaded, tt.first.Downloaded, tt.first.Time
 				u.Counters = true
-				announce(t, c, ih, u, all(0))
+				announce(t, c, ih, u, All(0))
 			}
-			u := peer(1, models.IPv4, false)
+			u := Peer(1, models.IPv4, false)
 			u.Uploaded, u.Downloaded, u.Time = 5, 5, T0.Add(time.Hour)
 			u.Counters = true
-			res := announce(t, c, ih, u, all(0))
+			res := announce(t, c, ih, u, All(0))
 			assert.Equal(t, tt.want.Found, res.Prev.Found)
 			assert.Equal(t, tt.want.Seeder, res.Prev.Seeder)
 			assert.Equal(t, tt.want.Uploaded, res.Prev.Uploaded)
@@ -451,7 +429,7 @@ func testPrevPeer(t *testing.T, c tracker.Conn) {
 			if tt.want.Found {
 				assert.True(t, tt.want.Time.Equal(res.Prev.Time), "Prev.Time = %v, want %v", res.Prev.Time, tt.want.Time)
 			}
-			res = announce(t, c, ih, peer(1, models.IPv4, false), all(0))
+			res = announce(t, c, ih, Peer(1, models.IPv4, false), All(0))
 			assert.True(t, res.Prev.Found)
 			assert.False(t, res.Prev.Seeder)
 			assert.Equal(t, int64(5), res.Prev.Uploaded)
@@ -463,26 +441,26 @@ func testPrevPeer(t *testing.T, c tracker.Conn) {
 
 func testDualStack(t *testing.T, c tracker.Conn) {
 	ih := Hash(12)
-	res := announce(t, c, ih, peer(1, models.IPv4, false), all(0))
+	res := announce(t, c, ih, Peer(1, models.IPv4, false), All(0))
 	assert.False(t, res.Prev.Found)
-	res = announce(t, c, ih, peer(1, models.IPv6, false), all(0))
+	res = announce(t, c, ih, Peer(1, models.IPv6, false), All(0))
 	assert.False(t, res.Prev.Found, "the IPv6 key must be a new entry")
 	assert.Equal(t, 2, res.Leechers)
 	assert.Equal(t, 2, scrape(t, c, ih).Leechers)
 
-	res = announce(t, c, ih, peer(1, models.IPv4, false), all(0))
+	res = announce(t, c, ih, Peer(1, models.IPv4, false), All(0))
 	assert.True(t, res.Prev.Found)
 	assert.Equal(t, 2, res.Leechers)
 
-	res = announce(t, c, ih, peer(2, models.IPv4, false), all(50))
+	res = announce(t, c, ih, Peer(2, models.IPv4, false), All(50))
 	require.Len(t, res.IPv4Peers, 1)
 	require.Len(t, res.IPv6Peers, 1)
-	assert.Equal(t, models.Peer{ID: PID(1), AddrPort: v4(1)}, res.IPv4Peers[0])
-	assert.Equal(t, models.Peer{ID: PID(1), AddrPort: v6(1)}, res.IPv6Peers[0])
+	assert.Equal(t, models.Peer{ID: PID(1), AddrPort: V4(1)}, res.IPv4Peers[0])
+	assert.Equal(t, models.Peer{ID: PID(1), AddrPort: V6(1)}, res.IPv6Peers[0])
 	assert.True(t, res.IPv4Peers[0].AddrPort.Addr().Is4(), "IPv4 peers are handed out unmapped")
 
 	// A dual-stacked peer is never handed its own other-family endpoint.
-	res = announce(t, c, ih, peer(1, models.IPv4, false), all(50))
+	res = announce(t, c, ih, Peer(1, models.IPv4, false), All(50))
 	for _, got := range append(res.IPv4Peers, res.IPv6Peers...) {
 		assert.NotEqual(t, PID(1), got.ID, "peer 1 was handed its own %v endpoint", got.AddrPort)
 	}
@@ -490,32 +468,32 @@ func testDualStack(t *testing.T, c tracker.Conn) {
 	assert.Empty(t, res.IPv6Peers)
 
 	// An IPv4-mapped address given for an IPv4 key is stored and handed out unmapped.
-	m := peer(3, models.IPv4, false)
+	m := Peer(3, models.IPv4, false)
 	m.AddrPort = netip.AddrPortFrom(netip.AddrFrom16(m.AddrPort.Addr().As16()), m.AddrPort.Port())
-	announce(t, c, ih, m, all(0))
-	res = announce(t, c, ih, peer(2, models.IPv4, false), all(50))
+	announce(t, c, ih, m, All(0))
+	res = announce(t, c, ih, Peer(2, models.IPv4, false), All(50))
 	var found bool
 	for _, p := range res.IPv4Peers {
 		if p.ID == PID(3) {
 			found = true
-			assert.Equal(t, v4(3), p.AddrPort)
+			assert.Equal(t, V4(3), p.AddrPort)
 		}
 	}
 	assert.True(t, found, "peer 3 not handed out")
 
-	stop := peer(1, models.IPv4, false)
+	stop := Peer(1, models.IPv4, false)
 	stop.Remove = true
-	announce(t, c, ih, stop, all(0))
+	announce(t, c, ih, stop, All(0))
 	assert.Equal(t, map[models.PeerKey]bool{
-		key(1, models.IPv6): true, key(2, models.IPv4): true, key(3, models.IPv4): true,
+		Key(1, models.IPv6): true, Key(2, models.IPv4): true, Key(3, models.IPv4): true,
 	}, observe(t, c, ih, false))
 }
 
 func testSelectionFamilies(t *testing.T, c tracker.Conn) {
 	ih := Hash(13)
 	for i := 0; i < 5; i++ {
-		announce(t, c, ih, peer(i, models.IPv4, false), all(0))
-		announce(t, c, ih, peer(i+10, models.IPv6, false), all(0))
+		announce(t, c, ih, Peer(i, models.IPv4, false), All(0))
+		announce(t, c, ih, Peer(i+10, models.IPv6, false), All(0))
 	}
 	tests := []struct {
 		name       string
@@ -531,7 +509,7 @@ func testSelectionFamilies(t *testing.T, c tracker.Conn) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			sel := tracker.Selection{Want: 50, IPv4: tt.ipv4, IPv6: tt.ipv6}
-			u := peer(99, models.IPv4, false)
+			u := Peer(99, models.IPv4, false)
 			u.Remove = true
 			res := announce(t, c, ih, u, sel)
 			handed(t, &res)
@@ -541,41 +519,41 @@ func testSelectionFamilies(t *testing.T, c tracker.Conn) {
 	}
 	// Want counts both families together, and a filtered family does not use up Want.
 	sel := tracker.Selection{Want: 3, IPv6: true}
-	res := announce(t, c, ih, peer(99, models.IPv4, false), sel)
+	res := announce(t, c, ih, Peer(99, models.IPv4, false), sel)
 	assert.Empty(t, res.IPv4Peers)
 	assert.Len(t, res.IPv6Peers, 3)
 }
 
 func testHidden(t *testing.T, c tracker.Conn) {
 	ih := Hash(14)
-	h := peer(1, models.IPv4, false)
+	h := Peer(1, models.IPv4, false)
 	h.Hidden = true
-	announce(t, c, ih, h, all(0))
-	announce(t, c, ih, peer(2, models.IPv4, false), all(0))
-	res := announce(t, c, ih, peer(3, models.IPv4, false), all(50))
+	announce(t, c, ih, h, All(0))
+	announce(t, c, ih, Peer(2, models.IPv4, false), All(0))
+	res := announce(t, c, ih, Peer(3, models.IPv4, false), All(50))
 	assert.Equal(t, 3, res.Leechers, "a hidden peer is counted")
-	assert.Equal(t, map[models.PeerKey]bool{key(2, models.IPv4): true}, keySet(t, handed(t, &res)))
+	assert.Equal(t, map[models.PeerKey]bool{Key(2, models.IPv4): true}, keySet(t, handed(t, &res)))
 	// Announcing again without Hidden makes it visible.
-	announce(t, c, ih, peer(1, models.IPv4, false), all(0))
+	announce(t, c, ih, Peer(1, models.IPv4, false), All(0))
 	assert.Len(t, observe(t, c, ih, false), 3)
 }
 
 func testSkipOwnUser(t *testing.T, c tracker.Conn) {
 	ih := Hash(15)
 	withUser := func(n int, user uint32) tracker.PeerUpdate {
-		u := peer(n, models.IPv4, false)
+		u := Peer(n, models.IPv4, false)
 		u.Key.User = user
 		return u
 	}
-	announce(t, c, ih, withUser(1, 7), all(0))
-	announce(t, c, ih, withUser(2, 7), all(0))
-	announce(t, c, ih, withUser(3, 8), all(0))
+	announce(t, c, ih, withUser(1, 7), All(0))
+	announce(t, c, ih, withUser(2, 7), All(0))
+	announce(t, c, ih, withUser(3, 8), All(0))
 	// The same peer ID under another user is another peer.
-	res := announce(t, c, ih, withUser(1, 8), all(0))
+	res := announce(t, c, ih, withUser(1, 8), All(0))
 	assert.False(t, res.Prev.Found)
 	assert.Equal(t, 4, res.Leechers)
 
-	sel := all(50)
+	sel := All(50)
 	sel.SkipOwnUser = true
 	res = announce(t, c, ih, withUser(4, 7), sel)
 	ids := map[models.PeerID]int{}
@@ -590,13 +568,13 @@ func testSelectionSpreads(t *testing.T, c tracker.Conn) {
 	ih := Hash(16)
 	const swarm, want = 24, 5
 	for i := 0; i < swarm; i++ {
-		announce(t, c, ih, peer(i, models.IPv4, i%3 == 0), all(0))
+		announce(t, c, ih, Peer(i, models.IPv4, i%3 == 0), All(0))
 	}
 	seen := map[models.PeerKey]int{}
 	for i := 0; i < 200; i++ {
-		u := peer(1000, models.IPv4, false)
+		u := Peer(1000, models.IPv4, false)
 		u.Remove = true
-		res := announce(t, c, ih, u, all(want))
+		res := announce(t, c, ih, u, All(want))
 		got := keySet(t, handed(t, &res))
 		require.Len(t, got, want)
 		for k := range got {
@@ -655,16 +633,16 @@ func testReap(t *testing.T, open func(t *testing.T) tracker.Pool) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := conn(t, open)
 			for _, s := range swarm {
-				u := peer(s.peer, models.IPv4, s.seeder)
+				u := Peer(s.peer, models.IPv4, s.seeder)
 				u.Time = T0.Add(-s.age)
-				announce(t, c, Hash(s.torrent), u, all(0))
+				announce(t, c, Hash(s.torrent), u, All(0))
 			}
 			// Torrent 4 had a snatch and was left empty by its only peer.
-			u := peer(1, models.IPv6, true)
+			u := Peer(1, models.IPv6, true)
 			u.Completed = true
-			announce(t, c, Hash(4), u, all(0))
+			announce(t, c, Hash(4), u, All(0))
 			u.Remove = true
-			announce(t, c, Hash(4), u, all(0))
+			announce(t, c, Hash(4), u, All(0))
 
 			r, err := c.Reap(context.Background(), cutoff, tt.purge)
 			require.NoError(t, err)
@@ -674,7 +652,7 @@ func testReap(t *testing.T, open func(t *testing.T) tracker.Pool) {
 				assert.Equal(t, want, scrape(t, c, Hash(n)), "torrent %d", n)
 			}
 			assert.Equal(t, map[models.PeerKey]bool{
-				key(3, models.IPv4): true, key(4, models.IPv4): true, key(5, models.IPv4): true,
+				Key(3, models.IPv4): true, Key(4, models.IPv4): true, Key(5, models.IPv4): true,
 			}, observe(t, c, Hash(1), false))
 
 			// A second pass at the same cutoff finds nothing more.
@@ -683,7 +661,7 @@ func testReap(t *testing.T, open func(t *testing.T) tracker.Pool) {
 			assert.Equal(t, tracker.ReapResult{}, r)
 
 			// A reaped peer announcing again is a new entry, and the torrent lives again.
-			res := announce(t, c, Hash(2), peer(1, models.IPv4, false), all(10))
+			res := announce(t, c, Hash(2), Peer(1, models.IPv4, false), All(10))
 			assert.False(t, res.Prev.Found)
 			assert.Equal(t, 1, res.Leechers)
 			if tt.purge {
@@ -700,7 +678,7 @@ func testReap(t *testing.T, open func(t *testing.T) tracker.Pool) {
 }
 
 func testReapCancelled(t *testing.T, c tracker.Conn) {
-	announce(t, c, Hash(1), peer(1, models.IPv4, false), all(0))
+	announce(t, c, Hash(1), Peer(1, models.IPv4, false), All(0))
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_, err := c.Reap(ctx, T0.Add(time.Hour), true)
@@ -708,11 +686,11 @@ func testReapCancelled(t *testing.T, c tracker.Conn) {
 }
 
 func testScrape(t *testing.T, c tracker.Conn) {
-	announce(t, c, Hash(20), peer(1, models.IPv4, true), all(0))
-	announce(t, c, Hash(20), peer(2, models.IPv6, false), all(0))
-	u := peer(3, models.IPv4, true)
+	announce(t, c, Hash(20), Peer(1, models.IPv4, true), All(0))
+	announce(t, c, Hash(20), Peer(2, models.IPv6, false), All(0))
+	u := Peer(3, models.IPv4, true)
 	u.Completed = true
-	announce(t, c, Hash(21), u, all(0))
+	announce(t, c, Hash(21), u, All(0))
 	files := []models.TorrentStats{
 		{InfoHash: Hash(20)}, {InfoHash: Hash(22)}, {InfoHash: Hash(21)},
 		{InfoHash: Hash(20), Seeders: 7, Registered: true}, // stale values are overwritten
@@ -751,11 +729,11 @@ func testConcurrent(t *testing.T, open func(t *testing.T) tracker.Pool) {
 				if i%3 == 0 {
 					f = models.IPv6
 				}
-				u := peer(n, f, (i/peers)%2 == 0)
+				u := Peer(n, f, (i/peers)%2 == 0)
 				u.Completed = u.Seeder
 				u.Remove = i%7 == 0
 				ih := Hash(i % torrents)
-				sel := all(20)
+				sel := All(20)
 				var res tracker.AnnounceResult
 				if !assert.NoError(t, c.Announce(context.Background(), ih, &u, &sel, &res)) {
 					return

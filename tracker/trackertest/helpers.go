@@ -1,6 +1,8 @@
 package trackertest
 
 import (
+	"encoding/binary"
+	"net/netip"
 	"testing"
 
 	"github.com/chihaya/chihaya/tracker"
@@ -36,3 +38,31 @@ func Observe(tb testing.TB, c tracker.Conn, ih models.InfoHash, seeder bool) map
 	tb.Helper()
 	return observe(tb, c, ih, seeder)
 }
+
+// V4 returns peer n's IPv4 address and port (10.x.y.z).
+func V4(n int) netip.AddrPort {
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(n >> 16), byte(n >> 8), byte(n)}), uint16(1000+n%60000))
+}
+
+// V6 returns peer n's IPv6 address and port (in 2001:db8:ff00::/40).
+func V6(n int) netip.AddrPort {
+	a := [16]byte{0x20, 0x01, 0x0d, 0xb8, 0xff}
+	binary.BigEndian.PutUint32(a[12:], uint32(n))
+	return netip.AddrPortFrom(netip.AddrFrom16(a), uint16(2000+n%60000))
+}
+
+// Key returns peer n's key in family f.
+func Key(n int, f models.Family) models.PeerKey { return models.PeerKey{ID: PID(n), Family: f} }
+
+// Peer returns the update of peer n in family f at T0: a seeder or a leecher, created when
+// missing, without counters.
+func Peer(n int, f models.Family, seeder bool) tracker.PeerUpdate {
+	ap := V4(n)
+	if f == models.IPv6 {
+		ap = V6(n)
+	}
+	return tracker.PeerUpdate{Key: Key(n, f), AddrPort: ap, Seeder: seeder, Create: true, Time: T0}
+}
+
+// All selects up to want peers of either family.
+func All(want int) tracker.Selection { return tracker.Selection{Want: want, IPv4: true, IPv6: true} }

@@ -66,7 +66,7 @@ func update(tb testing.TB, c site, u models.SiteUpdate) {
 
 // userPeer is peer n of user u, leeching unless seeder, on a registered torrent.
 func userPeer(n int, u models.User, f models.Family, seeder bool) tracker.PeerUpdate {
-	p := peer(n, f, seeder)
+	p := Peer(n, f, seeder)
 	p.Key.User = uint32(u.ID)
 	p.Create = false
 	return p
@@ -205,7 +205,7 @@ func testSiteUnregistered(t *testing.T, c site) {
 	ctx := context.Background()
 	ih := Hash(30)
 	u := userPeer(1, ann, models.IPv4, false)
-	sel := all(10)
+	sel := All(10)
 	var res tracker.AnnounceResult
 	require.ErrorIs(t, c.Announce(ctx, ih, &u, &sel, &res), models.ErrTorrentNotFound)
 	_, _, ok, err := c.DeletionReason(ctx, ih)
@@ -239,7 +239,7 @@ func testSiteUnregistered(t *testing.T, c site) {
 	assert.Equal(t, models.Free, res.Freeleech)
 
 	// A public torrent deleted by the site goes too.
-	announce(t, c, Hash(31), peer(1, models.IPv4, false), all(0))
+	announce(t, c, Hash(31), Peer(1, models.IPv4, false), All(0))
 	update(t, c, models.SiteUpdate{Action: models.DeleteTorrent, Torrent: models.Torrent{InfoHash: Hash(31)}})
 	assert.False(t, scrape(t, c, Hash(31)).Registered)
 }
@@ -248,9 +248,9 @@ func testSiteTorrentAttributes(t *testing.T, c site) {
 	ctx := context.Background()
 	ih := Hash(32)
 	// A torrent already known keeps its peers and snatches when the site registers it.
-	u := peer(1, models.IPv4, true)
+	u := Peer(1, models.IPv4, true)
 	u.Completed = true
-	announce(t, c, ih, u, all(0))
+	announce(t, c, ih, u, All(0))
 	tor := registered(32, models.Neutral)
 	tor.Snatches = 40 // only for a torrent the store does not know
 	update(t, c, models.SiteUpdate{Action: models.AddTorrent, Torrent: tor})
@@ -285,13 +285,13 @@ func testSiteTorrentAttributes(t *testing.T, c site) {
 					require.NoError(t, err)
 				}
 			}
-			res := announce(t, c, ih, userPeer(2, ann, models.IPv4, false), all(10))
+			res := announce(t, c, ih, userPeer(2, ann, models.IPv4, false), All(10))
 			assert.Equal(t, tt.wantFL, res.Freeleech)
 			assert.Equal(t, uint64(1032), res.TorrentID)
 		})
 	}
 	// A public torrent has no site attributes.
-	res := announce(t, c, Hash(35), peer(1, models.IPv4, false), all(0))
+	res := announce(t, c, Hash(35), Peer(1, models.IPv4, false), All(0))
 	assert.Zero(t, res.TorrentID)
 	assert.Equal(t, models.Normal, res.Freeleech)
 	err := c.UpdateSite(ctx, &models.SiteUpdate{Action: models.UpdateTorrent, Torrent: models.Torrent{InfoHash: Hash(35), Freeleech: models.Free}})
@@ -304,7 +304,7 @@ func testSiteTokens(t *testing.T, c site) {
 	update(t, c, models.SiteUpdate{Action: models.AddTorrent, Torrent: registered(36, models.Normal)})
 	tokenOf := func(u models.User) bool {
 		t.Helper()
-		return announce(t, c, ih, userPeer(int(u.ID), u, models.IPv4, false), all(0)).Token
+		return announce(t, c, ih, userPeer(int(u.ID), u, models.IPv4, false), All(0)).Token
 	}
 	tests := []struct {
 		name    string
@@ -357,20 +357,20 @@ func testSiteHiddenAndOwnUser(t *testing.T, c site) {
 	// cleo may not leech: the core stores her leecher hidden.
 	h := userPeer(1, cleo, models.IPv4, false)
 	h.Hidden = true
-	announce(t, c, ih, h, all(0))
-	announce(t, c, ih, userPeer(2, ann, models.IPv4, false), all(0))
-	announce(t, c, ih, userPeer(3, ann, models.IPv6, true), all(0))
-	announce(t, c, ih, userPeer(4, ben, models.IPv4, true), all(0))
+	announce(t, c, ih, h, All(0))
+	announce(t, c, ih, userPeer(2, ann, models.IPv4, false), All(0))
+	announce(t, c, ih, userPeer(3, ann, models.IPv6, true), All(0))
+	announce(t, c, ih, userPeer(4, ben, models.IPv4, true), All(0))
 
-	sel := all(50)
+	sel := All(50)
 	sel.SkipOwnUser = true
 	res := announce(t, c, ih, userPeer(5, ann, models.IPv4, false), sel)
 	assert.Equal(t, 2, res.Seeders)
 	assert.Equal(t, 3, res.Leechers, "a hidden leecher is counted")
-	assert.Equal(t, map[models.PeerKey]bool{key(4, models.IPv4): true}, keySet(t, handed(t, &res)),
+	assert.Equal(t, map[models.PeerKey]bool{Key(4, models.IPv4): true}, keySet(t, handed(t, &res)),
 		"neither ann's own peers nor the hidden one")
 	res = announce(t, c, ih, userPeer(6, ben, models.IPv4, false), sel)
-	assert.Equal(t, map[models.PeerKey]bool{key(2, models.IPv4): true, key(3, models.IPv6): true, key(5, models.IPv4): true},
+	assert.Equal(t, map[models.PeerKey]bool{Key(2, models.IPv4): true, Key(3, models.IPv6): true, Key(5, models.IPv4): true},
 		keySet(t, handed(t, &res)))
 
 	tests := []struct {
@@ -433,7 +433,7 @@ func testSiteSessions(t *testing.T, c site) {
 		}
 		u := st.u
 		u.Remove = st.remove
-		res := announce(t, c, ih, u, all(0))
+		res := announce(t, c, ih, u, All(0))
 		got := res.Prev
 		assert.Equal(t, st.want.Found, got.Found, "step %d Found", i)
 		assert.Equal(t, st.want.Restored, got.Restored, "step %d Restored", i)
@@ -446,7 +446,7 @@ func testSiteSessions(t *testing.T, c site) {
 		}
 	}
 	// Another user's client with the same peer ID has its own session.
-	res := announce(t, c, ih, at(userPeer(1, ben, models.IPv4, false), 1, 1, 0, time.Hour), all(0))
+	res := announce(t, c, ih, at(userPeer(1, ben, models.IPv4, false), 1, 1, 0, time.Hour), All(0))
 	assert.False(t, res.Prev.Found || res.Prev.Restored)
 	assert.Zero(t, res.Prev.Announces)
 }
@@ -457,11 +457,11 @@ func testSiteReap(t *testing.T, c site) {
 	update(t, c, models.SiteUpdate{Action: models.AddTorrent, Torrent: registered(41, models.Normal)})
 	old := userPeer(1, ann, models.IPv4, true)
 	old.Time = T0.Add(-time.Hour)
-	announce(t, c, Hash(40), old, all(0))
-	announce(t, c, Hash(40), userPeer(2, ben, models.IPv4, false), all(0))
-	announce(t, c, Hash(41), userPeer(3, ben, models.IPv4, false), all(0))
+	announce(t, c, Hash(40), old, All(0))
+	announce(t, c, Hash(40), userPeer(2, ben, models.IPv4, false), All(0))
+	announce(t, c, Hash(41), userPeer(3, ben, models.IPv4, false), All(0))
 	old.Create = true
-	announce(t, c, Hash(42), old, all(0)) // public, old, emptied and purged
+	announce(t, c, Hash(42), old, All(0)) // public, old, emptied and purged
 
 	r, err := c.Reap(ctx, T0.Add(-time.Minute), true)
 	require.NoError(t, err)
@@ -490,9 +490,9 @@ func testSiteReplaceTorrents(t *testing.T, c site) {
 		return st
 	}
 	require.NoError(t, c.ReplaceSite(ctx, load(50, 51)))
-	announce(t, c, Hash(50), userPeer(1, ann, models.IPv4, false), all(0))
-	announce(t, c, Hash(51), userPeer(1, ann, models.IPv4, false), all(0))
-	announce(t, c, Hash(52), peer(1, models.IPv4, false), all(0)) // public
+	announce(t, c, Hash(50), userPeer(1, ann, models.IPv4, false), All(0))
+	announce(t, c, Hash(51), userPeer(1, ann, models.IPv4, false), All(0))
+	announce(t, c, Hash(52), Peer(1, models.IPv4, false), All(0)) // public
 
 	st := load(50, 53)
 	st.Torrents[0].Freeleech = models.Free
@@ -507,7 +507,7 @@ func testSiteReplaceTorrents(t *testing.T, c site) {
 	assert.Equal(t, models.TorrentStats{InfoHash: Hash(52), Leechers: 1, Registered: true}, scrape(t, c, Hash(52)), "a public torrent is not the site's")
 	assert.Equal(t, models.TorrentStats{InfoHash: Hash(53), ID: 1053, Registered: true}, scrape(t, c, Hash(53)))
 
-	res := announce(t, c, Hash(50), userPeer(1, ann, models.IPv4, false), all(0))
+	res := announce(t, c, Hash(50), userPeer(1, ann, models.IPv4, false), All(0))
 	assert.Equal(t, models.Free, res.Freeleech)
 	assert.True(t, res.Prev.Found)
 	assert.Zero(t, res.Prev.Uploaded, "the baseline does not replace a known session")
@@ -515,7 +515,7 @@ func testSiteReplaceTorrents(t *testing.T, c site) {
 
 	u := userPeer(2, ben, models.IPv4, false)
 	u.Time = T0
-	res = announce(t, c, Hash(53), u, all(0))
+	res = announce(t, c, Hash(53), u, All(0))
 	assert.True(t, res.Prev.Restored)
 	assert.False(t, res.Prev.Found)
 	assert.Equal(t, [3]int64{5, 6, 7}, [3]int64{res.Prev.Uploaded, res.Prev.Downloaded, res.Prev.Corrupt})
@@ -526,7 +526,7 @@ func testSiteReplaceTorrents(t *testing.T, c site) {
 	// Unregistered and registered again, a torrent starts without its old sessions.
 	require.NoError(t, c.ReplaceSite(ctx, load(50)))
 	require.NoError(t, c.ReplaceSite(ctx, load(50, 53)))
-	res = announce(t, c, Hash(53), u, all(0))
+	res = announce(t, c, Hash(53), u, All(0))
 	assert.False(t, res.Prev.Restored || res.Prev.Found)
 }
 
@@ -540,10 +540,10 @@ func testSitePrune(t *testing.T, c site) {
 		u.Time, u.Uploaded = T0.Add(when), 100
 		return u
 	}
-	announce(t, c, Hash(60), session(60, 1, -2*time.Hour), all(0))
-	announce(t, c, Hash(60), session(60, 2, 0), all(0))
-	announce(t, c, Hash(61), session(61, 1, -2*time.Hour), all(0))
-	announce(t, c, Hash(62), session(62, 1, -time.Minute), all(0))
+	announce(t, c, Hash(60), session(60, 1, -2*time.Hour), All(0))
+	announce(t, c, Hash(60), session(60, 2, 0), All(0))
+	announce(t, c, Hash(61), session(61, 1, -2*time.Hour), All(0))
+	announce(t, c, Hash(62), session(62, 1, -time.Minute), All(0))
 	update(t, c, models.SiteUpdate{Action: models.DeleteTorrent, Torrent: models.Torrent{InfoHash: Hash(63)}, Reason: "Trumped"})
 
 	// Nothing is due yet.
@@ -570,7 +570,7 @@ func testSitePrune(t *testing.T, c site) {
 		{62, 1, true},
 	}
 	for _, tt := range tests {
-		res := announce(t, c, Hash(tt.n), session(tt.n, tt.id, time.Hour), all(0))
+		res := announce(t, c, Hash(tt.n), session(tt.n, tt.id, time.Hour), All(0))
 		assert.Equal(t, tt.wantRestored, res.Prev.Restored, "torrent %d peer %d", tt.n, tt.id)
 		if tt.wantRestored {
 			assert.Equal(t, int64(100), res.Prev.Uploaded)
@@ -578,7 +578,7 @@ func testSitePrune(t *testing.T, c site) {
 	}
 	// A second pass finds nothing more to forget.
 	require.NoError(t, c.Prune(ctx, time.Now(), T0.Add(-time.Hour)))
-	res := announce(t, c, Hash(62), session(62, 1, 2*time.Hour), all(0))
+	res := announce(t, c, Hash(62), session(62, 1, 2*time.Hour), All(0))
 	assert.True(t, res.Prev.Found)
 	assert.Equal(t, 2, res.Prev.Announces)
 }
@@ -639,7 +639,7 @@ func testSiteConcurrent(t *testing.T, c site) {
 				u.Completed = u.Seeder
 				u.Remove = i%9 == 0
 				u.Time = T0.Add(time.Duration(i%3-1) * time.Minute) // some are reaped
-				sel := all(20)
+				sel := All(20)
 				sel.SkipOwnUser = true
 				var res tracker.AnnounceResult
 				if !assert.NoError(t, c.Announce(ctx, Hash(i%torrents), &u, &sel, &res)) {
