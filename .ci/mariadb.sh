@@ -25,21 +25,14 @@ set -euo pipefail
 
 export PATH="/usr/sbin:/sbin:${PATH}"
 
+readonly script_name=mariadb.sh
 readonly first_port=33306
 readonly last_port=33405
 readonly deadline_seconds=60
 readonly marker=".chihaya-mariadb"
 
-log() { printf 'mariadb.sh: %s\n' "$*" >&2; }
-die() {
-	log "FAIL: $*"
-	exit 1
-}
-
-usage() {
-	sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^#\t\{0,1\}//' >&2
-	exit 2
-}
+# shellcheck source=.ci/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # first_of NAME...: prints the first NAME that is a command.
 first_of() {
@@ -58,27 +51,10 @@ install_packages() {
 		first_of mariadb mysql >/dev/null && first_of mariadb-admin mysqladmin >/dev/null; then
 		return 0
 	fi
-	local sudo=()
-	if [ "$(id -u)" -ne 0 ]; then
-		command -v sudo >/dev/null || die "need root (or sudo) to apt-get install mariadb-server mariadb-client"
-		sudo=(sudo -n)
-	fi
-	local aptlog
-	aptlog="$(mktemp "${TMPDIR:-/tmp}/chihaya-mariadb-apt.XXXXXX")"
-	log "installing mariadb-server mariadb-client (log only on failure)"
-	if ! { "${sudo[@]}" apt-get update &&
-		"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-			mariadb-server mariadb-client; } >"$aptlog" 2>&1 </dev/null; then
-		cat "$aptlog" >&2
-		rm -f "$aptlog"
+	apt_install "$script_name" mariadb-server mariadb-client ||
 		die "apt-get install mariadb-server mariadb-client"
-	fi
-	rm -f "$aptlog"
 	first_of mariadbd mysqld >/dev/null || die "no mariadbd or mysqld after apt-get install"
 }
-
-# shellcheck source=.ci/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # launch DIR PORT: runs mariadbd in the background on DIR's data and 127.0.0.1:PORT, with the
 # options saved in DIR/user-opt, records its pid in DIR/pid, and waits until it answers a ping.
@@ -123,13 +99,9 @@ start() {
 	install_db="$(first_of mariadb-install-db mysql_install_db)"
 	client="$(first_of mariadb mysql)"
 
-	local dir
-	dir="$(mktemp -d "${TMPDIR:-/tmp}/chihaya-mariadb.XXXXXX")"
-	touch "$dir/$marker"
+	new_start_dir chihaya-mariadb "$marker"
+	local dir="$start_dir"
 	mkdir "$dir/data" "$dir/tmp"
-	# A start that fails part way stops what it started and leaves no directory behind.
-	start_dir="$dir"
-	trap 'if [ -n "${start_dir:-}" ]; then stop "$start_dir" 2>/dev/null || true; fi' EXIT
 
 	# mariadbd refuses to run as root unless told to: run it as mysql (made by the package)
 	# when we are root and mysql can reach the directory (a TMPDIR under /root may not let it),
@@ -199,14 +171,7 @@ start() {
 	SQL
 
 	start_dir=""
-	local lines
-	lines="$(printf "export CHIHAYA_MYSQL_DSN='chihaya:%s@tcp(127.0.0.1:%s)/'\nexport CHIHAYA_MYSQL_DIR='%s'\n" \
-		"$password" "$port" "$dir")"
-	if [ -n "$envfile" ]; then
-		printf '%s\n' "$lines" >"$envfile"
-	else
-		printf '%s\n' "$lines"
-	fi
+	write_env "$envfile" CHIHAYA_MYSQL_DSN "chihaya:$password@tcp(127.0.0.1:$port)/" CHIHAYA_MYSQL_DIR "$dir"
 	log "$("$client" --no-defaults --socket="$sock" -uroot -N -e 'SELECT VERSION()') on 127.0.0.1:$port (pid $pid, dir $dir); stop with: bash .ci/mariadb.sh stop $dir"
 }
 
@@ -219,7 +184,7 @@ start_existing() {
 	[ -s "$dir/port" ] || die "start-existing: $dir has no port file"
 	local pid="" port
 	[ -r "$dir/pid" ] && pid="$(cat "$dir/pid")"
-	if [[ "$pid" =~ ^[0-9]+$ ]] && alive "$pid"; then
+	if alive "$pid"; then
 		die "start-existing: mariadbd (pid $pid) of $dir is still running"
 	fi
 	port="$(cat "$dir/port")"
@@ -237,26 +202,10 @@ start_existing() {
 # stop [DIR] [keep]: stops the server of DIR, and removes DIR unless keep is given.
 stop() {
 	local dir="${1:-${CHIHAYA_MYSQL_DIR:-}}" keep="${2:-}"
-	[ -n "$dir" ] || die "stop: no directory given and CHIHAYA_MYSQL_DIR is unset"
-	if [ ! -d "$dir" ]; then
-		log "stop: $dir does not exist, nothing to do"
-		return 0
-	fi
-	[ -e "$dir/$marker" ] || die "stop: $dir was not made by this script, not touching it"
-
+	stop_guard "$dir" CHIHAYA_MYSQL_DIR "$marker" || return 0
 	local pid=""
 	[ -r "$dir/pid" ] && pid="$(cat "$dir/pid")"
-	if [[ "$pid" =~ ^[0-9]+$ ]] && alive "$pid"; then
-		kill -TERM "$pid" 2>/dev/null || true
-		local deadline=$((SECONDS + deadline_seconds))
-		while alive "$pid" && ((SECONDS < deadline)); do
-			sleep 0.2
-		done
-		if alive "$pid"; then
-			log "stop: mariadbd (pid $pid) still running after ${deadline_seconds}s, killing it"
-			kill -KILL "$pid" 2>/dev/null || true
-		fi
-	fi
+	stop_pids mariadbd "$deadline_seconds" "$pid"
 	if [ -n "$keep" ]; then
 		log "stopped${pid:+ pid $pid}, kept $dir"
 		return 0
@@ -265,11 +214,7 @@ stop() {
 	log "stopped${pid:+ pid $pid}, removed $dir"
 }
 
-case "${1:-start}" in
-stop)
-	shift
-	stop "${1:-}"
-	;;
+case "${1:-}" in
 stop-keep)
 	shift
 	[ -n "${1:-}" ] || die "stop-keep: no directory given"
@@ -279,10 +224,5 @@ start-existing)
 	shift
 	start_existing "${1:-}"
 	;;
-start)
-	shift || true
-	start "$@"
-	;;
--h | --help | help) usage ;;
-*) start "$@" ;;
+*) dispatch "$@" ;;
 esac
