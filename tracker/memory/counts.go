@@ -20,9 +20,12 @@ func (p *Pool) SwarmCounts(ctx context.Context) (models.SwarmCounts, error) {
 		}
 		s := &p.shards[i]
 		s.mu.RLock()
-		c.Torrents += len(s.torrents)
-		for _, ti := range s.torrents {
+		c.Torrents += s.n
+		for ti := range s.recs {
 			t := &s.recs[ti]
+			if !t.used {
+				continue
+			}
 			for j, e := range t.ents() {
 				if j < t.seeders() {
 					c.Seeders[e.family()]++

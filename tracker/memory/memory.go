@@ -1,6 +1,7 @@
-// Package memory is the "memory" tracker driver: swarms held in this process's memory, in maps
-// sharded by info hash with one lock per shard, so that announces for different torrents rarely
-// contend. A swarm is one pointer-free block of 32-byte entries (swarm.go), followed by side
+// Package memory is the "memory" tracker driver: swarms held in this process's memory, in
+// shards by info hash with one lock per shard, so that announces for different torrents rarely
+// contend. A shard keeps its torrents in one slab, found through its own open-addressing index
+// (table.go). A swarm is one pointer-free block of 32-byte entries (swarm.go), followed by side
 // arrays that only swarms with such peers get (users in private mode, the rest of IPv6
 // addresses, non-zero session counters), so that a public IPv4 peer costs little more than its
 // entry. Import it for its side effect of registering the driver:
@@ -18,7 +19,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"slices"
 	"sync"
 	"time"
 
@@ -70,65 +70,15 @@ type Pool struct {
 // NewPool returns an empty pool with n shards (n ≥ 1).
 func NewPool(n int) *Pool {
 	p := &Pool{shards: make([]shard, n)}
-	for i := range p.shards {
-		p.shards[i].torrents = make(map[models.InfoHash]uint32)
-	}
 	p.site.init()
 	return p
 }
 
 type shard struct {
 	mu sync.RWMutex
-	// torrents maps an info hash to its torrent's place in recs. Torrents live in one slab per
-	// shard rather than as one heap object each; freed places are reused (free).
-	torrents map[models.InfoHash]uint32
-	recs     []torrent
-	free     []uint32
+	table
 	// pad keeps two shards' locks off one cache line.
 	_ [64]byte
-}
-
-// get returns the torrent of ih, or nil. The pointer is valid while the shard's lock is held
-// and no torrent is added.
-func (s *shard) get(ih models.InfoHash) *torrent {
-	i, ok := s.torrents[ih]
-	if !ok {
-		return nil
-	}
-	return &s.recs[i]
-}
-
-// add creates the empty torrent ih, which must not exist.
-func (s *shard) add(ih models.InfoHash) *torrent {
-	var i uint32
-	if n := len(s.free); n > 0 {
-		i, s.free = s.free[n-1], s.free[:n-1]
-	} else {
-		i = uint32(len(s.recs))
-		if len(s.recs) == cap(s.recs) {
-			// Grow by a quarter rather than append's doubling: the slab is most of a torrent's
-			// cost beside its entries.
-			recs := slices.Grow([]torrent(nil), len(s.recs)+len(s.recs)/4+4)
-			s.recs = append(recs, s.recs...)
-		}
-		s.recs = s.recs[:i+1]
-	}
-	s.torrents[ih] = i
-	return &s.recs[i]
-}
-
-// drop deletes the torrent ih, if it exists.
-func (s *shard) drop(ih models.InfoHash) {
-	i, ok := s.torrents[ih]
-	if !ok {
-		return
-	}
-	delete(s.torrents, ih)
-	s.recs[i] = torrent{}
-	s.free = append(s.free, i)
-	if len(s.free) == len(s.recs) {
-		s.recs, s.free = nil, nil
-	}
 }
 
 func (p *Pool) shardFor(ih models.InfoHash) *shard {
@@ -160,7 +110,10 @@ func (p *Pool) Announce(_ context.Context, ih models.InfoHash, u *tracker.PeerUp
 			res.Seeders, res.Leechers, res.Snatches = 0, 0, 0
 			return nil
 		}
-		t = s.add(ih)
+		var err error
+		if t, err = s.add(ih); err != nil {
+			return announceErr(ih, err)
+		}
 	}
 
 	i := t.find(u.Key)
@@ -353,6 +306,12 @@ func (p *Pool) Scrape(_ context.Context, files []models.TorrentStats) error {
 // lock for a moment, so that announces to the shard wait for one batch, not for a whole shard.
 const reapBatch = 8192
 
+// announceErr wraps an announce's error. It takes ih by value, so that Announce's own copy does
+// not escape to the heap on the way that does not fail.
+func announceErr(ih models.InfoHash, err error) error {
+	return fmt.Errorf("memory: announce %x: %w", ih[:], err)
+}
+
 // Reap implements tracker.Conn. It locks one shard at a time, and lets go of it between
 // batches of reapBatch entries.
 func (p *Pool) Reap(ctx context.Context, cutoff time.Time, purgeEmpty bool) (tracker.ReapResult, error) {
@@ -365,18 +324,22 @@ func (p *Pool) Reap(ctx context.Context, cutoff time.Time, purgeEmpty bool) (tra
 		s := &p.shards[i]
 		s.mu.Lock()
 		work := 0
-		for ih, ti := range s.torrents {
+		// Places, unlike a map's order, stay put while the lock is let go: a torrent added
+		// meanwhile may be skipped until the next pass, none is visited twice.
+		for ti := 0; ti < len(s.recs); ti++ {
 			if work >= reapBatch {
-				// Ranging over a map that changed in between is allowed: a torrent added
-				// meanwhile may be skipped until the next pass, none is visited twice.
 				s.mu.Unlock()
 				work = 0
 				s.mu.Lock()
-				if cur, ok := s.torrents[ih]; !ok || cur != ti {
-					continue
+				if ti >= len(s.recs) {
+					break
 				}
 			}
+			if !s.recs[ti].used {
+				continue
+			}
 			t := &s.recs[ti]
+			ih := t.ih
 			work += int(t.n) + 1
 			n := t.reap(limit)
 			r.Peers += n

@@ -534,6 +534,39 @@ func leecherUpdates(peers int) []tracker.PeerUpdate {
 	return ups
 }
 
+// TestAnnounceAllocatesNothing checks issue 6's figure where a benchmark would only report it:
+// a re-announce into warm swarms, a scrape and a stop of an unknown torrent allocate nothing.
+func TestAnnounceAllocatesNothing(t *testing.T) {
+	const torrents, peers = 100, 20
+	p := warmPool(t, torrents, peers)
+	ctx := context.Background()
+	res := tracker.AnnounceResult{
+		IPv4Peers: make([]models.Peer, 0, peers),
+		IPv6Peers: make([]models.Peer, 0, peers),
+	}
+	sel := all(peers)
+	ups := leecherUpdates(peers)
+	stop := peer(1, models.IPv4, false)
+	stop.Remove = true
+	files := make([]models.TorrentStats, 1)
+	i := 0
+	allocs := testing.AllocsPerRun(1000, func() {
+		i++
+		res.IPv4Peers, res.IPv6Peers = res.IPv4Peers[:0], res.IPv6Peers[:0]
+		if err := p.Announce(ctx, hash(i%torrents), &ups[i%len(ups)], &sel, &res); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Announce(ctx, hash(torrents+i), &stop, &sel, &res); err != nil {
+			t.Fatal(err)
+		}
+		files[0] = models.TorrentStats{InfoHash: hash(i % torrents)}
+		if err := p.Scrape(ctx, files); err != nil {
+			t.Fatal(err)
+		}
+	})
+	assert.Zero(t, allocs, "allocations per announce, stop and scrape")
+}
+
 func BenchmarkAnnounce(b *testing.B) {
 	const torrents, peers = 1000, 50
 	p := warmPool(b, torrents, peers)

@@ -148,11 +148,15 @@ func newSiteTorrent(id uint64, fl models.FreeleechType) *siteTorrent {
 	return &siteTorrent{id: id, freeleech: fl, tokens: map[uint32]struct{}{}, sessions: map[sessionKey]*session{}}
 }
 
-// register makes ih a registered torrent, keeping its peers if it was known.
-func (s *shard) register(ih models.InfoHash, tor models.Torrent) *torrent {
+// register makes ih a registered torrent, keeping its peers if it was known. It fails only
+// when the shard is full.
+func (s *shard) register(ih models.InfoHash, tor models.Torrent) (*torrent, error) {
 	t := s.get(ih)
 	if t == nil {
-		t = s.add(ih)
+		var err error
+		if t, err = s.add(ih); err != nil {
+			return nil, fmt.Errorf("register torrent %x: %w", ih[:], err)
+		}
 		t.snatches = uint32(min(max(tor.Snatches, 0), math.MaxUint32))
 	}
 	x := t.ext()
@@ -160,7 +164,7 @@ func (s *shard) register(ih models.InfoHash, tor models.Torrent) *torrent {
 		x.site = newSiteTorrent(tor.ID, tor.Freeleech)
 	}
 	x.site.id, x.site.freeleech = tor.ID, tor.Freeleech
-	return t
+	return t, nil
 }
 
 // UpdateSite implements tracker.SiteStore.
@@ -190,7 +194,11 @@ func (p *Pool) UpdateSite(_ context.Context, u *models.SiteUpdate) error {
 		old.Passkey = u.NewPasskey
 		p.putUser(old)
 	case models.AddTorrent:
-		p.withTorrent(u.Torrent.InfoHash, func(s *shard, _ *torrent) { s.register(u.Torrent.InfoHash, u.Torrent) })
+		var err error
+		p.withTorrent(u.Torrent.InfoHash, func(s *shard, _ *torrent) { _, err = s.register(u.Torrent.InfoHash, u.Torrent) })
+		if err != nil {
+			return fmt.Errorf("memory: add torrent: %w", err)
+		}
 		p.site.reasonsMu.Lock()
 		delete(p.site.reasons, u.Torrent.InfoHash)
 		p.site.reasonsMu.Unlock()
@@ -301,10 +309,11 @@ func (p *Pool) ReplaceSite(_ context.Context, st *models.SiteState) error {
 	for i := range p.shards {
 		s := &p.shards[i]
 		s.mu.Lock()
-		for ih, ti := range s.torrents {
-			if t := &s.recs[ti]; t.x != nil && t.x.site != nil {
-				if _, ok := registered[ih]; !ok {
-					s.drop(ih) // no longer on the site
+		// drop lets go of the slab with the shard's last torrent: len is read each time.
+		for ti := 0; ti < len(s.recs); ti++ {
+			if t := &s.recs[ti]; t.used && t.x != nil && t.x.site != nil {
+				if _, ok := registered[t.ih]; !ok {
+					s.drop(t.ih) // no longer on the site
 				}
 			}
 		}
@@ -313,7 +322,12 @@ func (p *Pool) ReplaceSite(_ context.Context, st *models.SiteState) error {
 	for ih, tor := range registered {
 		s := p.shardFor(ih)
 		s.mu.Lock()
-		st := s.register(ih, tor).x.site
+		t, err := s.register(ih, tor)
+		if err != nil {
+			s.mu.Unlock()
+			return fmt.Errorf("memory: replace site: %w", err)
+		}
+		st := t.x.site
 		clear(st.tokens)
 		for _, uid := range tokens[tor.ID] {
 			st.tokens[uid] = struct{}{}
@@ -342,7 +356,7 @@ func (p *Pool) UserPeers(ctx context.Context, userID uint64) (leeching, seeding 
 		}
 		s := &p.shards[i]
 		s.mu.RLock()
-		for _, ti := range s.torrents {
+		for ti := range s.recs {
 			t := &s.recs[ti]
 			for j := range t.ents() {
 				if t.user(j) != uid {
@@ -376,9 +390,9 @@ func (p *Pool) Prune(ctx context.Context, reasonsBefore, baselinesBefore time.Ti
 		}
 		s := &p.shards[i]
 		s.mu.Lock()
-		for _, ti := range s.torrents {
+		for ti := range s.recs {
 			t := &s.recs[ti]
-			if t.x == nil || t.x.site == nil {
+			if !t.used || t.x == nil || t.x.site == nil {
 				continue
 			}
 			for k, se := range t.x.site.sessions {

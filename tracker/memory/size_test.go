@@ -100,14 +100,26 @@ func loadPublic(tb testing.TB, p *Pool, torrents, perTorrent int, l load) {
 func BenchmarkMemoryPerPeer(b *testing.B) {
 	for _, l := range []load{{}, {counters: true}, {counters: true, keep: true}} {
 		b.Run(fmt.Sprintf("load=%v", l), func(b *testing.B) {
-			benchmarkMemory(b, l)
+			benchmarkMemory(b, 100_000, 10, l)
 		})
 	}
 }
 
-func benchmarkMemory(b *testing.B, l load) {
-	const torrents, perTorrent = 100_000, 10
-	const peers = torrents * perTorrent
+// BenchmarkMemorySmallSwarms loads 1,000,000 IPv4 peers into swarms of 1 and of 2 (a public
+// tracker's long tail, and the shape of bench/run's udp workload), where the cost of a torrent
+// itself, not its peers, dominates. It reports the same figures as BenchmarkMemoryPerPeer.
+//
+//	go test -run XXX -bench MemorySmallSwarms -benchtime 1x ./tracker/memory/
+func BenchmarkMemorySmallSwarms(b *testing.B) {
+	for _, perTorrent := range []int{1, 2} {
+		b.Run(fmt.Sprintf("swarm=%d", perTorrent), func(b *testing.B) {
+			benchmarkMemory(b, 1_000_000/perTorrent, perTorrent, load{})
+		})
+	}
+}
+
+func benchmarkMemory(b *testing.B, torrents, perTorrent int, l load) {
+	peers := float64(torrents * perTorrent)
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		debug.FreeOSMemory()

@@ -113,6 +113,8 @@ type torrent struct {
 	nSeed    uint32 // the first nSeed entries are seeders, the others leechers
 	snatches uint32
 	x        *ext
+	ih       models.InfoHash
+	used     bool // a torrent, not a free place of the slab
 }
 
 func (t *torrent) capacity() int { return int(t.cs & (1<<sideShift - 1)) }
@@ -306,9 +308,13 @@ func (t *torrent) forget(i int) {
 func (t *torrent) resize(n int) {
 	c := t.capacity()
 	switch {
+	case n > c && c < 2:
+		// A swarm of one, the most numerous kind on a public tracker, holds exactly one entry
+		// (one 32-byte size class); the second peer takes a block of two.
+		t.realloc(n, n, t.side())
 	case n > c:
-		// Grow by half: small swarms, the most numerous, keep little slack, and a swarm of
-		// ten IPv4 peers is reached in three steps (2, 5, 10), each an exact size class.
+		// Grow by half: small swarms keep little slack, and a swarm of ten IPv4 peers is
+		// reached in three steps from two (5, 10), each an exact size class.
 		t.realloc(n, n+n/2+1, t.side())
 	case c > 8 && n <= c/4:
 		t.realloc(n, n+n/2+1, t.side())
