@@ -117,6 +117,9 @@ func (p *Pool) Announce(_ context.Context, ih models.InfoHash, u *tracker.PeerUp
 	}
 
 	i := t.find(u.Key)
+	if i < 0 && !u.Remove && int(t.n) >= maxSwarm {
+		return announceErr(ih, errSwarmFull)
+	}
 	if i >= 0 {
 		up, down := t.counters(i)
 		res.Prev = tracker.PrevPeer{

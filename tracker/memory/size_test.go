@@ -105,13 +105,13 @@ func BenchmarkMemoryPerPeer(b *testing.B) {
 	}
 }
 
-// BenchmarkMemorySmallSwarms loads 1,000,000 IPv4 peers into swarms of 1 and of 2 (a public
-// tracker's long tail, and the shape of bench/run's udp workload), where the cost of a torrent
-// itself, not its peers, dominates. It reports the same figures as BenchmarkMemoryPerPeer.
+// BenchmarkMemorySwarmSizes loads 1,000,000 IPv4 peers into swarms of 1 and of 2 (a public
+// tracker's long tail), where the cost of a torrent itself dominates, and of 1000 (its head),
+// where the peer index does. It reports the same figures as BenchmarkMemoryPerPeer.
 //
-//	go test -run XXX -bench MemorySmallSwarms -benchtime 1x ./tracker/memory/
-func BenchmarkMemorySmallSwarms(b *testing.B) {
-	for _, perTorrent := range []int{1, 2} {
+//	go test -run XXX -bench MemorySwarmSizes -benchtime 1x ./tracker/memory/
+func BenchmarkMemorySwarmSizes(b *testing.B) {
+	for _, perTorrent := range []int{1, 2, 1000} {
 		b.Run(fmt.Sprintf("swarm=%d", perTorrent), func(b *testing.B) {
 			benchmarkMemory(b, 1_000_000/perTorrent, perTorrent, load{})
 		})

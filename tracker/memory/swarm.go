@@ -61,7 +61,7 @@ type ext struct {
 	// site is set for a torrent registered by the site (private mode).
 	site *siteTorrent
 	// index finds an entry by key in swarms of indexAt entries or more.
-	index map[models.PeerKey]int32
+	index *peerIndex
 	// big holds the counters of the entries with flagBig.
 	big map[models.PeerKey][2]int64
 }
@@ -205,10 +205,7 @@ func (t *torrent) counters(i int) (up, down int64) {
 // find returns the position of the entry with key k, or -1.
 func (t *torrent) find(k models.PeerKey) int {
 	if t.x != nil && t.x.index != nil {
-		if i, ok := t.x.index[k]; ok {
-			return int(i)
-		}
-		return -1
+		return t.x.index.find(t, &k)
 	}
 	e := t.ents()
 	for i := range e {
@@ -287,7 +284,7 @@ func (t *torrent) move(dst, src int) {
 		as[dst] = as[src]
 	}
 	if t.x != nil && t.x.index != nil {
-		t.x.index[t.key(dst)] = int32(dst)
+		t.x.index.repoint(t, src, dst)
 	}
 }
 
@@ -296,10 +293,11 @@ func (t *torrent) forget(i int) {
 	if t.x == nil {
 		return
 	}
-	if t.x.index != nil || t.ents()[i].flags&flagBig != 0 {
-		k := t.key(i)
-		delete(t.x.index, k)
-		delete(t.x.big, k)
+	if t.x.index != nil {
+		t.x.index.del(t, i)
+	}
+	if t.ents()[i].flags&flagBig != 0 {
+		delete(t.x.big, t.key(i))
 	}
 }
 
@@ -361,13 +359,9 @@ func (t *torrent) insert(p *pending, seeder bool) {
 	t.set(i, p)
 	switch x := t.x; {
 	case x != nil && x.index != nil:
-		x.index[p.key] = int32(i)
+		x.index.add(t, i)
 	case n+1 >= indexAt:
-		x := t.ext()
-		x.index = make(map[models.PeerKey]int32, n+1)
-		for j := range int(t.n) {
-			x.index[t.key(j)] = int32(j)
-		}
+		t.ext().index = newPeerIndex(t)
 	}
 }
 

@@ -56,7 +56,7 @@ func checkTorrent(tb testing.TB, ih models.InfoHash, t *torrent) {
 	if x := t.x; x != nil {
 		assert.Len(tb, x.big, big, "torrent %x: big counters kept for gone entries", ih[:4])
 		if x.index != nil {
-			assert.Len(tb, x.index, n, "torrent %x: index size", ih[:4])
+			checkPeerIndex(tb, ih, t, x.index)
 		}
 	}
 	assert.LessOrEqual(tb, n, t.capacity(), "torrent %x: capacity", ih[:4])
@@ -75,11 +75,43 @@ func checkTorrent(tb testing.TB, ih models.InfoHash, t *torrent) {
 	}
 }
 
+// checkPeerIndex checks that x names each entry of t once, in a slot reachable from its home
+// with the key's hash bits, and nothing else, at a load of at most 7/8.
+func checkPeerIndex(tb testing.TB, ih models.InfoHash, t *torrent, x *peerIndex) {
+	tb.Helper()
+	n := int(t.n)
+	mask := len(x.slots) - 1
+	assert.Zero(tb, len(x.slots)&mask, "torrent %x: %d slots", ih[:4], len(x.slots))
+	assert.LessOrEqual(tb, 8*n, 7*len(x.slots), "torrent %x: index load over 7/8", ih[:4])
+	seen := make([]bool, n)
+	filled := 0
+	for j, s := range x.slots {
+		if s == 0 {
+			continue
+		}
+		filled++
+		i := int(s&placeMask) - 1
+		if !assert.Less(tb, i, n, "torrent %x: slot %d names entry %d of %d", ih[:4], j, i, n) {
+			continue
+		}
+		assert.False(tb, seen[i], "torrent %x: entry %d in two slots", ih[:4], i)
+		seen[i] = true
+		h := t.hashAt(x, i)
+		assert.Equal(tb, tag(h), s&^placeMask, "torrent %x: slot %d: hash bits", ih[:4], j)
+		for k := int(h) & mask; k != j; k = (k + 1) & mask {
+			if !assert.NotZero(tb, x.slots[k], "torrent %x: entry %d beyond an empty slot", ih[:4], i) {
+				break
+			}
+		}
+	}
+	assert.Equal(tb, n, filled, "torrent %x: index size", ih[:4])
+}
+
 func TestEntryLayout(t *testing.T) {
 	// The memory budget (issue 6) rests on these sizes.
 	assert.Equal(t, uintptr(32), unsafe.Sizeof(entry{}))
 	// A torrent's record carries its info hash for the shard's index (table.go): 56 bytes in the
-	// slab and 8 per index slot, against 32 and 40 to 64 in a Go map.
+	// slab and about 6 in the index, against 32 and 32 to 64 in a Go map.
 	assert.Equal(t, uintptr(56), unsafe.Sizeof(torrent{}))
 }
 
@@ -318,6 +350,30 @@ func TestIndexAndCapacity(t *testing.T) {
 	}
 	checkInvariants(t, p)
 	assert.Len(t, observe(t, p, ih, false), 3)
+}
+
+func TestSwarmFull(t *testing.T) {
+	defer func(m int) { maxSwarm = m }(maxSwarm)
+	maxSwarm = 40
+	p := NewPool(1)
+	ih := hash(5)
+	for i := range 40 {
+		announce(t, p, ih, peer(i, models.IPv4, false), all(0))
+	}
+	var res tracker.AnnounceResult
+	sel := all(0)
+	u := peer(40, models.IPv4, false)
+	err := p.Announce(context.Background(), ih, &u, &sel, &res)
+	require.ErrorIs(t, err, errSwarmFull)
+	// Peers already in the swarm still announce, change state and leave.
+	u = peer(3, models.IPv4, true)
+	announce(t, p, ih, u, all(0))
+	u.Remove = true
+	announce(t, p, ih, u, all(0))
+	u = peer(40, models.IPv4, false)
+	announce(t, p, ih, u, all(0))
+	assert.Equal(t, 40, scrape(t, p, ih).Leechers)
+	checkInvariants(t, p)
 }
 
 func TestSlabReusesPlaces(t *testing.T) {

@@ -1,0 +1,137 @@
+package memory
+
+import (
+	"errors"
+	"hash/maphash"
+
+	"github.com/chihaya/chihaya/tracker/models"
+)
+
+// maxSwarm is how many peers one swarm holds: positions plus one fit in a slot's placeBits. A
+// variable only so that a test can reach it.
+var maxSwarm = maxTorrents
+
+// errSwarmFull is the error of an announce that would add a peer to a full swarm.
+var errSwarmFull = errors.New("memory: swarm full")
+
+// peerIndex finds an entry of a large swarm by its peer key. It is the table's scheme (table.go)
+// for peers: linear probing over 4-byte slots that hold the entry's position plus one below
+// placeBits and 8 bits of the key's seeded hash above, at a load of 7/16 to 7/8, so that an
+// indexed peer costs about 6 bytes beside its entry where a Go map from PeerKey cost 50 or
+// more. The keys are read from the entries, so the index follows every move of an entry
+// (repoint) and is told before an entry goes (del).
+type peerIndex struct {
+	slots []uint32
+	seed  maphash.Seed
+}
+
+// newPeerIndex indexes the entries of t.
+func newPeerIndex(t *torrent) *peerIndex {
+	x := &peerIndex{seed: maphash.MakeSeed()}
+	x.slots = make([]uint32, x.size(int(t.n)))
+	for i := range int(t.n) {
+		x.place(t.hashAt(x, i), uint32(i))
+	}
+	return x
+}
+
+// size returns the number of slots for n entries: a power of two at least 8/7 of n.
+func (x *peerIndex) size(n int) int {
+	s := minSlots
+	for s*7 < n*8 {
+		s *= 2
+	}
+	return s
+}
+
+func (x *peerIndex) hash(k *models.PeerKey) uint64 {
+	h := maphash.Bytes(x.seed, k.ID[:])
+	// Family and user are few and not chosen to collide: mixing them in is enough.
+	h ^= (uint64(k.User)<<8 | uint64(k.Family)) * 0x9e3779b97f4a7c15
+	return h ^ h>>29
+}
+
+// hashAt returns the hash of entry i's key.
+func (t *torrent) hashAt(x *peerIndex, i int) uint64 {
+	k := t.key(i)
+	return x.hash(&k)
+}
+
+// place puts position i, whose key hashes to h and is not in the index, in the first empty
+// slot from its home.
+func (x *peerIndex) place(h uint64, i uint32) {
+	mask := len(x.slots) - 1
+	j := int(h) & mask
+	for x.slots[j] != 0 {
+		j = (j + 1) & mask
+	}
+	x.slots[j] = tag(h) | (i + 1)
+}
+
+// find returns the position of the entry with key k in t, or -1.
+func (x *peerIndex) find(t *torrent, k *models.PeerKey) int {
+	h := x.hash(k)
+	mask := len(x.slots) - 1
+	tg := tag(h)
+	e := t.ents()
+	for j := int(h) & mask; ; j = (j + 1) & mask {
+		s := x.slots[j]
+		if s == 0 {
+			return -1
+		}
+		if s&^placeMask != tg {
+			continue
+		}
+		i := int(s&placeMask) - 1
+		if e[i].id == k.ID && e[i].family() == k.Family && t.user(i) == k.User {
+			return i
+		}
+	}
+}
+
+// slotOf returns the slot that holds position i, whose key hashes to h.
+func (x *peerIndex) slotOf(h uint64, i int) int {
+	mask := len(x.slots) - 1
+	want := uint32(i + 1)
+	for j := int(h) & mask; ; j = (j + 1) & mask {
+		if x.slots[j]&placeMask == want {
+			return j
+		}
+	}
+}
+
+// add indexes the new entry i of t (t.n counts it), growing the index when it is full.
+func (x *peerIndex) add(t *torrent, i int) {
+	if int(t.n)*8 > len(x.slots)*7 {
+		x.slots = make([]uint32, 2*len(x.slots))
+		for j := range int(t.n) {
+			if j != i {
+				x.place(t.hashAt(x, j), uint32(j))
+			}
+		}
+	}
+	x.place(t.hashAt(x, i), uint32(i))
+}
+
+// repoint follows the entry that moved from position from to position to; t holds it at to.
+func (x *peerIndex) repoint(t *torrent, from, to int) {
+	j := x.slotOf(t.hashAt(x, to), from)
+	x.slots[j] = x.slots[j]&^placeMask | uint32(to+1)
+}
+
+// del drops entry i of t from the index, before the entry goes. The slots after it that
+// probing would no longer reach across the hole move back.
+func (x *peerIndex) del(t *torrent, i int) {
+	mask := len(x.slots) - 1
+	hole := x.slotOf(t.hashAt(x, i), i)
+	x.slots[hole] = 0
+	for j := (hole + 1) & mask; x.slots[j] != 0; j = (j + 1) & mask {
+		home := int(t.hashAt(x, int(x.slots[j]&placeMask)-1)) & mask
+		// The slot stays when its home lies cyclically in (hole, j].
+		if (hole <= j && hole < home && home <= j) || (hole > j && (hole < home || home <= j)) {
+			continue
+		}
+		x.slots[hole], x.slots[j] = x.slots[j], 0
+		hole = j
+	}
+}
