@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -173,4 +175,50 @@ func BenchmarkReap(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/(torrents*peers), "ns/peer")
+}
+
+// BenchmarkAnnounceTail replays bench/run's udp workload shape straight into the driver: 2M
+// peers over 1M torrents, each peer's torrent drawn once from an exponential head over the
+// first ~0.2% of the pool on a uniform floor (as aquatic's load tester does), announces by
+// random peers, 1% of them stops, 30 peers wanted. Swarms grow from empty during the run, so
+// it reports the latency tail (p50, p99, p99.9 of single announces) beside ns/op:
+//
+//	go test -run XXX -bench AnnounceTail -benchtime 3000000x ./tracker/memory/
+func BenchmarkAnnounceTail(b *testing.B) {
+	const peers, torrents = 2_000_000, 1_000_000
+	rng := rand.New(rand.NewPCG(1, 2))
+	torrentOf := make([]uint32, peers)
+	for i := range torrentOf {
+		if rng.IntN(100) < 73 { // the head's share of aquatic's mixture at this size
+			torrentOf[i] = uint32(min(int(rng.ExpFloat64()*2000), torrents-1))
+		} else {
+			torrentOf[i] = uint32(rng.IntN(torrents))
+		}
+	}
+	p := NewPool(DefaultShards)
+	ctx := context.Background()
+	sel := tracker.Selection{Want: 30, IPv4: true}
+	res := tracker.AnnounceResult{IPv4Peers: make([]models.Peer, 0, 30)}
+	lat := make([]time.Duration, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for op := range b.N {
+		i := rng.IntN(peers)
+		u := tracker.PeerUpdate{Create: true, Time: t0, AddrPort: v4(i), Seeder: i%4 != 0, Remove: rng.IntN(100) == 0}
+		binary.BigEndian.PutUint64(u.Key.ID[:], uint64(i))
+		res.IPv4Peers = res.IPv4Peers[:0]
+		start := time.Now()
+		if err := p.Announce(ctx, hash(int(torrentOf[i])), &u, &sel, &res); err != nil {
+			b.Fatal(err)
+		}
+		lat[op] = time.Since(start)
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	for _, q := range []struct {
+		name string
+		at   float64
+	}{{"p50-ns", 0.5}, {"p99-ns", 0.99}, {"p99.9-ns", 0.999}} {
+		b.ReportMetric(float64(lat[int(q.at*float64(b.N-1))].Nanoseconds()), q.name)
+	}
 }
