@@ -229,6 +229,12 @@ func isNoScript(err error) bool {
 
 // Announce implements tracker.Conn with one script call (and, in cluster mode, one pipelined
 // update of the global keys when the swarm's size or the torrent's index entry changed).
+//
+// In cluster mode, once the script has run the swarm is updated and res is right, so a
+// failure to update the global keys does not fail the announce: the update is deferred (see
+// global.go) and counted in chihaya_redis_errors_total{op="global"}. An announce that updates
+// the global keys also carries along up to announceFlush deferred updates in the same
+// pipeline; one with nothing to update checks an atomic counter only, and makes no round trip.
 func (p *Pool) Announce(ctx context.Context, ih models.InfoHash, u *tracker.PeerUpdate, sel *tracker.Selection, res *tracker.AnnounceResult) error {
 	res.Prev = tracker.PrevPeer{}
 	res.Snatched, res.TorrentID, res.Freeleech, res.Token = false, 0, models.Normal, false
@@ -265,9 +271,8 @@ func (p *Pool) Announce(ctx context.Context, ih models.InfoHash, u *tracker.Peer
 		if apply.sessionAt >= 0 {
 			apply.sessionAt = u.Time.Unix()
 		}
-		if err := p.applyGlobal(ctx, &apply); err != nil {
-			return p.announceErr(ih, err)
-		}
+		// What fails is deferred and counted: see the doc comment.
+		_ = p.applyGlobals(ctx, []global{apply}, announceFlush)
 	}
 	return nil
 }

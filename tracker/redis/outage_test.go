@@ -190,7 +190,7 @@ func TestOutage(t *testing.T) {
 			got[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
 		}
 	}
-	assert.Len(t, got, 5, "one series per op")
+	assert.Len(t, got, 6, "one series per op")
 	assert.Equal(t, errorsOf(opAnnounce), got[opAnnounce])
 	assert.Equal(t, float64(1), got[opCounts])
 

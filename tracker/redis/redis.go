@@ -79,8 +79,12 @@
 // real swarm, so nothing is lost, only reaped a pass later. One race remains: when a reaping
 // pass drops a registered torrent left without peers from the index just as an announce brings
 // it a new peer, the pass's removal may land last, and the torrent is indexed again by its next
-// new entry rather than at once. The counters may drift by what a failed second round trip did
-// not apply.
+// new entry rather than at once. When the second round trip fails, the swarm was updated all the
+// same: the announce succeeds, and the update is deferred in a bounded queue of the process and
+// applied again by the next reaping pass (or along with a later announce's), in a form that is
+// right whenever it lands; the counters' deltas go through a script that the server runs only
+// before the client's deadline, so that a pipeline a stalled server runs after the client gave
+// up is not counted twice (see global.go).
 //
 // Every Redis error is counted in chihaya_redis_errors_total{op} (see Pool.Collectors). The
 // go-redis client redials by itself, so a restarted or resumed server is used again without
@@ -95,6 +99,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -202,6 +207,14 @@ type Pool struct {
 
 	// now is the clock of the site cache; tests replace it.
 	now func() time.Time
+
+	// Cluster mode: the updates of the global keys that failed and wait to be applied again
+	// (see global.go), how many of them the bound dropped, the client's read timeout, and the
+	// last estimate of the server's clock minus the client's, in milliseconds.
+	pending     pendingGlobals
+	dropped     atomic.Uint64
+	readTimeout time.Duration
+	clockOffset atomic.Int64
 }
 
 // conn is the tracker.Conn of a Pool: the pool's methods, with a Close that gives nothing back.
@@ -241,7 +254,6 @@ func NewPool(p Params) *Pool {
 		client:      goredis.NewUniversalClient(opts),
 		prefix:      p.KeyPrefix,
 		cluster:     cluster,
-		metrics:     newMetrics(),
 		index:       p.KeyPrefix + "torrents",
 		counts:      p.KeyPrefix + "counts",
 		sessions:    p.KeyPrefix + "sessions",
@@ -251,7 +263,13 @@ func NewPool(p Params) *Pool {
 		reasonTimes: site + "reasons:t",
 		registered:  site + "registered",
 		now:         time.Now,
+		readTimeout: p.ReadTimeout.Duration,
 	}
+	if pool.readTimeout <= 0 {
+		pool.readTimeout = 3 * time.Second // go-redis's default
+	}
+	pool.pending.max = maxPending
+	pool.metrics = newMetrics(&pool.pending)
 	pool.cache.init(p.SiteCacheTTL.Duration)
 	pool.conn.Pool = pool
 	return pool

@@ -326,18 +326,35 @@ func (p *Pool) addTorrent(ctx context.Context, tor models.Torrent) error {
 	if err != nil {
 		return p.siteErr("add torrent", err)
 	}
+	var site [3]goredis.Cmder
+	var rec globalCmds
 	_, err = p.client.Pipelined(ctx, func(pipe goredis.Pipeliner) error {
-		pipe.SAdd(ctx, p.registered, string(ih[:]))
-		pipe.HDel(ctx, p.reasons, string(ih[:]))
-		pipe.ZRem(ctx, p.reasonTimes, string(ih[:]))
+		site = [3]goredis.Cmder{
+			pipe.SAdd(ctx, p.registered, string(ih[:])),
+			pipe.HDel(ctx, p.reasons, string(ih[:])),
+			pipe.ZRem(ctx, p.reasonTimes, string(ih[:])),
+		}
 		if p.cluster {
-			g := registerGlobal(ih, v)
-			p.queueGlobal(ctx, pipe, &g)
+			p.queueGlobals(ctx, pipe, &rec, []global{registerGlobal(ih, v)}, nil, [5]int64{})
 		}
 		return nil
 	})
-	if err != nil {
+	if p.cluster {
+		// The script has run: what the global keys missed is deferred, as for an announce.
+		p.settleGlobals(ctx, &rec, err)
+	}
+	if err := firstErr(site[:]); err != nil {
 		return p.siteErr("add torrent", err)
+	}
+	return nil
+}
+
+// firstErr returns the first error of cmds.
+func firstErr(cmds []goredis.Cmder) error {
+	for _, c := range cmds {
+		if err := c.Err(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -358,17 +375,23 @@ func (p *Pool) deleteTorrent(ctx context.Context, ih models.InfoHash, reason str
 		return p.siteErr("delete torrent", err)
 	}
 	at := p.now()
+	var site [3]goredis.Cmder
+	var rec globalCmds
 	_, err = p.client.Pipelined(ctx, func(pipe goredis.Pipeliner) error {
-		pipe.SRem(ctx, p.registered, h)
-		pipe.HSet(ctx, p.reasons, h, strconv.FormatInt(at.UnixNano(), 10)+":"+reason)
-		pipe.ZAdd(ctx, p.reasonTimes, goredis.Z{Score: float64(at.UnixMicro()), Member: h})
+		site = [3]goredis.Cmder{
+			pipe.SRem(ctx, p.registered, h),
+			pipe.HSet(ctx, p.reasons, h, strconv.FormatInt(at.UnixNano(), 10)+":"+reason),
+			pipe.ZAdd(ctx, p.reasonTimes, goredis.Z{Score: float64(at.UnixMicro()), Member: h}),
+		}
 		if p.cluster {
-			g := dropGlobal(h, v)
-			p.queueGlobal(ctx, pipe, &g)
+			p.queueGlobals(ctx, pipe, &rec, []global{dropGlobal(h, v)}, nil, [5]int64{})
 		}
 		return nil
 	})
-	if err != nil {
+	if p.cluster {
+		p.settleGlobals(ctx, &rec, err)
+	}
+	if err := firstErr(site[:]); err != nil {
 		return p.siteErr("delete torrent", err)
 	}
 	return nil
@@ -499,29 +522,12 @@ func (p *Pool) ReplaceSite(ctx context.Context, st *models.SiteState) error {
 	}); err != nil {
 		return p.siteErr("replace site: register torrents", err)
 	}
-	if err := p.applyGlobals(ctx, globals); err != nil {
-		return p.siteErr("replace site", err)
-	}
+	// What the global keys miss is deferred (and counted): see global.go.
+	_ = p.applyGlobals(ctx, globals, 0)
 
 	// The registered set, swapped whole.
 	if err := p.replaceSet(ctx, p.registered, tmp+"registered", st.Torrents); err != nil {
 		return p.siteErr("replace site: registered", err)
-	}
-	return nil
-}
-
-// applyGlobals applies gs in pipelines of siteBatch (cluster mode).
-func (p *Pool) applyGlobals(ctx context.Context, gs []global) error {
-	for lo := 0; lo < len(gs); lo += siteBatch {
-		hi := min(lo+siteBatch, len(gs))
-		if _, err := p.client.Pipelined(ctx, func(pipe goredis.Pipeliner) error {
-			for i := lo; i < hi; i++ {
-				p.queueGlobal(ctx, pipe, &gs[i])
-			}
-			return nil
-		}); err != nil {
-			return fmt.Errorf("global keys: %w", err)
-		}
 	}
 	return nil
 }
@@ -663,8 +669,6 @@ func (p *Pool) Prune(ctx context.Context, reasonsBefore, baselinesBefore time.Ti
 	}); err != nil {
 		return p.siteErr("prune: sessions", err)
 	}
-	if err := p.applyGlobals(ctx, globals); err != nil {
-		return p.siteErr("prune", err)
-	}
+	_ = p.applyGlobals(ctx, globals, 0) // deferred and counted on failure: see global.go
 	return nil
 }

@@ -79,10 +79,21 @@ func (p *Pool) rangeBefore(ctx context.Context, key, limit string) ([]string, er
 // Reap implements tracker.Conn: it reads the torrents whose oldest peer is before cutoff from
 // the index, then reaps each with one script. The site's torrents are never purged; their new
 // counts are reported in Changed when they lost peers.
+//
+// In cluster mode it first applies the deferred updates of the global keys (see global.go),
+// so that this pass sees the torrents they index; and a failure to apply a reaped torrent's
+// update of the global keys is deferred too (the torrent is reaped all the same), as is,
+// without being tried, every later one of the pass. Such failures are counted under
+// op="global" and do not fail the pass.
 func (p *Pool) Reap(ctx context.Context, cutoff time.Time, purgeEmpty bool) (tracker.ReapResult, error) {
 	var r tracker.ReapResult
 	if err := ctx.Err(); err != nil {
 		return r, err
+	}
+	// globalDown: an update of the global keys failed in this pass; defer the rest untried.
+	globalDown := false
+	if p.cluster {
+		globalDown = p.flushPending(ctx) != nil
 	}
 	limit := strconv.FormatInt(cutoff.Unix(), 10)
 	hashes, err := p.rangeBefore(ctx, p.index, limit)
@@ -123,84 +134,14 @@ func (p *Pool) Reap(ctx context.Context, cutoff time.Time, purgeEmpty bool) (tra
 				g.index = indexRemove
 			}
 			deltas(&g, v[7:12])
-			if err := p.applyGlobal(ctx, &g); err != nil {
-				return r, p.fail(opReap, fmt.Errorf("redis: reap %x: %w", ih[:], err))
+			if globalDown {
+				p.deferGlobal(&g)
+			} else if err := p.applyGlobals(ctx, []global{g}, 0); err != nil {
+				globalDown = true
 			}
 		}
 	}
 	return r, nil
-}
-
-// Special values of global.index.
-const (
-	indexKeep   = -1 // leave the index entry alone
-	indexRemove = -2 // remove it
-)
-
-// global is what a script could not do to the global keys in cluster mode, for applyGlobal.
-type global struct {
-	ih string
-	// index is the torrent's new index score, or indexKeep or indexRemove. With indexLT it
-	// only lowers the score (or adds the entry).
-	index   int64
-	indexLT bool
-	// counts are the deltas of the swarm counters t, s4, s6, l4, l6.
-	counts [5]int64
-	// sessionAt, when not negative, lowers the torrent's session index score to it (sets it,
-	// with sessionExact); a negative one leaves it, and removeSessions drops the entry.
-	sessionAt      int64
-	sessionExact   bool
-	removeSessions bool
-}
-
-// changes tells whether applyGlobal has anything to do.
-func (g *global) changes() bool {
-	return g.index != indexKeep || g.counts != [5]int64{} || g.sessionAt >= 0 || g.removeSessions
-}
-
-var countFields = [5]string{"t", "s4", "s6", "l4", "l6"}
-
-// deltas reads the five counter deltas of a script reply into g.
-func deltas(g *global, v []any) {
-	for i := range g.counts {
-		g.counts[i] = asInt(v[i])
-	}
-}
-
-// applyGlobal applies g in one pipelined round trip (cluster mode only).
-func (p *Pool) applyGlobal(ctx context.Context, g *global) error {
-	_, err := p.client.Pipelined(ctx, func(pipe goredis.Pipeliner) error {
-		p.queueGlobal(ctx, pipe, g)
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("global keys: %w", err)
-	}
-	return nil
-}
-
-func (p *Pool) queueGlobal(ctx context.Context, pipe goredis.Pipeliner, g *global) {
-	switch {
-	case g.index >= 0 && g.indexLT:
-		pipe.ZAddLT(ctx, p.index, goredis.Z{Score: float64(g.index), Member: g.ih})
-	case g.index >= 0:
-		pipe.ZAdd(ctx, p.index, goredis.Z{Score: float64(g.index), Member: g.ih})
-	case g.index == indexRemove:
-		pipe.ZRem(ctx, p.index, g.ih)
-	}
-	for i, d := range g.counts {
-		if d != 0 {
-			pipe.HIncrBy(ctx, p.counts, countFields[i], d)
-		}
-	}
-	switch {
-	case g.removeSessions:
-		pipe.ZRem(ctx, p.sessions, g.ih)
-	case g.sessionAt >= 0 && g.sessionExact:
-		pipe.ZAdd(ctx, p.sessions, goredis.Z{Score: float64(g.sessionAt), Member: g.ih})
-	case g.sessionAt >= 0:
-		pipe.ZAddLT(ctx, p.sessions, goredis.Z{Score: float64(g.sessionAt), Member: g.ih})
-	}
 }
 
 // SwarmCounts implements tracker.SwarmCounter by reading the counters that the scripts keep,
