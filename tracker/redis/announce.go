@@ -271,8 +271,14 @@ func (p *Pool) Announce(ctx context.Context, ih models.InfoHash, u *tracker.Peer
 		if apply.sessionAt >= 0 {
 			apply.sessionAt = u.Time.Unix()
 		}
-		// What fails is deferred and counted: see the doc comment.
-		_ = p.applyGlobals(ctx, []global{apply}, announceFlush)
+		// What fails is deferred and counted: see the doc comment. After a failure, announces
+		// defer without trying for globalHoldFor, so that while the global keys' master is
+		// down only one announce in that time waits for its deadline.
+		if time.Now().UnixNano() < p.globalHold.Load() {
+			p.deferGlobal(&apply)
+		} else if err := p.applyGlobals(ctx, []global{apply}, announceFlush); err != nil {
+			p.globalHold.Store(time.Now().Add(globalHoldFor).UnixNano())
+		}
 	}
 	return nil
 }

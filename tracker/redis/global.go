@@ -107,6 +107,9 @@ const (
 	flushBatch = 1024
 	// maxCountsMargin bounds what countsDeadline takes off the client's deadline.
 	maxCountsMargin = 100 * time.Millisecond
+	// globalHoldFor is how long announces defer their updates of the global keys without
+	// trying after one failed; a reaping pass that applies the queue ends it sooner.
+	globalHoldFor = time.Second
 )
 
 // pendingScores are the lowest index and session index scores deferred for one torrent, to be

@@ -209,12 +209,14 @@ type Pool struct {
 	now func() time.Time
 
 	// Cluster mode: the updates of the global keys that failed and wait to be applied again
-	// (see global.go), how many of them the bound dropped, the client's read timeout, and the
-	// last estimate of the server's clock minus the client's, in milliseconds.
+	// (see global.go), how many of them the bound dropped, the client's read timeout, the
+	// last estimate of the server's clock minus the client's, in milliseconds, and the time
+	// (unix nanoseconds) until which announces defer their updates without trying.
 	pending     pendingGlobals
 	dropped     atomic.Uint64
 	readTimeout time.Duration
 	clockOffset atomic.Int64
+	globalHold  atomic.Int64
 }
 
 // conn is the tracker.Conn of a Pool: the pool's methods, with a Close that gives nothing back.

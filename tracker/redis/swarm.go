@@ -94,6 +94,9 @@ func (p *Pool) Reap(ctx context.Context, cutoff time.Time, purgeEmpty bool) (tra
 	globalDown := false
 	if p.cluster {
 		globalDown = p.flushPending(ctx) != nil
+		if !globalDown {
+			p.globalHold.Store(0)
+		}
 	}
 	limit := strconv.FormatInt(cutoff.Unix(), 10)
 	hashes, err := p.rangeBefore(ctx, p.index, limit)
