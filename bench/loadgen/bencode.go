@@ -182,15 +182,21 @@ func CheckAnnounceBody(body []byte) (Verdict, []byte) {
 		return Malformed, nil
 	}
 	if reason != nil {
-		if s, e, err := bstring(reason, 0); err == nil {
-			reason = reason[s:e]
-		}
-		return Failure, reason
+		return Failure, failureText(reason)
 	}
 	if !interval {
 		return Malformed, nil
 	}
 	return OK, nil
+}
+
+// failureText returns the text of a "failure reason" value, or the raw value if it is not a
+// bencoded string.
+func failureText(v []byte) []byte {
+	if s, e, err := bstring(v, 0); err == nil {
+		return v[s:e]
+	}
+	return v
 }
 
 // CheckScrapeBody judges the body of an HTTP scrape answer: a bencoded dictionary whose "files"
@@ -212,10 +218,7 @@ func CheckScrapeBody(body []byte, want int) (Verdict, []byte) {
 		return Malformed, nil
 	}
 	if reason != nil {
-		if s, e, err := bstring(reason, 0); err == nil {
-			reason = reason[s:e]
-		}
-		return Failure, reason
+		return Failure, failureText(reason)
 	}
 	if files != want {
 		return Malformed, nil

@@ -65,6 +65,17 @@ func update(tb testing.TB, c site, u models.SiteUpdate) {
 }
 
 // userPeer is peer n of user u, leeching unless seeder, on a registered torrent.
+// updateWants applies u to c and requires wantErr from it (nil: no error).
+func updateWants(t *testing.T, c site, u *models.SiteUpdate, wantErr error) {
+	t.Helper()
+	err := c.UpdateSite(context.Background(), u)
+	if wantErr != nil {
+		require.ErrorIs(t, err, wantErr)
+		return
+	}
+	require.NoError(t, err)
+}
+
 func userPeer(n int, u models.User, f models.Family, seeder bool) tracker.PeerUpdate {
 	p := Peer(n, f, seeder)
 	p.Key.User = uint32(u.ID)
@@ -126,12 +137,7 @@ func testSiteUsers(t *testing.T, c site) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if tt.update != nil {
-				err := c.UpdateSite(ctx, tt.update)
-				if tt.wantErr != nil {
-					require.ErrorIs(t, err, tt.wantErr)
-				} else {
-					require.NoError(t, err)
-				}
+				updateWants(t, c, tt.update, tt.wantErr)
 			}
 			for pk, want := range tt.want {
 				got, err := c.User(ctx, pk)
@@ -333,12 +339,7 @@ func testSiteTokens(t *testing.T, c site) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if tt.update != nil {
-				err := c.UpdateSite(ctx, tt.update)
-				if tt.wantErr != nil {
-					require.ErrorIs(t, err, tt.wantErr)
-				} else {
-					require.NoError(t, err)
-				}
+				updateWants(t, c, tt.update, tt.wantErr)
 			}
 			if tt.state != nil {
 				require.NoError(t, c.ReplaceSite(ctx, tt.state))
