@@ -297,14 +297,7 @@ func (p *Pool) ReplaceSite(_ context.Context, st *models.SiteState) error {
 		registered[t.InfoHash] = t
 		byID[t.ID] = t.InfoHash
 	}
-	tokens := make(map[uint64][]uint32)
-	for _, tk := range st.Tokens {
-		tokens[tk.TorrentID] = append(tokens[tk.TorrentID], uint32(tk.UserID))
-	}
-	baselines := make(map[uint64][]models.Baseline)
-	for _, b := range st.Baselines {
-		baselines[b.TorrentID] = append(baselines[b.TorrentID], b)
-	}
+	tokens, baselines := st.ByTorrent()
 
 	for i := range p.shards {
 		s := &p.shards[i]

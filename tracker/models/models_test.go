@@ -33,3 +33,18 @@ func TestPeerIDAdmitted(t *testing.T) {
 		})
 	}
 }
+
+func TestSiteStateByTorrent(t *testing.T) {
+	st := SiteState{
+		Tokens:    []Token{{UserID: 1, TorrentID: 10}, {UserID: 2, TorrentID: 10}, {UserID: 3, TorrentID: 20}},
+		Baselines: []Baseline{{UserID: 1, TorrentID: 20, Uploaded: 5}, {UserID: 4, TorrentID: 30, Uploaded: 7}},
+	}
+	tokens, baselines := st.ByTorrent()
+	assert.Equal(t, map[uint64][]uint32{10: {1, 2}, 20: {3}}, tokens)
+	assert.Equal(t, map[uint64][]Baseline{20: {st.Baselines[0]}, 30: {st.Baselines[1]}}, baselines)
+
+	var empty SiteState
+	tokens, baselines = empty.ByTorrent()
+	assert.Empty(t, tokens)
+	assert.Empty(t, baselines)
+}

@@ -38,6 +38,20 @@ type SiteState struct {
 	Baselines []Baseline
 }
 
+// ByTorrent groups the state's freeleech tokens (as user IDs) and baselines by torrent ID, as
+// a driver loading the state torrent by torrent needs them.
+func (st *SiteState) ByTorrent() (tokens map[uint64][]uint32, baselines map[uint64][]Baseline) {
+	tokens = make(map[uint64][]uint32)
+	for _, tk := range st.Tokens {
+		tokens[tk.TorrentID] = append(tokens[tk.TorrentID], uint32(tk.UserID))
+	}
+	baselines = make(map[uint64][]Baseline)
+	for _, b := range st.Baselines {
+		baselines[b.TorrentID] = append(baselines[b.TorrentID], b)
+	}
+	return tokens, baselines
+}
+
 // Baseline is what a private tracker remembers of a peer between announces, so that the next
 // announce is credited only with what is new.
 type Baseline struct {

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
-	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -26,14 +25,8 @@ import (
 // CHIHAYA_REQUIRE_REDIS_CLUSTER=1, failing) the test when there is none.
 func clusterAddrs(tb testing.TB) []string {
 	tb.Helper()
-	v := os.Getenv("CHIHAYA_REDIS_CLUSTER_ADDRS")
-	if v == "" {
-		const msg = "Redis Cluster not available: run `bash .ci/run`, or `eval \"$(bash .ci/redis-cluster.sh)\"` (sets CHIHAYA_REDIS_CLUSTER_ADDRS)"
-		if os.Getenv("CHIHAYA_REQUIRE_REDIS_CLUSTER") == "1" {
-			tb.Fatal(msg)
-		}
-		tb.Skip(msg)
-	}
+	v := serverEnv(tb, "CHIHAYA_REDIS_CLUSTER_ADDRS", "CHIHAYA_REQUIRE_REDIS_CLUSTER",
+		"Redis Cluster not available: run `bash .ci/run`, or `eval \"$(bash .ci/redis-cluster.sh)\"` (sets CHIHAYA_REDIS_CLUSTER_ADDRS)")
 	return strings.Split(v, ",")
 }
 

@@ -24,15 +24,22 @@ import (
 // failing) the test when there is none.
 func redisAddr(t *testing.T) string {
 	t.Helper()
-	addr := os.Getenv("CHIHAYA_REDIS_ADDR")
-	if addr == "" {
-		const msg = "Redis not available: run `bash .ci/run`, or start redis-server on 127.0.0.1 and set CHIHAYA_REDIS_ADDR"
-		if os.Getenv("CHIHAYA_REQUIRE_REDIS") == "1" {
-			t.Fatal(msg)
+	return serverEnv(t, "CHIHAYA_REDIS_ADDR", "CHIHAYA_REQUIRE_REDIS",
+		"Redis not available: run `bash .ci/run`, or start redis-server on 127.0.0.1 and set CHIHAYA_REDIS_ADDR")
+}
+
+// serverEnv returns the environment variable name that points the tests at a server, skipping
+// the test when it is unset (failing it with msg when the variable require is "1", as in CI).
+func serverEnv(tb testing.TB, name, require, msg string) string {
+	tb.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		if os.Getenv(require) == "1" {
+			tb.Fatal(msg)
 		}
-		t.Skip(msg)
+		tb.Skip(msg)
 	}
-	return addr
+	return v
 }
 
 // openTest opens a pool on its own random key prefix and deletes that prefix's keys at cleanup.

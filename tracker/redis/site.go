@@ -499,14 +499,7 @@ func (p *Pool) ReplaceSite(ctx context.Context, st *models.SiteState) error {
 	}
 
 	// Registered torrents, their tokens and the baselines of their sessions.
-	tokens := make(map[uint64][]uint32)
-	for _, tk := range st.Tokens {
-		tokens[tk.TorrentID] = append(tokens[tk.TorrentID], uint32(tk.UserID))
-	}
-	baselines := make(map[uint64][]models.Baseline)
-	for _, b := range st.Baselines {
-		baselines[b.TorrentID] = append(baselines[b.TorrentID], b)
-	}
+	tokens, baselines := st.ByTorrent()
 	regs := make([]scriptCall, len(st.Torrents))
 	for i, t := range st.Torrents {
 		regs[i] = scriptCall{
