@@ -17,11 +17,16 @@
 // # Connection IDs
 //
 // A connection ID keeps no state on the server: it is the first 8 bytes of AES-128 used as a
-// CBC-MAC over one fixed-length 32-byte message (the client's IPv6 or IPv4-mapped address, its
-// port and the number of whole minutes since the Unix epoch), keyed with a random per-process
-// secret. An ID is accepted in the minute it was issued and the next, so it lives 60 to 120
-// seconds (BEP 15: clients reuse an ID for one minute, servers accept it for two). IDs are
-// compared in constant time; a restart, or another process, issues different IDs.
+// CBC-MAC over one fixed-length 32-byte message (the client's IPv6 or IPv4-mapped address and
+// the number of whole minutes since the Unix epoch), keyed with a random per-process secret. An
+// ID is accepted in the minute it was issued and the next, so it lives 60 to 120 seconds (BEP
+// 15: clients reuse an ID for one minute, servers accept it for two). IDs are compared in
+// constant time; a restart, or another process, issues different IDs.
+//
+// An ID is bound to the address, not the port: libtorrent shares one cached ID among all the
+// sockets of a process, and a NAT may rebind a client's port within an ID's life. Proof that
+// the holder receives at the address is what the amplification rule below needs, and the port
+// adds nothing to it.
 //
 // # No amplification
 //

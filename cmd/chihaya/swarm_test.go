@@ -356,9 +356,23 @@ func runSwarm(t *testing.T, bin, scheme string) {
 // error line, a panic, or a report of the race detector.
 var trackerTrouble = regexp.MustCompile(`(?m)^(E\d{4} .*|.*panic.*|WARNING: DATA RACE)$`)
 
-// requireTools skips the test, or fails it under CHIHAYA_REQUIRE_SWARM=1, when a client or
-// mktorrent is missing.
+// requireTools requires the tools of every client kind of the swarm (see requireKinds).
 func requireTools(ctx context.Context, t *testing.T) {
+	t.Helper()
+	var kinds []*clientKind
+	for _, sc := range swarmClients {
+		k := clientKinds[sc.kind]
+		if k == nil {
+			t.Fatalf("swarmClients names unknown client kind %q", sc.kind)
+		}
+		kinds = append(kinds, k)
+	}
+	requireKinds(ctx, t, kinds...)
+}
+
+// requireKinds skips the test, or fails it under CHIHAYA_REQUIRE_SWARM=1, when mktorrent or a
+// tool of one of kinds is missing.
+func requireKinds(ctx context.Context, t *testing.T, kinds ...*clientKind) {
 	t.Helper()
 	var missing []string
 	seen := map[string]bool{}
@@ -373,11 +387,7 @@ func requireTools(ctx context.Context, t *testing.T) {
 	}
 	check("mktorrent")
 	probed := map[*clientKind]bool{}
-	for _, sc := range swarmClients {
-		k := clientKinds[sc.kind]
-		if k == nil {
-			t.Fatalf("swarmClients names unknown client kind %q", sc.kind)
-		}
+	for _, k := range kinds {
 		for _, tool := range k.tools {
 			check(tool)
 		}
