@@ -35,6 +35,7 @@ import (
 	_ "github.com/chihaya/chihaya/backend/noop"    // the default backend driver
 	"github.com/chihaya/chihaya/config"
 	"github.com/chihaya/chihaya/http"
+	"github.com/chihaya/chihaya/ratelimit"
 	"github.com/chihaya/chihaya/stats"
 	"github.com/chihaya/chihaya/tracker"
 	_ "github.com/chihaya/chihaya/tracker/memory" // the default tracker driver
@@ -213,6 +214,24 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// One limiter for both frontends: an address's budget is the same over HTTP and UDP.
+	var reg prometheus.Registerer
+	if c.stats != nil {
+		reg = c.stats.Registry()
+	}
+	rl := cfg.RateLimit
+	limiter, err := ratelimit.New(ratelimit.Config{
+		Announce:   ratelimit.Rate{PerSecond: rl.AnnounceRate, Burst: rl.Burst(rl.AnnounceRate, rl.AnnounceBurst)},
+		Scrape:     ratelimit.Rate{PerSecond: rl.ScrapeRate, Burst: rl.Burst(rl.ScrapeRate, rl.ScrapeBurst)},
+		IPv4Prefix: rl.IPv4Prefix,
+		IPv6Prefix: rl.IPv6Prefix,
+		Slots:      rl.TableSize,
+	}, reg)
+	if err != nil {
+		return nil, fmt.Errorf("rate limiter: %w", err)
+	}
+	opts = append(opts, http.WithLimiter(limiter))
+	udpOpts = append(udpOpts, udp.WithLimiter(limiter))
 	if c.http, err = http.NewServer(cfg, tkr, opts...); err != nil {
 		return nil, err
 	}

@@ -106,6 +106,9 @@ type Config struct {
 	VerboseMemStats  bool     `json:"verbose_mem_stats"`
 	MemStatsInterval Duration `json:"mem_stats_interval"`
 
+	// RateLimit bounds the announces and scrapes of one address prefix; off by default.
+	RateLimit RateLimit `json:"rate_limit"`
+
 	ClientWhitelistEnabled bool     `json:"client_whitelist_enabled"`
 	ClientWhitelist        []string `json:"client_whitelist"`
 
@@ -119,6 +122,36 @@ type Config struct {
 	BaselineLifetime       Duration          `json:"baseline_lifetime"`
 	DeletionReasons        map[string]string `json:"deletion_reasons"`
 }
+
+// RateLimit is the rate_limit section: a token bucket per address prefix and request kind,
+// over HTTP and UDP together. A rate of 0 turns that kind's limit off.
+type RateLimit struct {
+	// AnnounceRate is the announces a second one prefix may make on average, AnnounceBurst how
+	// many at once after a quiet spell (default: 10 seconds' worth, at least 1).
+	AnnounceRate  float64 `json:"announce_rate"`
+	AnnounceBurst int     `json:"announce_burst"`
+	// ScrapeRate and ScrapeBurst are the same for scrapes.
+	ScrapeRate  float64 `json:"scrape_rate"`
+	ScrapeBurst int     `json:"scrape_burst"`
+	// IPv4Prefix and IPv6Prefix are the prefix lengths that share a bucket: 32 and 64 (an IPv4
+	// address, an IPv6 /64) by default; 24 and 48 are coarser choices.
+	IPv4Prefix int `json:"ipv4_prefix"`
+	IPv6Prefix int `json:"ipv6_prefix"`
+	// TableSize is how many buckets are kept; past it the longest-idle bucket is reused.
+	TableSize int `json:"table_size"`
+}
+
+// Burst returns the burst of a kind with the given rate and configured burst: burst when set,
+// else 10 seconds' worth of rate, at least 1.
+func (RateLimit) Burst(rate float64, burst int) int {
+	if burst > 0 {
+		return burst
+	}
+	return max(1, int(rate*10))
+}
+
+// MaxRateLimitTable bounds rate_limit.table_size (64 M buckets, about 1.2 GB).
+const MaxRateLimitTable = 1 << 26
 
 // OcelotDeletionReasons are the texts Ocelot shows for Gazelle's deletion reason codes, in
 // "Unregistered torrent: <text>". They are a music site's; deletion_reasons replaces them.
@@ -157,6 +190,7 @@ func Default() Config {
 		GCPercent:              DefaultGCPercent,
 		MemoryTrimInterval:     Duration{time.Second},
 		UDPBatchSize:           32,
+		RateLimit:              RateLimit{IPv4Prefix: 32, IPv6Prefix: 64, TableSize: 1 << 16},
 		StatsEnabled:           true,
 		StatsBufferSize:        16384,
 		MemStatsInterval:       Duration{5 * time.Second},
@@ -322,6 +356,9 @@ func (c *Config) Validate() error {
 		return keyErr("peer_timeout", "%s must be longer than announce (%s), or every peer is reaped between two announces",
 			c.PeerTimeout.Duration, c.Announce.Duration)
 	}
+	if err := c.RateLimit.validate(); err != nil {
+		return err
+	}
 	if c.MaxNumWant < 1 {
 		return keyErr("max_num_want", "must be at least 1, got %d", c.MaxNumWant)
 	}
@@ -412,4 +449,32 @@ func (c *Config) TrustedProxyPrefixes() ([]netip.Prefix, error) {
 		out = append(out, netip.PrefixFrom(a, a.BitLen()))
 	}
 	return out, nil
+}
+
+func (r *RateLimit) validate() error {
+	for _, f := range []struct {
+		key   string
+		rate  float64
+		burst int
+	}{
+		{"announce", r.AnnounceRate, r.AnnounceBurst},
+		{"scrape", r.ScrapeRate, r.ScrapeBurst},
+	} {
+		if f.rate < 0 || f.rate > 1e9 || f.rate != f.rate {
+			return keyErr("rate_limit."+f.key+"_rate", "must be from 0 (no limit) to 1e9 requests a second, got %v", f.rate)
+		}
+		if f.burst < 0 || f.burst > 1e9 {
+			return keyErr("rate_limit."+f.key+"_burst", "must be from 0 (10 seconds' worth) to 1e9, got %d", f.burst)
+		}
+	}
+	if r.IPv4Prefix < 8 || r.IPv4Prefix > 32 {
+		return keyErr("rate_limit.ipv4_prefix", "must be from 8 to 32, got %d", r.IPv4Prefix)
+	}
+	if r.IPv6Prefix < 16 || r.IPv6Prefix > 128 {
+		return keyErr("rate_limit.ipv6_prefix", "must be from 16 to 128, got %d", r.IPv6Prefix)
+	}
+	if r.TableSize < 4 || r.TableSize > MaxRateLimitTable {
+		return keyErr("rate_limit.table_size", "must be from 4 to %d, got %d", MaxRateLimitTable, r.TableSize)
+	}
+	return nil
 }

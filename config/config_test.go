@@ -203,6 +203,12 @@ func TestParseBadKeys(t *testing.T) {
 		{name: "gc_percent too low", input: `{"gc_percent": 0}`, key: "gc_percent"},
 		{name: "gc_percent too high", input: `{"gc_percent": 5000}`, key: "gc_percent"},
 		{name: "negative memory_trim_interval", input: `{"memory_trim_interval": "-1s"}`, key: "memory_trim_interval"},
+		{name: "negative announce rate", input: `{"rate_limit": {"announce_rate": -1}}`, key: "rate_limit.announce_rate"},
+		{name: "negative scrape burst", input: `{"rate_limit": {"scrape_rate": 1, "scrape_burst": -1}}`, key: "rate_limit.scrape_burst"},
+		{name: "rate limit IPv4 prefix 33", input: `{"rate_limit": {"ipv4_prefix": 33}}`, key: "rate_limit.ipv4_prefix"},
+		{name: "rate limit IPv6 prefix 8", input: `{"rate_limit": {"ipv6_prefix": 8}}`, key: "rate_limit.ipv6_prefix"},
+		{name: "rate limit table of 0", input: `{"rate_limit": {"table_size": 0}}`, key: "rate_limit.table_size"},
+		{name: "unknown rate limit key", input: `{"rate_limit": {"announces": 1}}`, key: "rate_limit.announces"},
 		{name: "mem stats without interval", input: `{"include_mem_stats": true, "mem_stats_interval": "0s"}`, key: "mem_stats_interval"},
 	}
 	for _, tt := range tests {

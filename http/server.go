@@ -26,8 +26,10 @@ import (
 	"github.com/golang/glog"
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/chihaya/chihaya/clientip"
 	"github.com/chihaya/chihaya/config"
 	"github.com/chihaya/chihaya/http/query"
+	"github.com/chihaya/chihaya/ratelimit"
 	"github.com/chihaya/chihaya/stats"
 	"github.com/chihaya/chihaya/tracker"
 	"github.com/chihaya/chihaya/tracker/models"
@@ -40,9 +42,9 @@ const maxHeaderBytes = 16 << 10
 // Server is the HTTP frontend. Its handlers are safe for concurrent use.
 type Server struct {
 	tkr            *tracker.Tracker
-	allowSpoofing  bool
+	ips            *clientip.Resolver
+	limiter        *ratelimit.Limiter
 	realIPHeader   string
-	trusted        []netip.Prefix
 	requestTimeout time.Duration
 
 	recorder Recorder
@@ -97,17 +99,22 @@ func WithRecorder(r Recorder) Option {
 	return func(s *Server) { s.recorder = r }
 }
 
+// WithLimiter has the server refuse announces and scrapes over l's rates (a nil l limits
+// nothing).
+func WithLimiter(l *ratelimit.Limiter) Option {
+	return func(s *Server) { s.limiter = l }
+}
+
 // NewServer returns a frontend for tkr configured by cfg.
 func NewServer(cfg *config.Config, tkr *tracker.Tracker, opts ...Option) (*Server, error) {
-	trusted, err := cfg.TrustedProxyPrefixes()
+	ips, err := clientip.New(cfg)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{
 		tkr:            tkr,
-		allowSpoofing:  cfg.AllowIPSpoofing,
+		ips:            ips,
 		realIPHeader:   cfg.RealIPHeader,
-		trusted:        trusted,
 		requestTimeout: cfg.RequestTimeout.Duration,
 		extra:          make(map[string]nethttp.Handler),
 		keepAlive:      cfg.HTTPKeepAlive,
@@ -453,6 +460,9 @@ func (s *Server) announce(rq *request, sc *scratch) error {
 	if err := s.resolve(rq, &sc.q, a); err != nil {
 		return err
 	}
+	if !s.limiter.Allow(ratelimit.Announce, a.Remote, time.Now()) {
+		return models.ErrRateLimited
+	}
 	return s.tkr.HandleAnnounce(rq.ctx, a, &sc.w)
 }
 
@@ -464,6 +474,15 @@ func (s *Server) scrape(rq *request, sc *scratch) error {
 		return err
 	}
 	sc.sc.Passkey = rq.passkey
+	if s.limiter != nil {
+		remote, err := s.remoteAddr(rq)
+		if err != nil {
+			return err
+		}
+		if !s.limiter.Allow(ratelimit.Scrape, remote, time.Now()) {
+			return models.ErrRateLimited
+		}
+	}
 	return s.tkr.HandleScrape(rq.ctx, &sc.sc, &sc.w)
 }
 
@@ -483,20 +502,19 @@ func (s *Server) fail(w *writer, rq *request, err error) {
 	}
 }
 
-// resolve sets the announce's endpoints. The address is the socket's, or the last address in
-// real_ip_header when the socket belongs to a trusted proxy; the ip, ipv4 and ipv6 parameters
-// count only when allow_ip_spoofing is on.
+// resolve sets the announce's endpoints by the rules of clientip: the socket's address, or the
+// last address in real_ip_header when the socket belongs to a trusted proxy; the ip, ipv4 and
+// ipv6 parameters count only when allow_ip_spoofing is on.
 func (s *Server) resolve(rq *request, q *query.Params, a *models.Announce) error {
 	remote, err := s.remoteAddr(rq)
 	if err != nil {
 		return err
 	}
-	a.Remote = remote
-	port := a.Endpoint.Port()
-	a.Endpoint = netip.AddrPortFrom(remote, port)
-	if !s.allowSpoofing {
+	clientip.Begin(a, remote)
+	if !s.ips.Spoofing() {
 		return nil
 	}
+	port := a.Endpoint.Port()
 	for _, key := range [...]string{"ip", "ipv4", "ipv6"} {
 		v, ok := q.Get(key)
 		if !ok || len(v) == 0 {
@@ -506,11 +524,7 @@ func (s *Server) resolve(rq *request, q *query.Params, a *models.Announce) error
 		if !ok || (key == "ipv4" && !ap.Addr().Is4()) || (key == "ipv6" && !ap.Addr().Is6()) {
 			return models.ErrInvalidIP
 		}
-		if models.FamilyOf(ap.Addr()) == models.FamilyOf(remote) {
-			a.Endpoint = ap
-		} else {
-			a.Other = ap
-		}
+		s.ips.Claim(a, ap)
 	}
 	return nil
 }
@@ -528,30 +542,10 @@ func parseEndpoint(s string, port uint16) (netip.AddrPort, bool) {
 	return netip.AddrPortFrom(a.Unmap(), port), true
 }
 
+// remoteAddr is the client's address (see clientip.Resolver.Remote).
 func (s *Server) remoteAddr(rq *request) (netip.Addr, error) {
 	if rq.remoteErr != nil {
 		return netip.Addr{}, rq.remoteErr
 	}
-	remote := rq.remote
-	if !rq.hasRealIP || !s.isTrusted(remote) {
-		return remote, nil
-	}
-	last := rq.realIP
-	if i := strings.LastIndexByte(last, ','); i >= 0 {
-		last = last[i+1:]
-	}
-	addr, err := netip.ParseAddr(strings.TrimSpace(last))
-	if err != nil {
-		return netip.Addr{}, models.ErrInvalidIP
-	}
-	return addr.Unmap().WithZone(""), nil
-}
-
-func (s *Server) isTrusted(a netip.Addr) bool {
-	for _, p := range s.trusted {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
+	return s.ips.Remote(rq.remote, rq.realIP, rq.hasRealIP)
 }

@@ -301,6 +301,7 @@ var failureKinds = map[models.ClientError]string{
 	models.ErrTorrentNotFound:       "torrent_not_found",
 	models.ErrInternal:              "internal",
 	models.ErrUnavailable:           "unavailable",
+	models.ErrRateLimited:           "rate_limited",
 	tracker.ErrClientNotWhitelisted: "client_not_whitelisted",
 	models.ErrPasskeyNotFound:       "passkey_not_found",
 	models.ErrLeechingForbidden:     "leeching_forbidden",

@@ -7,6 +7,8 @@ import (
 
 	"github.com/golang/glog"
 
+	"github.com/chihaya/chihaya/clientip"
+	"github.com/chihaya/chihaya/ratelimit"
 	"github.com/chihaya/chihaya/stats"
 	"github.com/chihaya/chihaya/tracker/models"
 )
@@ -108,6 +110,9 @@ func (w *worker) handle(pkt []byte, from netip.AddrPort, oversized bool, out []b
 func (w *worker) announce(pkt []byte, from netip.AddrPort, fam models.Family, txID uint32, oversized bool, out []byte) []byte {
 	start := time.Now()
 	fresh, err := w.parseAnnounce(pkt, from, fam, oversized)
+	if err == nil && !w.s.limiter.Allow(ratelimit.Announce, w.a.Remote, start) {
+		err = models.ErrRateLimited
+	}
 	if err == nil {
 		w.w = writer{b: out, txID: txID, v6: fam == models.IPv6}
 		err = w.s.tkr.HandleAnnounce(w.s.ctx, &w.a, &w.w)
@@ -136,18 +141,15 @@ func (w *worker) parseAnnounce(pkt []byte, from netip.AddrPort, fam models.Famil
 		// Its options were cut off.
 		return false, models.ErrMalformedRequest
 	}
-	remote := from.Addr().Unmap().WithZone("")
-	a.Remote = remote
-	port := a.Endpoint.Port()
-	a.Endpoint = netip.AddrPortFrom(remote, port)
-	if w.s.allowSpoofing && ip != [4]byte{} {
+	// A datagram has no real-IP header: the address is the source's.
+	remote, err := w.s.ips.Remote(from.Addr(), "", false)
+	if err != nil {
+		return false, err
+	}
+	clientip.Begin(a, remote)
+	if ip != [4]byte{} {
 		// The IP field is IPv4 only: over IPv6 it names the peer's other endpoint (BEP 7).
-		ap := netip.AddrPortFrom(netip.AddrFrom4(ip), port)
-		if fam == models.IPv4 {
-			a.Endpoint = ap
-		} else {
-			a.Other = ap
-		}
+		w.s.ips.Claim(a, netip.AddrPortFrom(netip.AddrFrom4(ip), a.Endpoint.Port()))
 	}
 	if !w.s.private {
 		// The path (and any passkey in it) means nothing to a public tracker, as over HTTP.
@@ -186,6 +188,8 @@ func (w *worker) scrape(pkt []byte, from netip.AddrPort, fam models.Family, txID
 		err = models.ErrPrivateScrape
 	case oversized:
 		err = models.ErrTooManyInfoHashes
+	case !w.s.limiter.Allow(ratelimit.Scrape, from.Addr(), start):
+		err = models.ErrRateLimited
 	default:
 		w.sc.InfoHashes, err = parseScrape(pkt, w.sc.InfoHashes[:0], w.s.maxScrape)
 	}

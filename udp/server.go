@@ -15,7 +15,9 @@ import (
 	"github.com/golang/glog"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/chihaya/chihaya/clientip"
 	"github.com/chihaya/chihaya/config"
+	"github.com/chihaya/chihaya/ratelimit"
 	"github.com/chihaya/chihaya/stats"
 	"github.com/chihaya/chihaya/tracker"
 )
@@ -38,6 +40,12 @@ type Recorder interface {
 // Option configures a Server.
 type Option func(*Server)
 
+// WithLimiter has the server refuse announces and scrapes over l's rates with an error packet
+// (a nil l limits nothing).
+func WithLimiter(l *ratelimit.Limiter) Option {
+	return func(s *Server) { s.limiter = l }
+}
+
 // WithRecorder has the server report every answered announce and scrape to r.
 func WithRecorder(r Recorder) Option {
 	return func(s *Server) { s.recorder = r }
@@ -45,15 +53,16 @@ func WithRecorder(r Recorder) Option {
 
 // Server is the UDP frontend. One Server may serve several sockets.
 type Server struct {
-	tkr           *tracker.Tracker
-	allowSpoofing bool
-	private       bool
-	maxScrape     int
-	readers       int
-	batch         int
-	recorder      Recorder
-	ids           *connIDs
-	metrics       *metrics
+	tkr       *tracker.Tracker
+	ips       *clientip.Resolver
+	limiter   *ratelimit.Limiter
+	private   bool
+	maxScrape int
+	readers   int
+	batch     int
+	recorder  Recorder
+	ids       *connIDs
+	metrics   *metrics
 
 	// now is the clock of connection IDs; tests replace it.
 	now func() time.Time
@@ -82,16 +91,20 @@ func NewServer(cfg *config.Config, tkr *tracker.Tracker, opts ...Option) (*Serve
 	if err != nil {
 		return nil, err
 	}
+	resolver, err := clientip.New(cfg)
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
-		tkr:           tkr,
-		allowSpoofing: cfg.AllowIPSpoofing,
-		private:       cfg.PrivateEnabled,
-		maxScrape:     min(tkr.MaxScrapeInfoHashes(), MaxScrapeInfoHashes),
-		readers:       cfg.UDPReaders,
-		batch:         max(cfg.UDPBatchSize, 1),
-		ids:           ids,
-		metrics:       newMetrics(),
-		now:           time.Now,
+		tkr:       tkr,
+		ips:       resolver,
+		private:   cfg.PrivateEnabled,
+		maxScrape: min(tkr.MaxScrapeInfoHashes(), MaxScrapeInfoHashes),
+		readers:   cfg.UDPReaders,
+		batch:     max(cfg.UDPBatchSize, 1),
+		ids:       ids,
+		metrics:   newMetrics(),
+		now:       time.Now,
 	}
 	if s.readers <= 0 {
 		s.readers = runtime.GOMAXPROCS(0)

@@ -24,6 +24,7 @@ const (
 	ErrTorrentNotFound   = ClientError("Unregistered torrent")
 	ErrInternal          = ClientError("internal tracker error, try again later")
 	ErrUnavailable       = ClientError("tracker temporarily unavailable")
+	ErrRateLimited       = ClientError("too many requests from your address, slow down")
 )
 
 // More failures a client can be told about, for missing or malformed announce parameters.

@@ -1,0 +1,153 @@
+package chihaya
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	nethttp "net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// loopbackClient is an HTTP client whose connections come from the loopback address src.
+func loopbackClient(src string) *nethttp.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 2 * time.Second}
+	return &nethttp.Client{Timeout: 5 * time.Second, Transport: &nethttp.Transport{DialContext: d.DialContext}}
+}
+
+func getBody(t *testing.T, c *nethttp.Client, u string) string {
+	t.Helper()
+	resp, err := c.Get(u)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, nethttp.StatusOK, resp.StatusCode, "%s", body)
+	return string(body)
+}
+
+// udpAsk sends one request to the tracker's UDP socket from src and returns the answer's action
+// and body after the transaction ID; it connects first, from the same socket.
+func udpAsk(t *testing.T, tracker net.Addr, src string, build func(id uint64) []byte) (uint32, []byte) {
+	t.Helper()
+	conn, err := net.DialUDP("udp4", &net.UDPAddr{IP: net.ParseIP(src)}, tracker.(*net.UDPAddr))
+	require.NoError(t, err)
+	defer conn.Close()
+	buf := make([]byte, 1500)
+	roundTrip := func(pkt []byte) []byte {
+		_, err := conn.Write(pkt)
+		require.NoError(t, err)
+		require.NoError(t, conn.SetReadDeadline(time.Now().Add(2*time.Second)))
+		n, err := conn.Read(buf)
+		require.NoError(t, err)
+		return buf[:n]
+	}
+	connect := binary.BigEndian.AppendUint64(nil, 0x41727101980)
+	connect = binary.BigEndian.AppendUint64(connect, 1) // action 0, transaction 1
+	resp := roundTrip(connect)
+	require.Len(t, resp, 16)
+	resp = roundTrip(build(binary.BigEndian.Uint64(resp[8:])))
+	require.GreaterOrEqual(t, len(resp), 8)
+	return binary.BigEndian.Uint32(resp), append([]byte(nil), resp[8:]...)
+}
+
+func udpAnnounce(ih, peerID string) func(uint64) []byte {
+	return func(id uint64) []byte {
+		b := binary.BigEndian.AppendUint64(nil, id)
+		b = binary.BigEndian.AppendUint32(b, 1)
+		b = binary.BigEndian.AppendUint32(b, 2)
+		b = append(b, ih...)
+		b = append(b, peerID...)
+		b = binary.BigEndian.AppendUint64(b, 0)
+		b = binary.BigEndian.AppendUint64(b, 100) // left: a leecher
+		b = binary.BigEndian.AppendUint64(b, 0)
+		b = binary.BigEndian.AppendUint32(b, 2) // started
+		b = binary.BigEndian.AppendUint32(b, 0)
+		b = binary.BigEndian.AppendUint32(b, 0)
+		b = binary.BigEndian.AppendUint32(b, 0xffffffff)
+		return binary.BigEndian.AppendUint16(b, 7000)
+	}
+}
+
+func udpScrape(ih string) func(uint64) []byte {
+	return func(id uint64) []byte {
+		b := binary.BigEndian.AppendUint64(nil, id)
+		b = binary.BigEndian.AppendUint32(b, 2)
+		b = binary.BigEndian.AppendUint32(b, 3)
+		return append(b, ih...)
+	}
+}
+
+// TestRateLimitPerAddress floods the tracker from 127.0.0.1 over HTTP and UDP (one budget for
+// both) while 127.0.0.2 is served: the flooder gets bencoded failures with intervals and UDP
+// error packets past its burst, what was refused never reached the driver, and the refusals
+// are counted.
+func TestRateLimitPerAddress(t *testing.T) {
+	cfg := loopbackConfig(t)
+	cfg.RateLimit.AnnounceRate, cfg.RateLimit.AnnounceBurst = 0.01, 5
+	cfg.RateLimit.ScrapeRate, cfg.RateLimit.ScrapeBurst = 0.01, 2
+	require.NoError(t, cfg.Validate())
+	c, err := Start(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		assert.NoError(t, c.Shutdown(ctx))
+	})
+	base := "http://" + c.Addr().String()
+	flooder, other := loopbackClient("127.0.0.1"), loopbackClient("127.0.0.2")
+	const ih = "rate-limited-torrent"
+	announce := func(peer string) string {
+		return base + "/announce?info_hash=" + url.QueryEscape(ih) + "&peer_id=" + url.QueryEscape(peer) +
+			"&port=7000&uploaded=0&downloaded=0&left=100&event=started"
+	}
+	limited := "too many requests from your address"
+
+	ok, refused := 0, 0
+	for i := 0; i < 20; i++ {
+		body := getBody(t, flooder, announce(fmt.Sprintf("-XX0001-flood-%06d", i)))
+		if strings.Contains(body, limited) {
+			refused++
+			assert.Contains(t, body, "8:intervali", "a refusal carries the interval")
+			assert.Contains(t, body, "12:min intervali", "and the min interval")
+		} else {
+			require.Contains(t, body, "8:completei", body)
+			ok++
+		}
+	}
+	assert.Equal(t, 5, ok, "the burst goes through")
+	assert.Equal(t, 15, refused)
+
+	// Another address is served, over HTTP and UDP.
+	assert.Contains(t, getBody(t, other, announce("-XX0001-other-000001")), "8:completei")
+	action, body := udpAsk(t, c.UDPAddr(), "127.0.0.2", udpAnnounce(ih, "-XX0001-other-000002"))
+	assert.Equal(t, uint32(1), action, "127.0.0.2's UDP announce: %q", body)
+	// The flooder's budget is spent over UDP too.
+	action, body = udpAsk(t, c.UDPAddr(), "127.0.0.1", udpAnnounce(ih, "-XX0001-flood-udp-01"))
+	assert.Equal(t, uint32(3), action)
+	assert.Contains(t, string(body), limited)
+
+	// Only what was let through reached the swarm: 5 of the flooder's, 2 of the other's.
+	scrape := base + "/scrape?info_hash=" + url.QueryEscape(ih)
+	assert.Contains(t, getBody(t, other, scrape), "10:incompletei7e")
+	// Scrapes have their own budget: 127.0.0.2 has one scrape left, then is refused.
+	assert.Contains(t, getBody(t, other, scrape), "10:incompletei7e")
+	assert.Contains(t, getBody(t, other, scrape), limited)
+	action, body = udpAsk(t, c.UDPAddr(), "127.0.0.2", udpScrape(ih))
+	assert.Equal(t, uint32(3), action)
+	assert.Contains(t, string(body), limited)
+	action, _ = udpAsk(t, c.UDPAddr(), "127.0.0.1", udpScrape(ih))
+	assert.Equal(t, uint32(2), action, "the flooder's scrapes were not spent by its announces")
+
+	metrics := getBody(t, other, base+"/metrics")
+	assert.Regexp(t, regexp.MustCompile(`(?m)^chihaya_ratelimit_limited_total\{action="announce"\} 16$`), metrics)
+	assert.Regexp(t, regexp.MustCompile(`(?m)^chihaya_ratelimit_limited_total\{action="scrape"\} 2$`), metrics)
+}
