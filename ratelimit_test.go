@@ -151,3 +151,42 @@ func TestRateLimitPerAddress(t *testing.T) {
 	assert.Regexp(t, regexp.MustCompile(`(?m)^chihaya_ratelimit_limited_total\{action="announce"\} 16$`), metrics)
 	assert.Regexp(t, regexp.MustCompile(`(?m)^chihaya_ratelimit_limited_total\{action="scrape"\} 2$`), metrics)
 }
+
+// TestMaxTorrents fills the memory driver to its max_torrents with announces of random info
+// hashes: the next new torrent is refused over HTTP and UDP, while the torrents already there
+// go on taking peers.
+func TestMaxTorrents(t *testing.T) {
+	cfg := loopbackConfig(t)
+	cfg.Tracker.Params = []byte(`{"max_torrents": 3}`)
+	c, err := Start(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		assert.NoError(t, c.Shutdown(ctx))
+	})
+	base := "http://" + c.Addr().String()
+	client := loopbackClient("127.0.0.1")
+	announce := func(ih, peer string) string {
+		return getBody(t, client, base+"/announce?info_hash="+url.QueryEscape(ih)+"&peer_id="+url.QueryEscape(peer)+
+			"&port=7000&uploaded=0&downloaded=0&left=100")
+	}
+	full := "tracker full: no new torrents"
+	for i := 0; i < 3; i++ {
+		assert.Contains(t, announce(fmt.Sprintf("torrent-%012d", i), "-XX0001-peer-0000001"), "8:completei")
+	}
+	body := announce("torrent-number-four!", "-XX0001-peer-0000001")
+	assert.Contains(t, body, full)
+	assert.Contains(t, body, "12:min intervali")
+	action, pkt := udpAsk(t, c.UDPAddr(), "127.0.0.1", udpAnnounce("torrent-number-five!", "-XX0001-peer-0000002"))
+	assert.Equal(t, uint32(3), action)
+	assert.Contains(t, string(pkt), full)
+	// The torrents already there take new peers, over both.
+	assert.Contains(t, announce(fmt.Sprintf("torrent-%012d", 0), "-XX0001-peer-0000003"), "10:incompletei2e")
+	action, _ = udpAsk(t, c.UDPAddr(), "127.0.0.1", udpAnnounce(fmt.Sprintf("torrent-%012d", 1), "-XX0001-peer-0000004"))
+	assert.Equal(t, uint32(1), action)
+	// The stats goroutine counts what the frontends record a few milliseconds later.
+	want := regexp.MustCompile(`(?m)^chihaya_failures_total\{action="announce",kind="torrent_limit"\} 2$`)
+	assert.Eventually(t, func() bool { return want.MatchString(getBody(t, client, base+"/metrics")) },
+		5*time.Second, 20*time.Millisecond, "two torrent_limit failures counted")
+}

@@ -302,6 +302,8 @@ var failureKinds = map[models.ClientError]string{
 	models.ErrInternal:              "internal",
 	models.ErrUnavailable:           "unavailable",
 	models.ErrRateLimited:           "rate_limited",
+	models.ErrTorrentLimit:          "torrent_limit",
+	models.ErrPeerLimit:             "peer_limit",
 	tracker.ErrClientNotWhitelisted: "client_not_whitelisted",
 	models.ErrPasskeyNotFound:       "passkey_not_found",
 	models.ErrLeechingForbidden:     "leeching_forbidden",

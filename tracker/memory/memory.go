@@ -8,7 +8,10 @@
 //
 //	import _ "github.com/chihaya/chihaya/tracker/memory"
 //
-// Its params are {"shards": N}, the number of shards (default 1024).
+// Its params are {"shards": N, "max_torrents": T, "max_peers": P}: the number of shards
+// (default 1024), and the most torrents and peers announces may create (0, the default: no
+// limit). Past a limit an announce that would add a torrent or a peer is refused with
+// models.ErrTorrentLimit or models.ErrPeerLimit; swarms and peers already there go on as before.
 package memory
 
 import (
@@ -41,7 +44,9 @@ type Driver struct{}
 
 // Params is the "params" section of the memory driver's config.
 type Params struct {
-	Shards int `json:"shards"`
+	Shards      int   `json:"shards"`
+	MaxTorrents int64 `json:"max_torrents"`
+	MaxPeers    int64 `json:"max_peers"`
 }
 
 // New decodes params and opens a pool.
@@ -51,13 +56,44 @@ func (Driver) New(raw json.RawMessage) (tracker.Pool, error) {
 		dec := json.NewDecoder(bytes.NewReader(raw))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&p); err != nil {
-			return nil, fmt.Errorf("params: %w (known keys: \"shards\")", err)
+			return nil, fmt.Errorf("params: %w (known keys: \"shards\", \"max_torrents\", \"max_peers\")", err)
 		}
 	}
 	if p.Shards < 1 || p.Shards > MaxShards {
 		return nil, fmt.Errorf("params: key \"shards\": must be between 1 and %d, got %d", MaxShards, p.Shards)
 	}
-	return NewPool(p.Shards), nil
+	if p.MaxTorrents < 0 {
+		return nil, fmt.Errorf("params: key \"max_torrents\": must be 0 (no limit) or more, got %d", p.MaxTorrents)
+	}
+	if p.MaxPeers < 0 {
+		return nil, fmt.Errorf("params: key \"max_peers\": must be 0 (no limit) or more, got %d", p.MaxPeers)
+	}
+	pool := NewPool(p.Shards)
+	pool.SetLimits(p.MaxTorrents, p.MaxPeers)
+	return pool, nil
+}
+
+// SetLimits makes the pool refuse announces that would create a torrent past maxTorrents or
+// add a peer past maxPeers (0: no limit). Call it before the pool serves.
+func (p *Pool) SetLimits(maxTorrents, maxPeers int64) {
+	var u *usage
+	if maxTorrents > 0 || maxPeers > 0 {
+		u = &usage{maxTorrents: maxTorrents, maxPeers: maxPeers}
+	}
+	for i := range p.shards {
+		s := &p.shards[i]
+		s.mu.Lock()
+		if u != nil {
+			u.torrents.Add(int64(s.n))
+			for ti := range s.recs {
+				if s.recs[ti].used {
+					u.peers.Add(int64(s.recs[ti].n))
+				}
+			}
+		}
+		s.usage = u
+		s.mu.Unlock()
+	}
 }
 
 // Pool is the memory driver's storage. It is its own tracker.Conn: the shards are shared and
@@ -110,6 +146,9 @@ func (p *Pool) Announce(_ context.Context, ih models.InfoHash, u *tracker.PeerUp
 			res.Seeders, res.Leechers, res.Snatches = 0, 0, 0
 			return nil
 		}
+		if err := s.usage.admit(true); err != nil {
+			return err
+		}
 		var err error
 		if t, err = s.add(ih); err != nil {
 			return announceErr(ih, err)
@@ -117,8 +156,13 @@ func (p *Pool) Announce(_ context.Context, ih models.InfoHash, u *tracker.PeerUp
 	}
 
 	i := t.find(u.Key)
-	if i < 0 && !u.Remove && int(t.n) >= maxSwarm {
-		return announceErr(ih, errSwarmFull)
+	if i < 0 && !u.Remove {
+		if int(t.n) >= maxSwarm {
+			return announceErr(ih, errSwarmFull)
+		}
+		if err := s.usage.admit(false); err != nil {
+			return err
+		}
 	}
 	if i >= 0 {
 		up, down := t.counters(i)
@@ -138,6 +182,7 @@ func (p *Pool) Announce(_ context.Context, ih models.InfoHash, u *tracker.PeerUp
 	case u.Remove:
 		if i >= 0 {
 			t.remove(i)
+			s.usage.addPeers(-1)
 		}
 	default:
 		var pe pending
@@ -176,6 +221,7 @@ func (p *Pool) Announce(_ context.Context, ih models.InfoHash, u *tracker.PeerUp
 			t.insert(&pe, u.Seeder)
 		default:
 			t.insert(&pe, u.Seeder)
+			s.usage.addPeers(1)
 		}
 	}
 
@@ -346,6 +392,7 @@ func (p *Pool) Reap(ctx context.Context, cutoff time.Time, purgeEmpty bool) (tra
 			work += int(t.n) + 1
 			n := t.reap(limit)
 			r.Peers += n
+			s.usage.addPeers(-n)
 			if t.x != nil && t.x.site != nil {
 				// The site's torrents stay registered however empty; the site is told their
 				// new counts.

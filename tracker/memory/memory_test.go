@@ -85,6 +85,9 @@ func TestDriverParams(t *testing.T) {
 		{name: "unknown key", params: `{"shard": 8}`, errHas: []string{`"shard"`, `known keys: "shards"`}},
 		{name: "unknown key beside a good one", params: `{"shards": 8, "ttl": "1m"}`, errHas: []string{`"ttl"`}},
 		{name: "not an object", params: `[1]`, errHas: []string{"params"}},
+		{name: "limits set", params: `{"max_torrents": 10, "max_peers": 100}`, wantShards: DefaultShards},
+		{name: "negative max_torrents", params: `{"max_torrents": -1}`, errHas: []string{`"max_torrents"`, "got -1"}},
+		{name: "negative max_peers", params: `{"max_peers": -5}`, errHas: []string{`"max_peers"`, "got -5"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -24,6 +24,8 @@ type table struct {
 	free  []uint32 // places in recs that hold no torrent
 	n     int      // torrents
 	seed  maphash.Seed
+	// usage is the pool's count of torrents and peers, when it has limits; nil otherwise.
+	usage *usage
 }
 
 const (
@@ -104,6 +106,7 @@ func (tb *table) add(ih models.InfoHash) (*torrent, error) {
 	i, _ := tb.find(&ih, h)
 	tb.slots[i] = tag(h) | (place + 1)
 	tb.n++
+	tb.usage.addTorrents(1)
 	return t, nil
 }
 
@@ -138,6 +141,8 @@ func (tb *table) drop(ih models.InfoHash) {
 		return
 	}
 	place := tb.slots[i]&placeMask - 1
+	tb.usage.addTorrents(-1)
+	tb.usage.addPeers(-int(tb.recs[place].n))
 	tb.n--
 	if tb.n == 0 {
 		tb.slots, tb.recs, tb.free = nil, nil, nil

@@ -25,6 +25,10 @@ const (
 	ErrInternal          = ClientError("internal tracker error, try again later")
 	ErrUnavailable       = ClientError("tracker temporarily unavailable")
 	ErrRateLimited       = ClientError("too many requests from your address, slow down")
+	// ErrTorrentLimit and ErrPeerLimit refuse an announce that would create a torrent or add
+	// a peer past the driver's configured limit.
+	ErrTorrentLimit = ClientError("tracker full: no new torrents are taken, try again later")
+	ErrPeerLimit    = ClientError("tracker full: no new peers are taken, try again later")
 )
 
 // More failures a client can be told about, for missing or malformed announce parameters.
