@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mathrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -32,8 +33,9 @@ const (
 	// the test filled, it takes a few seconds).
 	buildTimeout = 60 * time.Second
 	// swarmTimeout bounds one run of the swarm (one scheme) up to the stopping of its
-	// processes; a run takes some 20-30 s. Stopping them takes at most stopGrace each, so a
-	// run stays within 100 s and the whole test within four and a half minutes.
+	// processes; a run takes some 20 s (transmission-cli is the slowest leecher). Stopping
+	// them takes at most stopGrace each, so a run stays within two minutes and the whole test
+	// within five.
 	swarmTimeout = 75 * time.Second
 	// stopGrace is how long a process gets between SIGTERM and SIGKILL.
 	stopGrace = 5 * time.Second
@@ -49,7 +51,8 @@ const (
 )
 
 // installHint tells how to get the clients.
-const installHint = "run `bash .ci/run`, or: apt-get install python3-libtorrent aria2 transmission-cli mktorrent"
+const installHint = "run `bash .ci/run`, or: apt-get install python3-libtorrent aria2 transmission-cli rtorrent mktorrent nodejs npm" +
+	" && npm install --ignore-scripts --no-save --prefix cmd/chihaya/testdata/webtorrent"
 
 // clientKind is one BitTorrent client implementation the swarm can run.
 type clientKind struct {
@@ -169,6 +172,69 @@ var clientKinds = map[string]*clientKind{
 				"--port", strconv.Itoa(c.port), "--no-portmap", "--no-uplimit", "--no-downlimit", s.torrent}, nil
 		},
 	},
+	"rtorrent": {
+		name:  "rtorrent",
+		tools: []string{"rtorrent"},
+		command: func(s *swarm, c *client) ([]string, error) {
+			session := filepath.Join(c.home, "session")
+			if err := os.MkdirAll(session, 0o755); err != nil {
+				return nil, err
+			}
+			logFile := filepath.Join(c.home, "rtorrent.log")
+			c.logs = append(c.logs, logFile)
+			// rtorrent reads $HOME/.rtorrent.rc (HOME is c.home), then loads and starts the
+			// torrent given on its command line.
+			rc := strings.Join([]string{
+				"system.daemon.set = true", // no terminal UI; runs in the foreground until SIGTERM
+				"session.path.set = " + strconv.Quote(session),
+				"directory.default.set = " + strconv.Quote(c.dir),
+				"network.bind_address.set = 127.0.0.1",
+				"network.port_range.set = " + strconv.Itoa(c.port) + "-" + strconv.Itoa(c.port),
+				"network.port_random.set = no",
+				// Only the tracker may introduce peers (rtorrent has no LSD or UPnP).
+				"dht.mode.set = disable",
+				"protocol.pex.set = no",
+				"trackers.use_udp.set = yes",
+				// Without this, rtorrent checks the whole file again when the last piece
+				// arrives and announces left=0 without a completed event.
+				"pieces.hash.on_completion.set = no",
+				"log.open_file = main, " + strconv.Quote(logFile),
+				"log.add_output = info, main",
+				"log.add_output = tracker_debug, main",
+			}, "\n") + "\n"
+			if err := os.WriteFile(filepath.Join(c.home, ".rtorrent.rc"), []byte(rc), 0o644); err != nil {
+				return nil, err
+			}
+			return []string{"rtorrent", s.torrent}, nil
+		},
+	},
+	"webtorrent": {
+		name:  "webtorrent",
+		tools: []string{"node"},
+		probe: func(ctx context.Context) error {
+			script, err := filepath.Abs(filepath.Join("testdata", "webtorrent", "wtclient.mjs"))
+			if err != nil {
+				return err
+			}
+			out, err := exec.CommandContext(ctx, "node", script, "--version").CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("webtorrent-cli (node testdata/webtorrent/wtclient.mjs --version: %v: %s)", err, lastLine(out))
+			}
+			return nil
+		},
+		// webtorrent-cli has no flags that turn DHT, LSD, PEX and UPnP/NAT-PMP off, so
+		// testdata/webtorrent/wtclient.mjs runs its WebTorrent library with them off.
+		command: func(s *swarm, c *client) ([]string, error) {
+			script, err := filepath.Abs(filepath.Join("testdata", "webtorrent", "wtclient.mjs"))
+			if err != nil {
+				return nil, err
+			}
+			if c.seed {
+				return nil, errors.New("wtclient.mjs only leeches")
+			}
+			return []string{"node", script, "--torrent", s.torrent, "--save", c.dir, "--port", strconv.Itoa(c.port)}, nil
+		},
+	},
 }
 
 // swarmClients is the swarm: one seeder and leechers of every kind. The seeder starts first and
@@ -181,6 +247,8 @@ var swarmClients = []struct {
 	{"libtorrent", false},
 	{"aria2", false},
 	{"transmission", false},
+	{"rtorrent", false},
+	{"webtorrent", false},
 }
 
 // swarm is the state of one run.
@@ -210,24 +278,28 @@ type client struct {
 	// udpPort is a free UDP port for clients that need one of their own to reach a UDP
 	// tracker (aria2 sends UDP announces from its DHT socket).
 	udpPort int
-	proc    *proc
+	// logs are log files the client writes besides its standard output, shown on failure.
+	logs []string
+	proc *proc
 }
 
 // file is where the client keeps the payload.
 func (c *client) file() string { return filepath.Join(c.dir, payloadName) }
 
 // TestSwarm runs the real tracker binary with real BitTorrent clients on loopback: one seeder
-// and leechers of several implementations (swarmClients), which can find each other only
-// through the tracker. It passes when every leecher holds the payload byte for byte, a scrape
+// and leechers of five implementations (swarmClients: libtorrent, aria2, transmission-cli,
+// rtorrent and webtorrent-cli's WebTorrent), which can find each other only through the
+// tracker (the torrent is private; DHT, local service discovery, peer exchange and
+// UPnP/NAT-PMP are off in every client). It passes when every leecher holds the payload byte for byte, a scrape
 // counts every client as a seeder (complete = all clients, incomplete = 0), the tracker's
 // metrics show that the clients announced over the torrent's scheme only, and the tracker then
 // shuts down cleanly on SIGTERM without having logged an error. It runs twice: with an
 // http:// announce URL and with a udp:// one (BEP 15).
 //
-// The clients come from Debian packages; `bash .ci/run` installs them (or: apt-get install
-// python3-libtorrent aria2 transmission-cli mktorrent). Without them the test is skipped,
-// unless CHIHAYA_REQUIRE_SWARM=1, which CI sets, makes their absence a failure. -short skips
-// it too.
+// The clients come from Debian packages and, for webtorrent-cli, from npm into
+// testdata/webtorrent; `bash .ci/run` installs them (see installHint). Without them the test
+// is skipped, unless CHIHAYA_REQUIRE_SWARM=1, which CI sets, makes their absence a failure.
+// -short skips it too.
 func TestSwarm(t *testing.T) {
 	if testing.Short() {
 		t.Skip("swarm test runs real BitTorrent clients; skipped in -short mode")
@@ -323,9 +395,10 @@ func runSwarm(t *testing.T, bin, scheme string) {
 		}
 		status := fmt.Sprintf("scrape %s; still downloading: %v", st, pending)
 		// The tracker counts a download on a completed event (as Ocelot and opentracker do).
-		// libtorrent and aria2 always send one; when a periodic announce of transmission-cli
-		// falls on the moment it finishes, it reports left=0 without the event and never sends
-		// one, so its download may go uncounted.
+		// libtorrent, aria2, webtorrent and rtorrent (with pieces.hash.on_completion off)
+		// always send one; when a periodic announce of transmission-cli falls on the moment it
+		// finishes, it reports left=0 without the event and never sends one, so its download
+		// may go uncounted.
 		ok := len(pending) == 0 && st.complete == 1+len(leechers) && st.incomplete == 0 &&
 			st.downloaded >= len(leechers)-1
 		if ok {
@@ -338,10 +411,12 @@ func runSwarm(t *testing.T, bin, scheme string) {
 
 	// The clients go first, so that the tracker is still there for their last announces; then
 	// the tracker must shut down cleanly, and must have logged no error, panic or data race.
+	stopStart := time.Now()
 	for _, c := range append(leechers, seeder) {
 		c.proc.stop()
 	}
 	s.trackerProc.stop()
+	t.Logf("clients and tracker stopped in %v", time.Since(stopStart).Round(time.Millisecond))
 	if err := s.trackerProc.err; err != nil {
 		t.Errorf("tracker did not exit cleanly on SIGTERM: %v", err)
 	}
@@ -544,6 +619,7 @@ func (s *swarm) startClient(ctx context.Context, c *client) {
 		env = append(pythonEnv(), env...)
 	}
 	c.proc = s.start(ctx, c.name, c.home, env, argv[0], argv[1:]...)
+	c.proc.logs = c.logs
 	s.t.Logf("started %s on 127.0.0.1:%d", c.name, c.port)
 }
 
@@ -655,6 +731,7 @@ type proc struct {
 	name     string
 	cmd      *exec.Cmd
 	log      string        // its standard output and error
+	logs     []string      // other log files it writes
 	done     chan struct{} // closed when it has exited; err is then set
 	err      error
 	stopOnce sync.Once
@@ -702,7 +779,9 @@ func (s *swarm) start(ctx context.Context, name, dir string, env []string, argv0
 	t.Cleanup(func() {
 		p.stop()
 		if t.Failed() {
-			t.Logf("--- last %d lines of %s (%s) ---\n%s", logTailLines, name, p.log, tail(p.log, logTailLines))
+			for _, l := range append([]string{p.log}, p.logs...) {
+				t.Logf("--- last %d lines of %s (%s) ---\n%s", logTailLines, name, l, tail(l, logTailLines))
+			}
 		}
 	})
 	return p
@@ -750,27 +829,33 @@ func pythonEnv() []string {
 	return append(env, "PYTHONNOUSERSITE=1", "PYTHONUNBUFFERED=1")
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// freePort returns a port on 127.0.0.1 that was free for TCP and UDP a moment ago, never one
+// picked before in this process. It picks below the kernel's ephemeral range (see
+// pickablePorts): a port from inside it could be taken, between the probe and the bind, as the
+// source port of an outgoing connection, such as a client's to the tracker.
 func freePort(t *testing.T) int {
 	t.Helper()
 	pickedMu.Lock()
 	defer pickedMu.Unlock()
-	// The kernel may hand out a port again once the probe closes it, and the clients bind
-	// theirs only later, so a port already picked in this process is never picked twice.
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	lo, hi := pickablePorts()
+	n := hi - lo + 1
+	start := mathrand.IntN(n)
+	for i := range min(n, 1000) {
+		port := lo + (start+i)%n
+		if picked[port] || !portFree(port) {
+			continue
 		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		if !picked[port] {
-			picked[port] = true
-			return port
-		}
+		picked[port] = true
+		return port
 	}
-	t.Fatal("no unpicked free port after 100 tries")
+	t.Fatalf("no free port in %d-%d after %d tries", lo, hi, min(n, 1000))
 	return 0
+}
+
+// freeUDPPort is freePort, for a socket that will be UDP.
+func freeUDPPort(t *testing.T) int {
+	t.Helper()
+	return freePort(t)
 }
 
 var (
@@ -778,26 +863,40 @@ var (
 	picked   = map[int]bool{}
 )
 
-// freeUDPPort returns a UDP port on 127.0.0.1 that was free a moment ago, never one picked
-// before in this process (for TCP or UDP).
-func freeUDPPort(t *testing.T) int {
-	t.Helper()
-	pickedMu.Lock()
-	defer pickedMu.Unlock()
-	for range 100 {
-		pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := pc.LocalAddr().(*net.UDPAddr).Port
-		pc.Close()
-		if !picked[port] {
-			picked[port] = true
-			return port
-		}
+// pickablePorts is the range freePort picks from: the 8192 ports below the kernel's ephemeral
+// range (net.ipv4.ip_local_port_range, 32768-60999 by default), or 20000-29999 if the range
+// cannot be read or starts too low for that.
+func pickablePorts() (lo, hi int) {
+	lo, hi = 20000, 29999
+	data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return lo, hi
 	}
-	t.Fatal("no unpicked free UDP port after 100 tries")
-	return 0
+	f := strings.Fields(string(data))
+	if len(f) != 2 {
+		return lo, hi
+	}
+	first, err := strconv.Atoi(f[0])
+	if err != nil || first < 1024+8192 {
+		return lo, hi
+	}
+	return first - 8192, first - 1
+}
+
+// portFree reports whether port on 127.0.0.1 can be bound for TCP and for UDP.
+func portFree(port int) bool {
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	ln, err := net.Listen("tcp4", addr)
+	if err != nil {
+		return false
+	}
+	defer ln.Close()
+	pc, err := net.ListenPacket("udp4", addr)
+	if err != nil {
+		return false
+	}
+	pc.Close()
+	return true
 }
 
 // transportMetric matches the tracker's announce counters by transport in /metrics.
@@ -853,6 +952,12 @@ func fileSHA256(path string) ([32]byte, error) {
 	var sum [32]byte
 	h.Sum(sum[:0])
 	return sum, nil
+}
+
+// lastLine returns the last non-empty line of out, such as the message of a failed probe.
+func lastLine(out []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return lines[len(lines)-1]
 }
 
 // tail returns the last n lines of the file at path. Carriage returns (progress lines) count
