@@ -30,6 +30,7 @@ import (
 	"github.com/golang/glog"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/chihaya/chihaya/admin"
 	"github.com/chihaya/chihaya/backend"
 	_ "github.com/chihaya/chihaya/backend/gazelle" // the Gazelle backend driver (private mode)
 	_ "github.com/chihaya/chihaya/backend/noop"    // the default backend driver
@@ -93,6 +94,9 @@ func boot(configPath string) error {
 	reload := make(chan os.Signal, 1)
 	signal.Notify(reload, syscall.SIGUSR1)
 	defer signal.Stop(reload)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 wait:
 	for {
 		select {
@@ -102,6 +106,10 @@ wait:
 		case err := <-c.errc:
 			glog.Errorf("chihaya: frontend stopped: %v", err)
 			break wait
+		case <-hup:
+			if _, err := c.ReloadOperator(ctx); err != nil {
+				glog.Errorf("chihaya: SIGHUP: %v", err)
+			}
 		case <-reload:
 			if !cfg.PrivateEnabled {
 				glog.Infof("chihaya: SIGUSR1 ignored: public mode has no site to reload")
@@ -159,6 +167,7 @@ func (c *Chihaya) Reload(ctx context.Context) error {
 	if err := c.tkr.ReplaceSite(ctx, st); err != nil {
 		return err
 	}
+	c.siteLoaded.Store(true)
 	glog.Infof("chihaya: loaded %d users, %d torrents, %d tokens, %d whitelist prefixes and %d baselines in %s",
 		len(st.Users), len(st.Torrents), len(st.Tokens), len(st.Whitelist), len(st.Baselines), time.Since(start).Round(time.Millisecond))
 	return nil
@@ -181,6 +190,7 @@ type Chihaya struct {
 	wg        sync.WaitGroup
 	errc      chan error
 	once      sync.Once
+	operatorState
 }
 
 // Start opens the drivers that cfg names, listens on cfg.Addr (and cfg.UDPAddr and
@@ -232,6 +242,10 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 	}
 	opts = append(opts, http.WithLimiter(limiter))
 	udpOpts = append(udpOpts, udp.WithLimiter(limiter))
+	c.tkr = tkr
+	if err := c.openAccessList(); err != nil {
+		return nil, err
+	}
 	if c.http, err = http.NewServer(cfg, tkr, opts...); err != nil {
 		return nil, err
 	}
@@ -240,7 +254,6 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 			return nil, err
 		}
 	}
-	c.tkr = tkr
 	if cfg.PrivateEnabled {
 		if err := c.Reload(context.Background()); err != nil {
 			return nil, err
@@ -263,12 +276,25 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 				return nil, fmt.Errorf("register udp metrics: %w", err)
 			}
 		}
+	}
+	api, healthz, readyz := c.operatorHandlers()
+	c.http.Handle("healthz", healthz)
+	c.http.Handle("readyz", readyz)
+	if c.stats != nil {
 		if cfg.StatsAddr == "" {
 			c.http.Handle("stats", c.stats.JSONHandler())
 			c.http.Handle("metrics", c.stats.MetricsHandler())
 		} else {
+			mux := nethttp.NewServeMux()
+			mux.Handle("/", c.stats.Mux(cfg.PprofEnabled))
+			mux.Handle("/healthz", healthz)
+			mux.Handle("/readyz", readyz)
+			if api != nil {
+				mux.Handle(admin.Prefix, api)
+				api = nil // served here, not on addr
+			}
 			c.statsHTTP = &nethttp.Server{
-				Handler:           c.stats.Mux(cfg.PprofEnabled),
+				Handler:           mux,
 				ReadHeaderTimeout: cfg.HTTPReadHeaderTimeout.Duration,
 				IdleTimeout:       cfg.HTTPIdleTimeout.Duration,
 			}
@@ -276,6 +302,9 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 				return nil, fmt.Errorf("listen on stats_addr %s: %w", cfg.StatsAddr, err)
 			}
 		}
+	}
+	if api != nil {
+		c.http.HandlePrefix(admin.Prefix, api)
 	}
 	if c.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
@@ -296,6 +325,9 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 		c.goRun(func() { c.stats.Run(ctx) })
 	}
 	c.goRun(func() { tkr.RunReaper(ctx) })
+	if err := c.watchAccessList(ctx); err != nil {
+		glog.Warningf("chihaya: %v; the list is read again only on SIGHUP and POST /admin/reload", err)
+	}
 	if d := cfg.MemoryTrimInterval.Duration; d > 0 {
 		c.goRun(func() { trimMemory(ctx, d) })
 	}

@@ -109,6 +109,13 @@ type Config struct {
 	// RateLimit bounds the announces and scrapes of one address prefix; off by default.
 	RateLimit RateLimit `json:"rate_limit"`
 
+	// AccessListMode is "off", "allow" (only the torrents of AccessListFile are served) or
+	// "deny" (the torrents of AccessListFile are refused).
+	AccessListMode string `json:"access_list_mode"`
+	AccessListFile string `json:"access_list_file"`
+	// AdminToken, when set, serves the admin API to requests that carry it as a bearer token.
+	AdminToken string `json:"admin_token"`
+
 	ClientWhitelistEnabled bool     `json:"client_whitelist_enabled"`
 	ClientWhitelist        []string `json:"client_whitelist"`
 
@@ -149,6 +156,9 @@ func (RateLimit) Burst(rate float64, burst int) int {
 	}
 	return max(1, int(rate*10))
 }
+
+// MinAdminToken is the shortest admin_token accepted.
+const MinAdminToken = 16
 
 // MaxRateLimitTable bounds rate_limit.table_size (64 M buckets, about 1.2 GB).
 const MaxRateLimitTable = 1 << 26
@@ -191,6 +201,7 @@ func Default() Config {
 		MemoryTrimInterval:     Duration{time.Second},
 		UDPBatchSize:           32,
 		RateLimit:              RateLimit{IPv4Prefix: 32, IPv6Prefix: 64, TableSize: 1 << 16},
+		AccessListMode:         "off",
 		StatsEnabled:           true,
 		StatsBufferSize:        16384,
 		MemStatsInterval:       Duration{5 * time.Second},
@@ -358,6 +369,18 @@ func (c *Config) Validate() error {
 	}
 	if err := c.RateLimit.validate(); err != nil {
 		return err
+	}
+	switch c.AccessListMode {
+	case "", "off":
+	case "allow", "deny":
+		if c.AccessListFile == "" {
+			return keyErr("access_list_file", "must name the list's file when access_list_mode is %q", c.AccessListMode)
+		}
+	default:
+		return keyErr("access_list_mode", "want \"off\", \"allow\" or \"deny\", got %q", c.AccessListMode)
+	}
+	if c.AdminToken != "" && len(c.AdminToken) < MinAdminToken {
+		return keyErr("admin_token", "must be at least %d characters (a long random string), got %d", MinAdminToken, len(c.AdminToken))
 	}
 	if c.MaxNumWant < 1 {
 		return keyErr("max_num_want", "must be at least 1, got %d", c.MaxNumWant)

@@ -209,6 +209,9 @@ func TestParseBadKeys(t *testing.T) {
 		{name: "rate limit IPv6 prefix 8", input: `{"rate_limit": {"ipv6_prefix": 8}}`, key: "rate_limit.ipv6_prefix"},
 		{name: "rate limit table of 0", input: `{"rate_limit": {"table_size": 0}}`, key: "rate_limit.table_size"},
 		{name: "unknown rate limit key", input: `{"rate_limit": {"announces": 1}}`, key: "rate_limit.announces"},
+		{name: "unknown access list mode", input: `{"access_list_mode": "block"}`, key: "access_list_mode"},
+		{name: "deny list without a file", input: `{"access_list_mode": "deny"}`, key: "access_list_file"},
+		{name: "short admin token", input: `{"admin_token": "secret"}`, key: "admin_token"},
 		{name: "mem stats without interval", input: `{"include_mem_stats": true, "mem_stats_interval": "0s"}`, key: "mem_stats_interval"},
 	}
 	for _, tt := range tests {

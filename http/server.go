@@ -55,6 +55,8 @@ type Server struct {
 
 	router  *httprouter.Router
 	extra   map[string]nethttp.Handler
+	// prefixes are handlers of whole subtrees (such as "/admin/"), for any method.
+	prefixes []prefixHandler
 	srv     *nethttp.Server
 	scratch sync.Pool
 
@@ -145,7 +147,7 @@ func NewServer(cfg *config.Config, tkr *tracker.Tracker, opts ...Option) (*Serve
 	s.router = r
 
 	s.srv = &nethttp.Server{
-		Handler:           r,
+		Handler:           nethttp.HandlerFunc(s.route),
 		ReadHeaderTimeout: cfg.HTTPReadHeaderTimeout.Duration,
 		WriteTimeout:      cfg.HTTPWriteTimeout.Duration,
 		IdleTimeout:       cfg.HTTPIdleTimeout.Duration,
@@ -162,8 +164,30 @@ func (s *Server) Handle(name string, h nethttp.Handler) {
 	s.extra[name] = h
 }
 
+type prefixHandler struct {
+	prefix string
+	h      nethttp.Handler
+}
+
+// HandlePrefix serves h for every path under prefix (such as "/admin/"), whatever the method,
+// before announce, scrape and the one-segment handlers. It must be called before Serve.
+func (s *Server) HandlePrefix(prefix string, h nethttp.Handler) {
+	s.prefixes = append(s.prefixes, prefixHandler{prefix, h})
+}
+
 // Handler returns the frontend's HTTP handler.
-func (s *Server) Handler() nethttp.Handler { return s.router }
+func (s *Server) Handler() nethttp.Handler { return nethttp.HandlerFunc(s.route) }
+
+// route sends a request the fast path did not take to a prefix handler, else to the router.
+func (s *Server) route(w nethttp.ResponseWriter, r *nethttp.Request) {
+	for _, p := range s.prefixes {
+		if strings.HasPrefix(r.URL.Path, p.prefix) {
+			p.h.ServeHTTP(w, r)
+			return
+		}
+	}
+	s.router.ServeHTTP(w, r)
+}
 
 // Serve accepts connections on ln until Shutdown. It returns nil after a graceful shutdown.
 //

@@ -304,6 +304,7 @@ var failureKinds = map[models.ClientError]string{
 	models.ErrRateLimited:           "rate_limited",
 	models.ErrTorrentLimit:          "torrent_limit",
 	models.ErrPeerLimit:             "peer_limit",
+	models.ErrNotAuthorized:         "not_authorized",
 	tracker.ErrClientNotWhitelisted: "client_not_whitelisted",
 	models.ErrPasskeyNotFound:       "passkey_not_found",
 	models.ErrLeechingForbidden:     "leeching_forbidden",

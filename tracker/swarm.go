@@ -35,3 +35,52 @@ func (t *Tracker) SwarmCounts(ctx context.Context) (models.SwarmCounts, error) {
 	}
 	return counts, nil
 }
+
+// TorrentCounter is an optional capability of a Conn: the size of one swarm, by family
+// (Torrents is 1 when the torrent exists, else 0 and every count is 0).
+type TorrentCounter interface {
+	TorrentCounts(ctx context.Context, ih models.InfoHash) (models.SwarmCounts, error)
+}
+
+// SwarmDropper is an optional capability of a Conn: removing one swarm at once, for a torrent
+// the operator refuses. It returns how many peers went. A torrent registered by a private site
+// keeps its registration; only its peers go.
+type SwarmDropper interface {
+	DropSwarm(ctx context.Context, ih models.InfoHash) (int, error)
+}
+
+// TorrentCounts returns the size of ih's swarm by family, or ErrNotSupported.
+func (t *Tracker) TorrentCounts(ctx context.Context, ih models.InfoHash) (models.SwarmCounts, error) {
+	conn, err := t.pool.Get()
+	if err != nil {
+		return models.SwarmCounts{}, fmt.Errorf("tracker: get conn: %w", err)
+	}
+	defer conn.Close()
+	tc, ok := conn.(TorrentCounter)
+	if !ok {
+		return models.SwarmCounts{}, ErrNotSupported
+	}
+	c, err := tc.TorrentCounts(ctx, ih)
+	if err != nil {
+		return c, fmt.Errorf("tracker: torrent counts %x: %w", ih[:], err)
+	}
+	return c, nil
+}
+
+// DropSwarm removes ih's swarm now, or returns ErrNotSupported; see SwarmDropper.
+func (t *Tracker) DropSwarm(ctx context.Context, ih models.InfoHash) (int, error) {
+	conn, err := t.pool.Get()
+	if err != nil {
+		return 0, fmt.Errorf("tracker: get conn: %w", err)
+	}
+	defer conn.Close()
+	d, ok := conn.(SwarmDropper)
+	if !ok {
+		return 0, ErrNotSupported
+	}
+	n, err := d.DropSwarm(ctx, ih)
+	if err != nil {
+		return n, fmt.Errorf("tracker: drop swarm %x: %w", ih[:], err)
+	}
+	return n, nil
+}

@@ -71,6 +71,8 @@ type Tracker struct {
 	reapInterval       time.Duration
 	purgeEmpty         bool
 	whitelist          [][]byte
+	// access decides which torrents are served; nil serves all.
+	access AccessList
 
 	// counters is set when the backend consumes deltas, which need each peer's previous
 	// counters: PeerUpdate.Counters.
@@ -104,6 +106,21 @@ type announceScratch struct {
 
 type scrapeScratch struct {
 	resp models.ScrapeResponse
+}
+
+// AccessList decides which torrents the tracker serves (access_list_mode); *accesslist.List
+// implements it. Allowed is called on every announce and scrape and must not block.
+type AccessList interface {
+	Allowed(ih *models.InfoHash) bool
+}
+
+// SetAccessList has the tracker refuse announces and scrapes of the torrents l does not allow,
+// with models.ErrNotAuthorized. Call it before the tracker serves.
+func (t *Tracker) SetAccessList(l AccessList) { t.access = l }
+
+// authorized reports whether ih may be served.
+func (t *Tracker) authorized(ih *models.InfoHash) bool {
+	return t.access == nil || t.access.Allowed(ih)
 }
 
 // New returns a core that keeps swarms in pool and sends deltas to backend. observer may be nil.
@@ -201,6 +218,9 @@ func (t *Tracker) whitelisted(id models.PeerID) bool { return id.Admitted(t.whit
 func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w AnnounceWriter) error {
 	if !a.Endpoint.IsValid() {
 		return models.ErrInvalidIP
+	}
+	if !t.authorized(&a.InfoHash) {
+		return models.ErrNotAuthorized
 	}
 	conn, err := t.pool.Get()
 	if err != nil {
@@ -450,6 +470,13 @@ func (t *Tracker) HandleScrape(ctx context.Context, sc *models.Scrape, w ScrapeW
 	}
 	if len(sc.InfoHashes) > t.maxScrape {
 		return models.ErrTooManyInfoHashes
+	}
+	// A scrape naming a refused torrent is refused whole, so that the list cannot be probed
+	// for the counts of what it refuses.
+	for i := range sc.InfoHashes {
+		if !t.authorized(&sc.InfoHashes[i]) {
+			return models.ErrNotAuthorized
+		}
 	}
 	conn, err := t.pool.Get()
 	if err != nil {

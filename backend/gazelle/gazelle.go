@@ -436,3 +436,11 @@ func (mysqlLogger) Print(v ...any) {
 }
 
 var _ mysql.Logger = mysqlLogger{}
+
+// Ping checks that the database answers, for readiness probes.
+func (c *Conn) Ping(ctx context.Context) error {
+	if err := c.db.PingContext(ctx); err != nil {
+		return fmt.Errorf("gazelle: ping %s: %w", c.where, err)
+	}
+	return nil
+}

@@ -189,6 +189,16 @@ type redisTracker struct {
 // startRedisTracker starts the tracker with the redis driver and params, HTTP and UDP on
 // loopback, and waits until it answers HTTP. s's cleanup stops it.
 func startRedisTracker(ctx context.Context, s *swarm, bin, name string, params map[string]any) *redisTracker {
+	return startConfigured(ctx, s, bin, name, map[string]any{
+		"announce":     "30m",
+		"min_announce": "15m",
+		"tracker":      map[string]any{"driver": "redis", "params": params},
+	})
+}
+
+// startConfigured starts the tracker with the keys of cfg, HTTP and UDP on free loopback
+// ports (one UDP reader), and waits until it answers HTTP. s's cleanup stops it.
+func startConfigured(ctx context.Context, s *swarm, bin, name string, cfg map[string]any) *redisTracker {
 	t := s.t
 	t.Helper()
 	tr := &redisTracker{
@@ -196,16 +206,16 @@ func startRedisTracker(ctx context.Context, s *swarm, bin, name string, params m
 		http: "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t))),
 		udp:  net.JoinHostPort("127.0.0.1", strconv.Itoa(freeUDPPort(t))),
 	}
-	cfg := map[string]any{
+	all := map[string]any{
 		"addr":             strings.TrimPrefix(tr.http, "http://"),
 		"udp_addr":         tr.udp,
 		"udp_readers":      1,
-		"announce":         "30m",
-		"min_announce":     "15m",
 		"shutdown_timeout": "3s",
-		"tracker":          map[string]any{"driver": "redis", "params": params},
 	}
-	data, err := json.MarshalIndent(cfg, "", "  ")
+	for k, v := range cfg {
+		all[k] = v
+	}
+	data, err := json.MarshalIndent(all, "", "  ")
 	require.NoError(t, err)
 	cfgPath := filepath.Join(s.root, name+".json")
 	require.NoError(t, os.WriteFile(cfgPath, data, 0o600))

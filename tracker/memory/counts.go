@@ -38,3 +38,52 @@ func (p *Pool) SwarmCounts(ctx context.Context) (models.SwarmCounts, error) {
 	}
 	return c, nil
 }
+
+var (
+	_ tracker.TorrentCounter = (*Pool)(nil)
+	_ tracker.SwarmDropper   = (*Pool)(nil)
+)
+
+// TorrentCounts counts one swarm's peers by family under its shard's read lock.
+func (p *Pool) TorrentCounts(_ context.Context, ih models.InfoHash) (models.SwarmCounts, error) {
+	var c models.SwarmCounts
+	s := p.shardFor(ih)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	t := s.get(ih)
+	if t == nil {
+		return c, nil
+	}
+	c.Torrents = 1
+	for j, e := range t.ents() {
+		if j < t.seeders() {
+			c.Seeders[e.family()]++
+		} else {
+			c.Leechers[e.family()]++
+		}
+	}
+	return c, nil
+}
+
+// DropSwarm removes ih's peers. A public torrent goes with them; a site's torrent stays
+// registered, with its snatch count, and the site is not told of the peers (the reaper would
+// have dropped them silently too).
+func (p *Pool) DropSwarm(_ context.Context, ih models.InfoHash) (int, error) {
+	s := p.shardFor(ih)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.get(ih)
+	if t == nil {
+		return 0, nil
+	}
+	n := int(t.n)
+	if t.x != nil && t.x.site != nil {
+		for i := n - 1; i >= 0; i-- {
+			t.remove(i)
+		}
+		s.usage.addPeers(-n)
+		return n, nil
+	}
+	s.drop(ih)
+	return n, nil
+}

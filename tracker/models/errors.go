@@ -29,6 +29,9 @@ const (
 	// a peer past the driver's configured limit.
 	ErrTorrentLimit = ClientError("tracker full: no new torrents are taken, try again later")
 	ErrPeerLimit    = ClientError("tracker full: no new peers are taken, try again later")
+	// ErrNotAuthorized refuses a torrent the access list does not allow (opentracker's and
+	// aquatic's text).
+	ErrNotAuthorized = ClientError("Requested download is not authorized for use with this tracker.")
 )
 
 // More failures a client can be told about, for missing or malformed announce parameters.

@@ -93,6 +93,7 @@ package redis
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -340,4 +341,14 @@ func asInt(x any) int64 {
 func asString(x any) string {
 	s, _ := x.(string)
 	return s
+}
+
+// Ping checks that Redis answers (in cluster mode, every master), for readiness probes.
+func (p *Pool) Ping(ctx context.Context) error {
+	if cc, ok := p.client.(*goredis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, c *goredis.Client) error {
+			return c.Ping(ctx).Err()
+		})
+	}
+	return p.client.Ping(ctx).Err()
 }
