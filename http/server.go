@@ -53,12 +53,12 @@ type Server struct {
 	ctl         *control
 	reportStats ReportStats
 
-	router  *httprouter.Router
-	extra   map[string]nethttp.Handler
+	router *httprouter.Router
+	extra  map[string]nethttp.Handler
 	// prefixes are handlers of whole subtrees (such as "/admin/"), for any method.
 	prefixes []prefixHandler
-	srv     *nethttp.Server
-	scratch sync.Pool
+	srv      *nethttp.Server
+	scratch  sync.Pool
 
 	// The fast path (fast.go).
 	keepAlive     bool
