@@ -162,6 +162,11 @@ func newConnTable(max, perAddr int) *connTable {
 // anyone when the table is at the budget. It reports false, and counts the refusal, when there
 // was none to shed.
 func (t *connTable) admit(e *connEntry, key addrKey, capped bool) bool {
+	if t.open >= t.max+t.slack {
+		// Too many shed connections are still open: their descriptors are not free yet.
+		t.refused[reasonMaxConnections]++
+		return false
+	}
 	var a *addrConns
 	if capped && t.perAddr > 0 {
 		a = t.addrs[key]
@@ -170,8 +175,7 @@ func (t *connTable) admit(e *connEntry, key addrKey, capped bool) bool {
 			return false
 		}
 	}
-	if t.open-t.shedding >= t.max && !t.shedOne(&t.tiers, reasonMaxConnections) ||
-		t.open >= t.max+t.slack {
+	if t.open-t.shedding >= t.max && !t.shedOne(&t.tiers, reasonMaxConnections) {
 		t.refused[reasonMaxConnections]++
 		return false
 	}
