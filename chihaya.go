@@ -100,7 +100,7 @@ func boot(configPath string) error {
 		how = "derived from the open files limit"
 	}
 	glog.Infof("chihaya: max_connections %d (%s), max_connections_per_ip %d", maxConns, how, perIP)
-	if limit.soft > 0 && uint64(maxConns)+64 > limit.soft {
+	if cfg.MaxConnections > 0 && limit.soft > 0 && uint64(maxConns)+64 > limit.soft {
 		glog.Warningf("chihaya: max_connections %d leaves less than 64 of the open files limit %d for listeners, drivers and closing connections: the tracker may run out of descriptors before the budget is reached", maxConns, limit.soft)
 	}
 	if ua := c.UDPAddr(); ua != nil {
