@@ -82,9 +82,28 @@ func boot(configPath string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
+	before, limit, err := raiseFileLimit()
+	switch {
+	case err != nil:
+		glog.Warningf("chihaya: %v", err)
+	case before.soft != limit.soft:
+		glog.Infof("chihaya: open files limit: soft %d (raised from %d), hard %d", limit.soft, before.soft, limit.hard)
+	default:
+		glog.Infof("chihaya: open files limit: soft %d, hard %d", limit.soft, limit.hard)
+	}
+
 	c, err := Start(cfg)
 	if err != nil {
 		return err
+	}
+	maxConns, perIP := c.http.ConnectionLimits()
+	how := "configured"
+	if cfg.MaxConnections == 0 {
+		how = "derived from the open files limit"
+	}
+	glog.Infof("chihaya: max_connections %d (%s), max_connections_per_ip %d", maxConns, how, perIP)
+	if cfg.MaxConnections > 0 && limit.soft > 0 && uint64(maxConns)+64 > limit.soft {
+		glog.Warningf("chihaya: max_connections %d leaves less than 64 of the open files limit %d for listeners, drivers and closing connections: the tracker may run out of descriptors before the budget is reached", maxConns, limit.soft)
 	}
 	if ua := c.UDPAddr(); ua != nil {
 		glog.Infof("chihaya: serving HTTP on %s and UDP on %s (tracker %q, backend %q)", c.Addr(), ua, cfg.Tracker.Name, cfg.Backend.Name)
@@ -213,6 +232,9 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 	}
 	var observer tracker.Observer
 	var opts []http.Option
+	if limit, err := readFileLimit(); err == nil {
+		opts = append(opts, http.WithFileLimit(limit.soft))
+	}
 	var udpOpts []udp.Option
 	if cfg.StatsEnabled {
 		c.stats = stats.New(cfg, nil)
@@ -270,6 +292,9 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 			if err := c.stats.Registry().Register(multiCollector(mc.Collectors())); err != nil {
 				return nil, fmt.Errorf("register tracker driver metrics: %w", err)
 			}
+		}
+		if err := c.stats.Registry().Register(multiCollector(c.http.Collectors())); err != nil {
+			return nil, fmt.Errorf("register http metrics: %w", err)
 		}
 		if c.udp != nil {
 			if err := c.stats.Registry().Register(multiCollector(c.udp.Collectors())); err != nil {

@@ -35,7 +35,7 @@ func New(cfg *config.Config) (*Resolver, error) {
 // that does not hold an address is models.ErrInvalidIP.
 func (r *Resolver) Remote(socket netip.Addr, header string, hasHeader bool) (netip.Addr, error) {
 	socket = socket.Unmap().WithZone("")
-	if !hasHeader || !r.trustedProxy(socket) {
+	if !hasHeader || !r.TrustedProxy(socket) {
 		return socket, nil
 	}
 	if i := strings.LastIndexByte(header, ','); i >= 0 {
@@ -48,7 +48,8 @@ func (r *Resolver) Remote(socket netip.Addr, header string, hasHeader bool) (net
 	return addr.Unmap().WithZone(""), nil
 }
 
-func (r *Resolver) trustedProxy(a netip.Addr) bool {
+// TrustedProxy reports whether a is one of trusted_proxies.
+func (r *Resolver) TrustedProxy(a netip.Addr) bool {
 	for _, p := range r.trusted {
 		if p.Contains(a) {
 			return true

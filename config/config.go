@@ -52,6 +52,27 @@ type DriverConfig struct {
 // keeps the process's memory close to its live data for little CPU.
 const DefaultGCPercent = 50
 
+// DefaultMaxConnectionsPerIP is max_connections_per_ip's default: far more connections than
+// the users behind one NAT hold at once (a client holds one for an announce, and keeps it idle
+// for at most http_idle_timeout), few enough that one address cannot hold the whole budget of
+// a large file limit.
+const DefaultMaxConnectionsPerIP = 1024
+
+// DefaultMaxConnections is the connection budget when max_connections is 0, for a process
+// allowed fileLimit open files: the limit less a headroom of an eighth of it, and at least 64,
+// for the listeners, the runtime, the drivers' and the database's connections and the
+// connections being closed; at least half the limit, for tiny limits. 256 gives 192, 4096 gives
+// 3584, 65536 gives 57344.
+func DefaultMaxConnections(fileLimit uint64) int {
+	const maxInt = int(^uint(0) >> 1)
+	if fileLimit > uint64(maxInt) {
+		fileLimit = uint64(maxInt)
+	}
+	limit := int(fileLimit)
+	n := limit - max(64, limit/8)
+	return max(n, limit/2, 1)
+}
+
 // Config is the whole configuration of a Chihaya process. The JSON key of each field is in its
 // tag; README.md documents every key and its default.
 type Config struct {
@@ -85,6 +106,12 @@ type Config struct {
 	HTTPIdleTimeout       Duration `json:"http_idle_timeout"`
 	HTTPKeepAlive         bool     `json:"http_keep_alive"`
 	ShutdownTimeout       Duration `json:"shutdown_timeout"`
+
+	// MaxConnections is the HTTP frontend's connection budget; 0 derives it from the open files
+	// limit (DefaultMaxConnections). MaxConnectionsPerIP caps one IPv4 address's or IPv6 /64's
+	// share of it; 0 is no cap.
+	MaxConnections      int `json:"max_connections"`
+	MaxConnectionsPerIP int `json:"max_connections_per_ip"`
 
 	// GCPercent is the Go garbage collector's target (GOGC) while the tracker runs; the GOGC
 	// environment variable, when set, wins.
@@ -197,6 +224,7 @@ func Default() Config {
 		HTTPIdleTimeout:        Duration{2 * time.Minute},
 		HTTPKeepAlive:          true,
 		ShutdownTimeout:        Duration{15 * time.Second},
+		MaxConnectionsPerIP:    DefaultMaxConnectionsPerIP,
 		GCPercent:              DefaultGCPercent,
 		MemoryTrimInterval:     Duration{time.Second},
 		UDPBatchSize:           32,
@@ -359,6 +387,12 @@ func (c *Config) Validate() error {
 		if p.d.Duration < 0 {
 			return keyErr(p.key, "must not be negative, got %s", p.d.Duration)
 		}
+	}
+	if c.MaxConnections < 0 {
+		return keyErr("max_connections", "must be 0 (derived from the open files limit) or positive, got %d", c.MaxConnections)
+	}
+	if c.MaxConnectionsPerIP < 0 {
+		return keyErr("max_connections_per_ip", "must be 0 (no cap) or positive, got %d", c.MaxConnectionsPerIP)
 	}
 	if c.MinAnnounce.Duration > c.Announce.Duration {
 		return keyErr("min_announce", "%s is longer than announce (%s)", c.MinAnnounce.Duration, c.Announce.Duration)

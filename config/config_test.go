@@ -37,6 +37,8 @@ func TestParseExampleConfig(t *testing.T) {
 	assert.Equal(t, 48, cfg.PreferredIPv6Subnet)
 	assert.Empty(t, cfg.TrustedProxies)
 	assert.Empty(t, cfg.ClientWhitelist)
+	assert.Equal(t, 0, cfg.MaxConnections, "derived from the open files limit")
+	assert.Equal(t, DefaultMaxConnectionsPerIP, cfg.MaxConnectionsPerIP)
 
 	// Load reads the same file to the same result.
 	loaded, err := Load("../example_config.json")
@@ -212,6 +214,9 @@ func TestParseBadKeys(t *testing.T) {
 		{name: "unknown access list mode", input: `{"access_list_mode": "block"}`, key: "access_list_mode"},
 		{name: "deny list without a file", input: `{"access_list_mode": "deny"}`, key: "access_list_file"},
 		{name: "short admin token", input: `{"admin_token": "secret"}`, key: "admin_token"},
+		{name: "negative max_connections", input: `{"max_connections": -1}`, key: "max_connections"},
+		{name: "negative max_connections_per_ip", input: `{"max_connections_per_ip": -5}`, key: "max_connections_per_ip"},
+		{name: "max_connections not a number", input: `{"max_connections": "lots"}`, key: "max_connections"},
 		{name: "mem stats without interval", input: `{"include_mem_stats": true, "mem_stats_interval": "0s"}`, key: "mem_stats_interval"},
 	}
 	for _, tt := range tests {
@@ -339,6 +344,30 @@ func TestDurationJSON(t *testing.T) {
 			var back Duration
 			require.NoError(t, json.Unmarshal(out, &back))
 			assert.Equal(t, d, back, "round trip through %s", out)
+		})
+	}
+}
+
+func TestDefaultMaxConnections(t *testing.T) {
+	tests := []struct {
+		name  string
+		limit uint64
+		want  int
+	}{
+		{name: "tiny limit keeps half", limit: 100, want: 50},
+		{name: "limit of one", limit: 1, want: 1},
+		{name: "scaled-down test limit", limit: 256, want: 192},
+		{name: "usual soft default", limit: 1024, want: 896},
+		{name: "an eighth once above 512", limit: 4096, want: 3584},
+		{name: "large limit", limit: 1 << 20, want: 917504},
+		{name: "unlimited does not overflow", limit: ^uint64(0), want: int(^uint(0)>>1) - int(^uint(0)>>1)/8},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := DefaultMaxConnections(tt.limit)
+			assert.Equal(t, tt.want, got)
+			assert.Positive(t, got)
+			assert.LessOrEqual(t, uint64(got), tt.limit, "the budget fits in the limit")
 		})
 	}
 }

@@ -88,10 +88,12 @@ type fastConn struct {
 
 	h   head
 	ctx *reqCtx
+	// ent counts the connection in the budget (conns.go).
+	ent connEntry
 }
 
 func (s *Server) newFastConn() *fastConn {
-	return &fastConn{
+	c := &fastConn{
 		s:    s,
 		in:   make([]byte, inSize),
 		out:  make([]byte, 0, 1024),
@@ -99,6 +101,8 @@ func (s *Server) newFastConn() *fastConn {
 		ctx:  newReqCtx(s.base, s.requestTimeout),
 		fd:   -1,
 	}
+	c.ent.owner = c
+	return c
 }
 
 // serveConn answers nc until it closes, times out, is handed over or the server shuts down.
@@ -232,6 +236,9 @@ func (c *fastConn) read() bool {
 			return false
 		}
 	}
+	if !c.wait() {
+		return false
+	}
 	now := time.Now()
 	var deadline time.Time
 	switch {
@@ -256,13 +263,17 @@ func (c *fastConn) read() bool {
 		}
 		c.readDeadline = deadline
 	}
-	// Shutdown sets the flag, then a past deadline: whichever deadline was set last, a
-	// connection that missed the flag here is woken by Shutdown's.
-	if s.shutting.Load() {
+	// Shutdown sets the flag, then a past deadline, and so does the budget when it sheds the
+	// connection: whichever deadline was set last, a connection that missed the flag or the
+	// state here is woken by theirs.
+	if s.shutting.Load() || c.ent.shedNow() {
 		return false
 	}
 	n, err := c.conn.Read(c.in[c.w:])
 	c.w += n
+	if !c.ent.active() {
+		return false // shed meanwhile
+	}
 	if err != nil && n == 0 {
 		if bool(glog.V(2)) && !errors.Is(err, net.ErrClosed) {
 			glog.Infof("http: read from %s: %v", c.remote, err)
@@ -420,14 +431,21 @@ func (c *fastConn) handoff() {
 	}
 	// Deadlines are net/http's to set from now on; it sets them per request.
 	_ = nc.SetDeadline(time.Time{})
-	c.s.mu.Lock()
-	c.conn = nil
-	c.s.mu.Unlock()
 	var hc net.Conn = &replayConn{Conn: nc, prefix: append([]byte(nil), c.in[c.r:c.w]...)}
 	if c.hostless {
 		hc = &hostlessConn{Conn: hc, limit: maxHeaderBytes, contentLength: -1}
 	}
-	c.hand.deliver(hc)
+	tc := &trackedConn{Conn: hc, s: c.s}
+	tc.ent.owner = tc
+	c.s.mu.Lock()
+	c.conn = nil
+	ok := c.s.table.replace(&c.ent, &tc.ent)
+	c.s.mu.Unlock()
+	if !ok {
+		_ = nc.Close() // shed meanwhile
+		return
+	}
+	c.hand.deliver(tc)
 }
 
 // errMoved is returned when a connection stops on its accepting goroutine to wait on its own.
@@ -445,11 +463,16 @@ func (c *fastConn) closeConn() {
 	}
 }
 
-// track registers c for Shutdown; it reports false when the server is already shutting down.
+// track registers c for Shutdown and counts it in the budget; it reports false when the
+// server is already shutting down, or when the budget has no room for c (conns.go).
 func (s *Server) track(c *fastConn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.shutting.Load() {
+		return false
+	}
+	a := c.remote.Addr()
+	if !s.table.admit(&c.ent, keyOf(a), s.capped(a)) {
 		return false
 	}
 	s.active[c] = struct{}{}
@@ -461,6 +484,7 @@ func (s *Server) track(c *fastConn) bool {
 func (s *Server) untrack(c *fastConn) {
 	s.mu.Lock()
 	delete(s.active, c)
+	s.table.remove(&c.ent)
 	s.mu.Unlock()
 	c.closeConn()
 	s.release(c)

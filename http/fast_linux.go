@@ -107,9 +107,11 @@ func (s *Server) rawAccept(rc syscall.RawConn, hostless bool, hand *handoffListe
 			continue
 		case errors.Is(aerr, syscall.EMFILE), errors.Is(aerr, syscall.ENFILE),
 			errors.Is(aerr, syscall.ENOBUFS), errors.Is(aerr, syscall.ENOMEM):
-			// Out of descriptors or memory: back off as net/http does.
+			// Out of descriptors or memory: back off as net/http does, having shed a
+			// waiting connection to free a descriptor. The listener stays readable, so
+			// without the sleep this would spin.
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			glog.Errorf("http: accept: %v; retrying in %v", aerr, delay)
+			s.acceptFailed(aerr, delay)
 			time.Sleep(delay)
 			continue
 		default:

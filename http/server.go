@@ -77,6 +77,14 @@ type Server struct {
 	connWG     sync.WaitGroup
 	// serving counts the Serve calls that have not returned.
 	serving sync.WaitGroup
+
+	// The connection budget (budget.go), under mu like the rest: every connection is counted
+	// in table from accept to close.
+	fileLimit      uint64
+	table          *connTable
+	acceptErrors   uint64
+	acceptLogNext  time.Time
+	acceptLogQuiet int
 }
 
 type scratch struct {
@@ -155,6 +163,7 @@ func NewServer(cfg *config.Config, tkr *tracker.Tracker, opts ...Option) (*Serve
 		ErrorLog:          nil,
 	}
 	s.srv.SetKeepAlivesEnabled(cfg.HTTPKeepAlive)
+	s.newTable(cfg)
 	return s, nil
 }
 
@@ -257,10 +266,11 @@ func (s *Server) acceptLoop(ln net.Listener, hostless bool, hand *handoffListene
 				return nil
 			}
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
-				// Out of file descriptors and the like: back off as net/http does.
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) || isResourceErr(err) {
+				// Out of file descriptors and the like: back off as net/http does, having
+				// shed a waiting connection to free one.
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				glog.Errorf("http: accept: %v; retrying in %v", err, delay)
+				s.acceptFailed(err, delay)
 				time.Sleep(delay)
 				continue
 			}
