@@ -585,3 +585,24 @@ func TestEndToEndReapingEmptiesTheGauges(t *testing.T) {
 	assertSample(t, fams, "chihaya_peers_reaped_total", nil, float64(len(sent)))
 	assertSample(t, fams, "chihaya_torrents_reaped_total", nil, 2)
 }
+
+// TestEndToEndMetricsIncludeEveryAnsweredRequest: /metrics and /stats asked for right after a
+// burst count every request of the burst, with no polling: they drain what is pending before
+// they answer, rather than miss the last drain interval's requests.
+func TestEndToEndMetricsIncludeEveryAnsweredRequest(t *testing.T) {
+	c := start(t, newConfig(t, nil))
+	client := newClient(t)
+	base := "http://" + c.Addr().String()
+	for round := 1; round <= 5; round++ {
+		for i := 0; i < 40; i++ {
+			status, _ := get(t, client, base+"/announce?"+announceQuery("burst-of-announces-x", peer(i), 10, ""))
+			require.Equal(t, nethttp.StatusOK, status)
+		}
+		assertSample(t, metrics(t, client, base), "chihaya_requests_total",
+			map[string]string{"action": "announce", "transport": "http"}, float64(80*round-40))
+		for i := 0; i < 40; i++ {
+			get(t, client, base+"/announce?"+announceQuery("burst-of-announces-x", peer(i), 10, ""))
+		}
+		assert.Equal(t, float64(80*round), flatStats(t, client, base)["announces.total"], "round %d", round)
+	}
+}

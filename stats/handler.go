@@ -19,7 +19,11 @@ import (
 
 // MetricsHandler serves the registry in the Prometheus text format.
 func (s *Stats) MetricsHandler() nethttp.Handler {
-	return promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{ErrorLog: glogAdapter{}})
+	h := promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{ErrorLog: glogAdapter{}})
+	return nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
+		s.Sync(r.Context())
+		h.ServeHTTP(w, r)
+	})
 }
 
 type glogAdapter struct{}
@@ -30,6 +34,7 @@ func (glogAdapter) Println(v ...any) { glog.Errorln(append([]any{"stats: metrics
 // into dotted ones ("announces.total").
 func (s *Stats) JSONHandler() nethttp.Handler {
 	return nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
+		s.Sync(r.Context())
 		doc, err := s.Snapshot(r.Context())
 		if err != nil {
 			glog.Errorf("stats: %v", err)

@@ -95,6 +95,10 @@ type Stats struct {
 
 	reg     *prometheus.Registry
 	metrics *metrics
+
+	// syncs asks Run to drain what is pending now; running says Run is there to ask.
+	syncs   chan chan struct{}
+	running atomic.Bool
 }
 
 var _ tracker.Observer = (*Stats)(nil)
@@ -110,6 +114,7 @@ func New(cfg *config.Config, swarm Swarm) *Stats {
 		verboseMem:  cfg.VerboseMemStats,
 		memInterval: cfg.MemStatsInterval.Duration,
 		reg:         prometheus.NewRegistry(),
+		syncs:       make(chan chan struct{}),
 	}
 	s.metrics = newMetrics(s)
 	s.reg.MustRegister(s.metrics.collectors()...)
@@ -118,6 +123,30 @@ func New(cfg *config.Config, swarm Swarm) *Stats {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return s
+}
+
+// syncTimeout bounds how long a metrics request waits for the pending events to be counted.
+const syncTimeout = time.Second
+
+// Sync returns once every event recorded before the call has been counted (or ctx ends, or
+// a second has passed), so that /stats and /metrics include every request answered before they
+// were asked for rather than miss the last drain interval's. Without Run it returns at once.
+func (s *Stats) Sync(ctx context.Context) {
+	if !s.running.Load() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
+	defer cancel()
+	done := make(chan struct{})
+	select {
+	case s.syncs <- done:
+	case <-ctx.Done():
+		return
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
 }
 
 // SetSwarm sets where swarm sizes are read from. It must be called before Run.
@@ -177,6 +206,8 @@ func (s *Stats) Run(ctx context.Context) {
 		defer t.Stop()
 		memTick = t.C
 	}
+	s.running.Store(true)
+	defer s.running.Store(false)
 	var (
 		ring   [window][numActions]uint64
 		cur    [numActions]uint64
@@ -190,6 +221,9 @@ func (s *Stats) Run(ctx context.Context) {
 			return
 		case <-drain.C:
 			s.drain(&cur)
+		case done := <-s.syncs:
+			s.drain(&cur)
+			close(done)
 		case <-second.C:
 			s.drain(&cur)
 			ring[slot] = cur
