@@ -140,6 +140,11 @@ type Config struct {
 	// "deny" (the torrents of AccessListFile are refused).
 	AccessListMode string `json:"access_list_mode"`
 	AccessListFile string `json:"access_list_file"`
+	// FullScrapeEnabled answers a scrape without info_hash with every torrent, from a body
+	// built at most once per FullScrapeInterval (public mode only).
+	FullScrapeEnabled  bool     `json:"full_scrape_enabled"`
+	FullScrapeInterval Duration `json:"full_scrape_interval"`
+
 	// AdminToken, when set, serves the admin API to requests that carry it as a bearer token.
 	AdminToken string `json:"admin_token"`
 
@@ -230,6 +235,7 @@ func Default() Config {
 		UDPBatchSize:           32,
 		RateLimit:              RateLimit{IPv4Prefix: 32, IPv6Prefix: 64, TableSize: 1 << 16},
 		AccessListMode:         "off",
+		FullScrapeInterval:     Duration{5 * time.Minute},
 		StatsEnabled:           true,
 		StatsBufferSize:        16384,
 		MemStatsInterval:       Duration{5 * time.Second},
@@ -403,6 +409,14 @@ func (c *Config) Validate() error {
 	}
 	if err := c.RateLimit.validate(); err != nil {
 		return err
+	}
+	if c.FullScrapeEnabled {
+		if c.PrivateEnabled {
+			return keyErr("full_scrape_enabled", "a full scrape would show every swarm of a private site: public mode only")
+		}
+		if c.FullScrapeInterval.Duration < time.Second {
+			return keyErr("full_scrape_interval", "must be at least 1s, got %s", c.FullScrapeInterval.Duration)
+		}
 	}
 	switch c.AccessListMode {
 	case "", "off":

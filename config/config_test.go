@@ -217,6 +217,8 @@ func TestParseBadKeys(t *testing.T) {
 		{name: "negative max_connections", input: `{"max_connections": -1}`, key: "max_connections"},
 		{name: "negative max_connections_per_ip", input: `{"max_connections_per_ip": -5}`, key: "max_connections_per_ip"},
 		{name: "max_connections not a number", input: `{"max_connections": "lots"}`, key: "max_connections"},
+		{name: "full scrape in private mode", input: `{"private_enabled": true, "full_scrape_enabled": true}`, key: "full_scrape_enabled"},
+		{name: "full scrape every millisecond", input: `{"full_scrape_enabled": true, "full_scrape_interval": "1ms"}`, key: "full_scrape_interval"},
 		{name: "mem stats without interval", input: `{"include_mem_stats": true, "mem_stats_interval": "0s"}`, key: "mem_stats_interval"},
 	}
 	for _, tt := range tests {

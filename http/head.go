@@ -176,11 +176,18 @@ func parseRequestLine(line []byte, h *head) bool {
 		h.route = routeAnnounce
 	case "scrape":
 		h.route = routeScrape
+		if !bytes.Contains(h.query, infoHashKey) {
+			// A scrape of nothing is a full scrape (full_scrape_enabled), which may be served
+			// gzipped: net/http reads Accept-Encoding.
+			return false
+		}
 	default:
 		return false
 	}
 	return true
 }
+
+var infoHashKey = []byte("info_hash=")
 
 // connectionTokens reads a Connection header's comma-separated tokens.
 func connectionTokens(v []byte) (close, keepAlive, ok bool) {

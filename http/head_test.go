@@ -29,7 +29,9 @@ func TestParseHead(t *testing.T) {
 		{name: "announce", in: "GET /announce?" + q + " HTTP/1.1\r\nHost: x\r\n\r\n", want: headOK, route: routeAnnounce, query: q},
 		{name: "scrape", in: "GET /scrape?info_hash=a HTTP/1.1\r\n\r\n", want: headOK, route: routeScrape, query: "info_hash=a"},
 		{name: "passkey", in: "GET /0123abc/announce?a=b HTTP/1.1\r\n\r\n", want: headOK, route: routeAnnounce, passkey: "0123abc", query: "a=b"},
-		{name: "passkey scrape", in: "GET /k/scrape HTTP/1.1\r\n\r\n", want: headOK, route: routeScrape, passkey: "k"},
+		{name: "passkey scrape", in: "GET /k/scrape?info_hash=b HTTP/1.1\r\n\r\n", want: headOK, route: routeScrape, passkey: "k", query: "info_hash=b"},
+		{name: "scrape of nothing (a full scrape) goes to net/http", in: "GET /scrape HTTP/1.1\r\n\r\n", want: headHandoff},
+		{name: "scrape without info_hash goes to net/http", in: "GET /scrape?x=1 HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n", want: headHandoff},
 		{name: "no query", in: "GET /announce HTTP/1.1\r\n\r\n", want: headOK, route: routeAnnounce},
 		{name: "bare LF", in: "GET /announce?a HTTP/1.1\nHost: x\n\n", want: headOK, route: routeAnnounce, query: "a"},
 		{name: "connection close", in: "GET /announce HTTP/1.1\r\nConnection: Close\r\n\r\n", want: headOK, route: routeAnnounce, close: true},
@@ -97,7 +99,7 @@ func TestParseHead(t *testing.T) {
 // TestParseHeadPipelined checks that a head is measured exactly, so that the next one follows.
 func TestParseHeadPipelined(t *testing.T) {
 	first := "GET /announce?a=1 HTTP/1.1\r\nUser-Agent: one\r\n\r\n"
-	second := "GET /k/scrape?b=2 HTTP/1.1\r\nConnection: close\r\n\r\n"
+	second := "GET /k/scrape?info_hash=2 HTTP/1.1\r\nConnection: close\r\n\r\n"
 	b := []byte(first + second + "GET /sta")
 	var h head
 	n, v := parseHead(b, maxHeaderBytes, "", &h)

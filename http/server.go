@@ -55,6 +55,8 @@ type Server struct {
 
 	router *httprouter.Router
 	extra  map[string]nethttp.Handler
+	// full serves full scrapes; nil when full_scrape_enabled is off.
+	full *fullScrape
 	// prefixes are handlers of whole subtrees (such as "/admin/"), for any method.
 	prefixes []prefixHandler
 	srv      *nethttp.Server
@@ -141,6 +143,9 @@ func NewServer(cfg *config.Config, tkr *tracker.Tracker, opts ...Option) (*Serve
 	}
 	if cfg.PrivateEnabled {
 		s.ctl = newControl(cfg)
+	}
+	if cfg.FullScrapeEnabled {
+		s.full = &fullScrape{tkr: tkr, interval: cfg.FullScrapeInterval.Duration}
 	}
 	s.scratch.New = func() any { return new(scratch) }
 
@@ -375,7 +380,27 @@ func (s *Server) serveAnnounce(w nethttp.ResponseWriter, r *nethttp.Request, pas
 }
 
 func (s *Server) serveScrape(w nethttp.ResponseWriter, r *nethttp.Request, passkey string) {
+	if s.full != nil && !strings.Contains(r.URL.RawQuery, "info_hash=") {
+		s.serveFullScrape(w, r)
+		return
+	}
 	s.serve(stats.Scrape, w, r, passkey)
+}
+
+// serveFullScrape answers a scrape of nothing with every torrent (full_scrape_enabled).
+func (s *Server) serveFullScrape(w nethttp.ResponseWriter, r *nethttp.Request) {
+	start := time.Now()
+	rq := &request{fromText: r.RemoteAddr, path: r.URL.Path}
+	err := s.full.serve(w, r)
+	if err != nil {
+		glog.Errorf("http: %s full scrape: %v", rq.from(), err)
+		wr := &writer{w: w}
+		interval, minInterval := s.tkr.Intervals()
+		_ = wr.writeFailure(string(models.ErrInternal), interval, minInterval)
+	}
+	if s.recorder != nil {
+		s.recorder.Record(stats.Request{Transport: stats.HTTP, Action: stats.Scrape, Err: err, Duration: time.Since(start)})
+	}
 }
 
 // request is what announce and scrape need of one request, from net/http or the fast path.

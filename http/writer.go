@@ -154,16 +154,21 @@ func appendScrape(b []byte, files []models.TorrentStats) []byte {
 		if i > 0 && f.InfoHash == files[i-1].InfoHash {
 			continue
 		}
-		b = bencode.AppendBytes(b, f.InfoHash[:])
-		b = bencode.AppendDictStart(b)
-		b = bencode.AppendString(b, "complete")
-		b = bencode.AppendInt(b, int64(f.Seeders))
-		b = bencode.AppendString(b, "downloaded")
-		b = bencode.AppendInt(b, int64(f.Snatches))
-		b = bencode.AppendString(b, "incomplete")
-		b = bencode.AppendInt(b, int64(f.Leechers))
-		b = bencode.AppendEnd(b)
+		b = appendFile(b, f)
 	}
 	b = bencode.AppendEnd(b)
+	return bencode.AppendEnd(b)
+}
+
+// appendFile writes one torrent's entry of a scrape's files dictionary.
+func appendFile(b []byte, f *models.TorrentStats) []byte {
+	b = bencode.AppendBytes(b, f.InfoHash[:])
+	b = bencode.AppendDictStart(b)
+	b = bencode.AppendString(b, "complete")
+	b = bencode.AppendInt(b, int64(f.Seeders))
+	b = bencode.AppendString(b, "downloaded")
+	b = bencode.AppendInt(b, int64(f.Snatches))
+	b = bencode.AppendString(b, "incomplete")
+	b = bencode.AppendInt(b, int64(f.Leechers))
 	return bencode.AppendEnd(b)
 }

@@ -84,3 +84,41 @@ func (t *Tracker) DropSwarm(ctx context.Context, ih models.InfoHash) (int, error
 	}
 	return n, nil
 }
+
+// FullScraper is an optional capability of a Conn: reading the counts of every torrent, for a
+// full scrape. It calls fn with batches (a shard's torrents, say) that fn may keep only during
+// the call.
+type FullScraper interface {
+	ScrapeAll(ctx context.Context, fn func(batch []models.TorrentStats) error) error
+}
+
+// ScrapeAll reads the counts of every torrent the access list serves, in batches, or returns
+// ErrNotSupported.
+func (t *Tracker) ScrapeAll(ctx context.Context, fn func(batch []models.TorrentStats) error) error {
+	conn, err := t.pool.Get()
+	if err != nil {
+		return fmt.Errorf("tracker: get conn: %w", err)
+	}
+	defer conn.Close()
+	fs, ok := conn.(FullScraper)
+	if !ok {
+		return ErrNotSupported
+	}
+	var kept []models.TorrentStats
+	err = fs.ScrapeAll(ctx, func(batch []models.TorrentStats) error {
+		if t.access == nil {
+			return fn(batch)
+		}
+		kept = kept[:0]
+		for i := range batch {
+			if t.authorized(&batch[i].InfoHash) {
+				kept = append(kept, batch[i])
+			}
+		}
+		return fn(kept)
+	})
+	if err != nil {
+		return fmt.Errorf("tracker: full scrape: %w", err)
+	}
+	return nil
+}

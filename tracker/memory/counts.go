@@ -87,3 +87,37 @@ func (p *Pool) DropSwarm(_ context.Context, ih models.InfoHash) (int, error) {
 	s.drop(ih)
 	return n, nil
 }
+
+var _ tracker.FullScraper = (*Pool)(nil)
+
+// ScrapeAll reads every torrent's counts, a shard at a time under its read lock, and hands
+// each shard's to fn after letting go of the lock.
+func (p *Pool) ScrapeAll(ctx context.Context, fn func(batch []models.TorrentStats) error) error {
+	var batch []models.TorrentStats
+	for i := range p.shards {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		s := &p.shards[i]
+		batch = batch[:0]
+		s.mu.RLock()
+		for ti := range s.recs {
+			t := &s.recs[ti]
+			if !t.used {
+				continue
+			}
+			f := models.TorrentStats{InfoHash: t.ih, Seeders: t.seeders(), Leechers: t.leechers(), Snatches: int(t.snatches), Registered: true}
+			if t.x != nil && t.x.site != nil {
+				f.ID = t.x.site.id
+			}
+			batch = append(batch, f)
+		}
+		s.mu.RUnlock()
+		if len(batch) > 0 {
+			if err := fn(batch); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
