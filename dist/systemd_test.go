@@ -80,7 +80,9 @@ func TestSystemdUnit(t *testing.T) {
 		what string
 	}{
 		{"ExecStart", func(v string) bool { return v == binaryPath+" -config "+configPath }, "runs " + binaryPath + " on " + configPath},
-		{"ExecReload", func(v string) bool { return regexp.MustCompile(`^\S*/kill -(HUP|SIGHUP|s HUP) \$MAINPID$`).MatchString(v) }, "sends SIGHUP to the main process"},
+		{"ExecReload", func(v string) bool {
+			return regexp.MustCompile(`^\S*/kill -(HUP|SIGHUP|s HUP) \$MAINPID$`).MatchString(v)
+		}, "sends SIGHUP to the main process"},
 		{"Restart", func(v string) bool { return v == "on-failure" }, "restarts on failure"},
 		{"NoNewPrivileges", isYes, "no new privileges"},
 		{"ProtectSystem", func(v string) bool { return v == "strict" }, "the whole file system read-only"},
