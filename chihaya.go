@@ -53,10 +53,16 @@ var DefaultConfig []byte
 // Boot is the whole main of a Chihaya binary. It parses the command line (-config PATH and
 // glog's flags; logs go to standard error unless -logtostderr=false), starts the tracker, and
 // on SIGINT or SIGTERM shuts it down gracefully. It exits the process with status 1 on error.
+// With -version it prints the binary's version on one line and exits 0.
 func Boot() {
 	configPath := flag.String("config", "", "path to a JSON configuration file (default: the embedded example_config.json)")
+	showVersion := flag.Bool("version", false, "print the version (module, VCS revision and time, Go version) and exit")
 	_ = flag.Set("logtostderr", "true")
 	flag.Parse()
+	if *showVersion {
+		fmt.Println(versionLine(buildInfo()))
+		os.Exit(0)
+	}
 	defer glog.Flush()
 
 	if err := boot(*configPath); err != nil {
