@@ -99,7 +99,7 @@ func TestBatchArgs(t *testing.T) {
 			uint64(3), uint64(5), peerA[:], int64(10), int64(20), int64(4), int64(295), int64(300), int64(6),
 			uint64(9), uint64(5), peerB[:], int64(7), int64(8), int64(9), int64(140), int64(200), int64(2),
 		},
-		stmtTokens:     {uint64(3), uint64(5), int64(60), uint64(9), uint64(5), int64(50)},
+		stmtTokens: {uint64(3), uint64(5), int64(60), uint64(9), uint64(5), int64(50)},
 	}
 	for k := range numStmts {
 		assert.Equal(t, want[k], bt.args[k], "%s", k)
