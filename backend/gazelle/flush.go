@@ -340,8 +340,10 @@ func (c *Conn) run() {
 		retryAt   time.Time
 		lastPrune = time.Now()
 		lastMemo  = time.Now()
-		// The first tick prunes the baselines that expired while the tracker was down.
+		// The first tick prunes the baselines that expired while the tracker was down, and so
+		// does the next after KeepBaselines changes the lifetime.
 		lastBaselinePrune time.Time
+		prunedLife        time.Duration = -1
 	)
 	for {
 		select {
@@ -369,8 +371,8 @@ func (c *Conn) run() {
 					glog.Warningf("gazelle: prune chihaya_flushes: %v", perr)
 				}
 			}
-			if err == nil && now.Sub(lastBaselinePrune) >= pruneBaselinesEach {
-				lastBaselinePrune = now
+			if life := c.baselineLifetime(); err == nil && (now.Sub(lastBaselinePrune) >= pruneBaselinesEach || life != prunedLife) {
+				lastBaselinePrune, prunedLife = now, life
 				if n, perr := c.pruneBaselines(c.runCtx, now); perr != nil {
 					glog.Warningf("gazelle: prune chihaya_baselines: %v", perr)
 				} else if n > 0 {
