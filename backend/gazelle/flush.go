@@ -458,10 +458,9 @@ func (c *Conn) pruneBaselines(ctx context.Context, now time.Time) (int64, error)
 }
 
 // prepareWrites creates chihaya_flushes and chihaya_baselines when they are missing and picks
-// the first batch ID: the
-// start time in nanoseconds, or one past the greatest ID already used if that is larger (a
-// clock set back). IDs then grow by one per batch, far slower than the clock, so no later
-// start can reuse one.
+// the first batch ID: the start time in nanoseconds, or one past the greatest ID already used
+// if that is larger (a clock set back). IDs then grow by one per batch, far slower than the
+// clock, so no later start can reuse one.
 func (c *Conn) prepareWrites(ctx context.Context) error {
 	if _, err := c.db.ExecContext(ctx, createFlushesSQL); err != nil {
 		return fmt.Errorf("gazelle: create table chihaya_flushes in %s: %w", c.where, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/golang/glog"
@@ -44,22 +45,25 @@ const (
 	// even exist beside Ocelot).
 	readOnlyBaselinesQuery = "SELECT uid, fid, peer_id, uploaded, downloaded, corrupt, " +
 		"CAST(mtime AS SIGNED) - CAST(timespent AS SIGNED), mtime, announced FROM xbt_files_users WHERE active = 1"
-	// saveBaselinesSQL copies every row of xbt_files_users into chihaya_baselines before the
-	// startup truncate, where it is newer than the baseline kept there: rows written by Ocelot
-	// or by an older Chihaya, or by this one when a flush wrote both tables (then they are
-	// equal). Being idempotent, it can run again after a crash between it and the truncate.
-	// last_seen is assigned last, as MariaDB and MySQL assign left to right.
-	saveBaselinesSQL = "INSERT INTO chihaya_baselines (uid,fid,peer_id,uploaded,downloaded,corrupt,first_seen,last_seen,announced) " +
+)
+
+// saveBaselinesSQL copies every row of xbt_files_users into chihaya_baselines before the startup
+// truncate, where it is newer than the baseline kept there: rows written by Ocelot or by an
+// older Chihaya, or by this one when a flush wrote both tables (then they are equal). Being
+// idempotent, it can run again after a crash between it and the truncate.
+var saveBaselinesSQL = func() string {
+	const t = "chihaya_baselines."
+	set := make([]string, 0, 6)
+	for _, col := range []string{"uploaded", "downloaded", "corrupt", "first_seen", "announced"} {
+		set = append(set, t+col+" = IF(VALUES(last_seen) > "+t+"last_seen, VALUES("+col+"), "+t+col+")")
+	}
+	// Last: MariaDB and MySQL assign left to right, and the others compare with the old value.
+	set = append(set, t+"last_seen = GREATEST("+t+"last_seen, VALUES(last_seen))")
+	return "INSERT INTO chihaya_baselines (uid,fid,peer_id,uploaded,downloaded,corrupt,first_seen,last_seen,announced) " +
 		"SELECT x.uid, x.fid, x.peer_id, GREATEST(x.uploaded, 0), GREATEST(x.downloaded, 0), GREATEST(x.corrupt, 0), " +
 		"CAST(x.mtime AS SIGNED) - CAST(x.timespent AS SIGNED), x.mtime, GREATEST(x.announced, 0) " +
-		"FROM xbt_files_users AS x WHERE x.uid > 0 AND x.fid > 0 ON DUPLICATE KEY UPDATE " +
-		"chihaya_baselines.uploaded = IF(VALUES(last_seen) > chihaya_baselines.last_seen, VALUES(uploaded), chihaya_baselines.uploaded), " +
-		"chihaya_baselines.downloaded = IF(VALUES(last_seen) > chihaya_baselines.last_seen, VALUES(downloaded), chihaya_baselines.downloaded), " +
-		"chihaya_baselines.corrupt = IF(VALUES(last_seen) > chihaya_baselines.last_seen, VALUES(corrupt), chihaya_baselines.corrupt), " +
-		"chihaya_baselines.first_seen = IF(VALUES(last_seen) > chihaya_baselines.last_seen, VALUES(first_seen), chihaya_baselines.first_seen), " +
-		"chihaya_baselines.announced = IF(VALUES(last_seen) > chihaya_baselines.last_seen, VALUES(announced), chihaya_baselines.announced), " +
-		"chihaya_baselines.last_seen = GREATEST(chihaya_baselines.last_seen, VALUES(last_seen))"
-)
+		"FROM xbt_files_users AS x WHERE x.uid > 0 AND x.fid > 0 ON DUPLICATE KEY UPDATE " + strings.Join(set, ", ")
+}()
 
 // queries returns the startup loads of the layout. It must be one of the known schemas.
 func (s Schema) queries() queries {
