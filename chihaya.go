@@ -236,6 +236,9 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 	if c.backend, err = backend.Open(cfg.Backend); err != nil {
 		return nil, err
 	}
+	if bk, ok := c.backend.(backend.BaselineKeeper); ok {
+		bk.KeepBaselines(cfg.BaselineLifetime.Duration)
+	}
 	var observer tracker.Observer
 	var opts []http.Option
 	if limit, err := readFileLimit(); err == nil {

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/chihaya/chihaya/config"
 	"github.com/chihaya/chihaya/tracker/models"
@@ -46,6 +47,14 @@ type SiteLoader interface {
 // core asserts it as tracker.ReapRecorder, which has the same method.
 type ReapRecorder interface {
 	RecordReap(ctx context.Context, torrents []models.TorrentStats) error
+}
+
+// BaselineKeeper is an optional capability of a Conn that keeps the peers' baselines (the
+// SiteState.Baselines its Load returns) itself: being told the tracker's baseline_lifetime, so
+// that it forgets a baseline when the tracker does. It is called once, after New and before the
+// first Load.
+type BaselineKeeper interface {
+	KeepBaselines(lifetime time.Duration)
 }
 
 var (

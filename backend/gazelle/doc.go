@@ -12,16 +12,30 @@
 //
 // At startup and on SIGUSR1 the tracker calls Load for the site's state: enabled users,
 // torrents, unexpired freeleech tokens and the client whitelist (protocol.md §3.4, "Startup
-// loads"), plus the baselines of the peers xbt_files_users knows.
+// loads"), plus the peers' baselines kept in chihaya_baselines.
+//
+// # Baselines
+//
+// A peer's baseline is its last counters (uploaded, downloaded, corrupt), when its session
+// began and when it last announced, and how many announces it made: what the tracker credits
+// its next announce from. They live in chihaya_baselines, a table of Chihaya's own created at
+// Open (primary key fid, uid, peer_id), not in xbt_files_users, which is Gazelle's view of the
+// live swarms and is emptied at every start. Every batch writes the row of each peer it
+// holds, heavy or light, stopped or not, in its one transaction (so a baseline is as durable
+// as the credit next to it, kill -9 included); Load hands back those last seen within the
+// tracker's baseline_lifetime (see Conn.KeepBaselines), and the flusher deletes the older ones
+// an hour apart (and at its first tick), so the table holds no more than the peers seen
+// within that lifetime, as the tracker's memory does.
 //
 // # Startup reset
 //
 // Unless readonly, Open does Ocelot's reset, since peers live in the tracker's memory: it
 // truncates xbt_files_users and sets every torrent's Seeders and Leechers to 0. Unlike Ocelot
-// it first reads the active rows of xbt_files_users (uid, fid, peer_id, the session totals,
-// timespent, mtime, announced) and hands them to the next Load as SiteState.Baselines, so that
-// a peer's first announce after a restart can be credited from its last counters instead of
-// being lost.
+// it first copies every row of xbt_files_users into chihaya_baselines where it is newer than
+// the baseline kept there (rows Ocelot, or a Chihaya before chihaya_baselines, wrote), so that
+// switching from either loses no credit either; if the copy fails, nothing is truncated. A
+// read-only Conn leaves the database alone and reads its baselines from the active rows of
+// xbt_files_users.
 //
 // # Writing
 //
@@ -45,7 +59,7 @@
 //   - peers: xbt_files_users, heavy rows (every column) when the peer changed and Ocelot's light
 //     heartbeat rows otherwise (see Conn.RecordAnnounce for the rule). The ip column (and
 //     xbt_snatched.IP) is the empty string for protected users and for IPv6 peers, which
-//     Gazelle's varchar(15) cannot hold;
+//     Gazelle's varchar(15) cannot hold; then every peer's row of chihaya_baselines;
 //   - tokens: users_freeleeches.Downloaded plus the download a freeleech token made free.
 //
 // # Nothing lost, nothing twice

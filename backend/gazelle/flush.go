@@ -21,6 +21,24 @@ const (
 	pruneFlushEach = time.Hour
 )
 
+// chihaya_baselines holds every peer's last counters, so that a restart (or a crash after a
+// flush) loses no credit: xbt_files_users is Gazelle's view of the live swarms and is emptied at
+// each start, as Ocelot does, so it cannot keep them. A row is written with each flush for every
+// peer that announced, in the batch's transaction, and deleted once its last_seen is older than
+// the tracker's baseline_lifetime.
+const (
+	createBaselinesSQL = "CREATE TABLE IF NOT EXISTS chihaya_baselines (" +
+		"uid INT UNSIGNED NOT NULL, fid INT UNSIGNED NOT NULL, peer_id BINARY(20) NOT NULL, " +
+		"uploaded BIGINT NOT NULL, downloaded BIGINT NOT NULL, corrupt BIGINT NOT NULL, " +
+		"first_seen BIGINT NOT NULL, last_seen BIGINT NOT NULL, announced INT UNSIGNED NOT NULL, " +
+		"PRIMARY KEY (fid, uid, peer_id), KEY last_seen (last_seen)) ENGINE=InnoDB"
+	// pruneBaselinesSQL deletes expired baselines a chunk at a time, so that no statement holds
+	// its locks for long.
+	pruneBaselinesSQL   = "DELETE FROM chihaya_baselines WHERE last_seen < ? LIMIT 10000"
+	pruneBaselinesChunk = 10000
+	pruneBaselinesEach  = time.Hour
+)
+
 // maxBackoff caps the wait between retries of a failed flush.
 const maxBackoff = time.Minute
 
@@ -141,7 +159,9 @@ func (c *Conn) writeBatchRetrying(ctx context.Context, b *batch) error {
 		case err == nil:
 			total := 0
 			for t := range numTables {
-				c.metrics.flushed.WithLabelValues(t.String()).Add(float64(b.counts[t] - dropped[t]))
+				// A peer's xbt_files_users and chihaya_baselines rows count as one peer row, but
+				// either may be refused.
+				c.metrics.flushed.WithLabelValues(t.String()).Add(float64(max(b.counts[t]-dropped[t], 0)))
 				total += dropped[t]
 			}
 			if total > 0 {
@@ -320,6 +340,10 @@ func (c *Conn) run() {
 		retryAt   time.Time
 		lastPrune = time.Now()
 		lastMemo  = time.Now()
+		// The first tick prunes the baselines that expired while the tracker was down, and so
+		// does the next after KeepBaselines changes the lifetime.
+		lastBaselinePrune time.Time
+		prunedLife        time.Duration = -1
 	)
 	for {
 		select {
@@ -345,6 +369,14 @@ func (c *Conn) run() {
 					return err
 				}); perr != nil {
 					glog.Warningf("gazelle: prune chihaya_flushes: %v", perr)
+				}
+			}
+			if life := c.baselineLifetime(); err == nil && (now.Sub(lastBaselinePrune) >= pruneBaselinesEach || life != prunedLife) {
+				lastBaselinePrune, prunedLife = now, life
+				if n, perr := c.pruneBaselines(c.runCtx, now); perr != nil {
+					glog.Warningf("gazelle: prune chihaya_baselines: %v", perr)
+				} else if n > 0 {
+					glog.Infof("gazelle: pruned %d baselines last seen more than %s ago", n, c.baselineLifetime())
 				}
 			}
 			if err != nil {
@@ -403,13 +435,38 @@ func (c *Conn) pendingRows() int {
 	return c.pending
 }
 
-// prepareWrites creates chihaya_flushes when it is missing and picks the first batch ID: the
-// start time in nanoseconds, or one past the greatest ID already used if that is larger (a
-// clock set back). IDs then grow by one per batch, far slower than the clock, so no later
-// start can reuse one.
+// pruneBaselines deletes the baselines last seen before now − the baseline lifetime, a chunk
+// per statement, each within FlushTimeout, and returns how many it deleted.
+func (c *Conn) pruneBaselines(ctx context.Context, now time.Time) (int64, error) {
+	horizon := now.Add(-c.baselineLifetime()).Unix()
+	var total int64
+	for {
+		var n int64
+		err := c.step(ctx, func(ctx context.Context) error {
+			res, err := c.db.ExecContext(ctx, pruneBaselinesSQL, horizon)
+			if err != nil {
+				return err
+			}
+			n, err = res.RowsAffected()
+			return err
+		})
+		total += n
+		if err != nil || n < pruneBaselinesChunk {
+			return total, err
+		}
+	}
+}
+
+// prepareWrites creates chihaya_flushes and chihaya_baselines when they are missing and picks
+// the first batch ID: the start time in nanoseconds, or one past the greatest ID already used
+// if that is larger (a clock set back). IDs then grow by one per batch, far slower than the
+// clock, so no later start can reuse one.
 func (c *Conn) prepareWrites(ctx context.Context) error {
 	if _, err := c.db.ExecContext(ctx, createFlushesSQL); err != nil {
 		return fmt.Errorf("gazelle: create table chihaya_flushes in %s: %w", c.where, err)
+	}
+	if _, err := c.db.ExecContext(ctx, createBaselinesSQL); err != nil {
+		return fmt.Errorf("gazelle: create table chihaya_baselines in %s: %w", c.where, err)
 	}
 	var maxID uint64
 	if err := c.db.QueryRowContext(ctx, maxFlushSQL).Scan(&maxID); err != nil {

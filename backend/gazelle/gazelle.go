@@ -16,6 +16,7 @@ import (
 	"github.com/golang/glog"
 
 	"github.com/chihaya/chihaya/backend"
+	"github.com/chihaya/chihaya/config"
 	"github.com/chihaya/chihaya/tracker/models"
 )
 
@@ -81,9 +82,9 @@ type Conn struct {
 	torrentMemo generations[uint64, torrentMemo]
 	seed        maphash.Seed
 	agents      map[string]string
-	// baselines read before the startup truncate, for the first Load.
-	preReset     []models.Baseline
-	havePreReset bool
+	// baselineLife is how long a baseline is kept after its peer was last seen, in
+	// nanoseconds (see KeepBaselines).
+	baselineLife atomic.Int64
 
 	// batchBase+batchSeq is the last batch's ID (see prepareWrites).
 	batchBase, batchSeq uint64
@@ -121,6 +122,7 @@ func newConn(p Params, db *sql.DB, where string) *Conn {
 		runDone:     make(chan struct{}),
 	}
 	c.runCtx, c.runCancel = context.WithCancel(context.Background())
+	c.baselineLife.Store(int64(config.Default().BaselineLifetime.Duration))
 	c.metrics = newMetrics(c)
 	if p.SiteURL != "" && !p.ReadOnly {
 		prefix, _ := p.expireURL() // validated
@@ -187,6 +189,18 @@ func (c *Conn) start() {
 	}
 }
 
+// KeepBaselines sets how long chihaya_baselines keeps a peer's counters after it was last
+// seen: the tracker's baseline_lifetime, so that the database forgets a baseline when the
+// tracker's memory does. Until it is called, the default baseline_lifetime applies. A negative
+// lifetime is taken as 0.
+func (c *Conn) KeepBaselines(lifetime time.Duration) {
+	c.baselineLife.Store(int64(max(lifetime, 0)))
+}
+
+func (c *Conn) baselineLifetime() time.Duration {
+	return time.Duration(c.baselineLife.Load())
+}
+
 // RecordAnnounce queues the rows that d produces for the site's database, copying what it
 // keeps; it never waits for the database and allocates nothing once its maps have grown. Only
 // private-mode deltas (UserID and TorrentID set) are recorded; others, and every delta of a
@@ -206,6 +220,8 @@ func (c *Conn) start() {
 //     removed the peer, carried an event, had a non-zero delta, or when its Left or session
 //     totals differ from the last row this Conn queued for the peer (or there is none);
 //     otherwise Ocelot's light heartbeat (timespent, announced, mtime; speeds set to 0);
+//   - the peer's chihaya_baselines row, whichever the xbt_files_users row: its session totals,
+//     FirstSeen, Time and Announces;
 //   - TokenDown added to users_freeleeches.Downloaded when Token is set.
 //
 // The IP written is the empty string for a protected user and for IPv6, which Gazelle's varchar(15) ip
@@ -435,7 +451,10 @@ func (mysqlLogger) Print(v ...any) {
 	glog.WarningDepth(1, append([]any{"gazelle: mysql: "}, v...)...)
 }
 
-var _ mysql.Logger = mysqlLogger{}
+var (
+	_ mysql.Logger           = mysqlLogger{}
+	_ backend.BaselineKeeper = (*Conn)(nil)
+)
 
 // Ping checks that the database answers, for readiness probes.
 func (c *Conn) Ping(ctx context.Context) error {

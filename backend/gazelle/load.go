@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/golang/glog"
@@ -35,11 +36,34 @@ const (
 	tokensQuery = "SELECT uf.UserID, uf.TorrentID FROM users_freeleeches AS uf " +
 		"JOIN torrents AS t ON t.ID = uf.TorrentID WHERE uf.Expired = '0' ORDER BY uf.UserID, uf.TorrentID"
 	whitelistQuery = "SELECT peer_id FROM xbt_client_whitelist WHERE peer_id IS NOT NULL ORDER BY id"
-	// baselinesQuery reads the active peers' last counters. It has no ORDER BY: at startup the
-	// table may hold millions of rows, and no index serves one.
-	baselinesQuery = "SELECT uid, fid, peer_id, uploaded, downloaded, corrupt, timespent, mtime, announced " +
-		"FROM xbt_files_users WHERE active = 1"
+	// baselinesQuery reads the peers' last counters that chihaya_baselines keeps, those last
+	// seen at or after its argument. It has no ORDER BY: the table may hold millions of rows.
+	baselinesQuery = "SELECT uid, fid, peer_id, uploaded, downloaded, corrupt, first_seen, last_seen, announced " +
+		"FROM chihaya_baselines WHERE last_seen >= ?"
+	// readOnlyBaselinesQuery reads the same from the active rows of xbt_files_users, for a
+	// read-only Conn, which leaves the database as it finds it (chihaya_baselines may not
+	// even exist beside Ocelot).
+	readOnlyBaselinesQuery = "SELECT uid, fid, peer_id, uploaded, downloaded, corrupt, " +
+		"CAST(mtime AS SIGNED) - CAST(timespent AS SIGNED), mtime, announced FROM xbt_files_users WHERE active = 1"
 )
+
+// saveBaselinesSQL copies every row of xbt_files_users into chihaya_baselines before the startup
+// truncate, where it is newer than the baseline kept there: rows written by Ocelot or by an
+// older Chihaya, or by this one when a flush wrote both tables (then they are equal). Being
+// idempotent, it can run again after a crash between it and the truncate.
+var saveBaselinesSQL = func() string {
+	const t = "chihaya_baselines."
+	set := make([]string, 0, 6)
+	for _, col := range []string{"uploaded", "downloaded", "corrupt", "first_seen", "announced"} {
+		set = append(set, t+col+" = IF(VALUES(last_seen) > "+t+"last_seen, VALUES("+col+"), "+t+col+")")
+	}
+	// Last: MariaDB and MySQL assign left to right, and the others compare with the old value.
+	set = append(set, t+"last_seen = GREATEST("+t+"last_seen, VALUES(last_seen))")
+	return "INSERT INTO chihaya_baselines (uid,fid,peer_id,uploaded,downloaded,corrupt,first_seen,last_seen,announced) " +
+		"SELECT x.uid, x.fid, x.peer_id, GREATEST(x.uploaded, 0), GREATEST(x.downloaded, 0), GREATEST(x.corrupt, 0), " +
+		"CAST(x.mtime AS SIGNED) - CAST(x.timespent AS SIGNED), x.mtime, GREATEST(x.announced, 0) " +
+		"FROM xbt_files_users AS x WHERE x.uid > 0 AND x.fid > 0 ON DUPLICATE KEY UPDATE " + strings.Join(set, ", ")
+}()
 
 // queries returns the startup loads of the layout. It must be one of the known schemas.
 func (s Schema) queries() queries {
@@ -60,11 +84,10 @@ func (s Schema) queries() queries {
 // freeleech tokens and the client whitelist, all from one consistent snapshot (a read-only
 // REPEATABLE READ transaction), so a token never names a torrent the same load did not see.
 //
-// Baselines are the active peers of xbt_files_users, in no particular order: on the first
-// successful Load after Open, those read just before the startup reset truncated the table;
-// on later ones (a reload, or a read-only Conn), the table's current rows, which lag the
-// tracker's memory by up to a flush. A tracker should use a baseline only for a peer it does
-// not hold.
+// Baselines are the peers' last counters kept in chihaya_baselines (see the package
+// documentation), those last seen within the baseline lifetime, in no particular order. They
+// lag the tracker's memory by up to a flush, so a tracker should use a baseline only for a peer
+// it does not hold. A read-only Conn reads them from the active rows of xbt_files_users.
 //
 // Users with an empty torrent_pass are left out (the bare /announce would otherwise
 // authenticate as them), and so are torrents whose info_hash is not 20 bytes; both are logged.
@@ -94,33 +117,22 @@ func (c *Conn) Load(ctx context.Context) (*models.SiteState, error) {
 	if s.Whitelist, err = c.loadWhitelist(ctx, tx); err != nil {
 		return nil, fmt.Errorf("gazelle: load whitelist: %w", err)
 	}
-	c.mu.Lock()
-	pre, have := c.preReset, c.havePreReset
-	c.mu.Unlock()
-	if have {
-		s.Baselines = pre
-	} else if s.Baselines, err = loadBaselines(ctx, tx); err != nil {
-		return nil, fmt.Errorf("gazelle: load baselines: %w", err)
+	if c.params.ReadOnly {
+		s.Baselines, err = loadBaselines(ctx, tx, readOnlyBaselinesQuery)
+	} else {
+		s.Baselines, err = loadBaselines(ctx, tx, baselinesQuery, time.Now().Add(-c.baselineLifetime()).Unix())
 	}
-	if have {
-		// Handed over once: the receiver owns the state.
-		c.mu.Lock()
-		c.preReset, c.havePreReset = nil, false
-		c.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("gazelle: load baselines: %w", err)
 	}
 	return &s, nil
 }
 
-// querier is what loadBaselines needs of a *sql.DB or a *sql.Tx.
-type querier interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}
-
-// loadBaselines reads the active rows of xbt_files_users as baselines: the session totals,
-// FirstSeen = mtime − timespent, LastSeen = mtime, and the announce count. Rows without a user
-// or a torrent are skipped and negative counters read as 0.
-func loadBaselines(ctx context.Context, q querier) ([]models.Baseline, error) {
-	rows, err := q.QueryContext(ctx, baselinesQuery)
+// loadBaselines reads baselines with query, which selects uid, fid, peer_id, the session
+// totals, the session's first and last announce in unix seconds, and the announce count. Rows
+// without a user or a torrent are skipped and negative values read as 0.
+func loadBaselines(ctx context.Context, tx *sql.Tx, query string, args ...any) ([]models.Baseline, error) {
+	rows, err := tx.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -131,11 +143,11 @@ func loadBaselines(ctx context.Context, q querier) ([]models.Baseline, error) {
 	)
 	for rows.Next() {
 		var (
-			b                          models.Baseline
-			uid, fid                   int64
-			timespent, mtime, announce int64
+			b                     models.Baseline
+			uid, fid              int64
+			first, last, announce int64
 		)
-		if err := rows.Scan(&uid, &fid, &peerID, &b.Uploaded, &b.Downloaded, &b.Corrupt, &timespent, &mtime, &announce); err != nil {
+		if err := rows.Scan(&uid, &fid, &peerID, &b.Uploaded, &b.Downloaded, &b.Corrupt, &first, &last, &announce); err != nil {
 			return nil, err
 		}
 		if uid <= 0 || fid <= 0 {
@@ -144,8 +156,8 @@ func loadBaselines(ctx context.Context, q querier) ([]models.Baseline, error) {
 		b.UserID, b.TorrentID = uint64(uid), uint64(fid)
 		copy(b.PeerID[:], peerID)
 		b.Uploaded, b.Downloaded, b.Corrupt = max(b.Uploaded, 0), max(b.Downloaded, 0), max(b.Corrupt, 0)
-		b.LastSeen = time.Unix(mtime, 0)
-		b.FirstSeen = time.Unix(mtime-max(timespent, 0), 0)
+		b.LastSeen = time.Unix(last, 0)
+		b.FirstSeen = time.Unix(min(first, last), 0)
 		b.Announces = int(max(announce, 0))
 		out = append(out, b)
 	}
@@ -153,17 +165,13 @@ func loadBaselines(ctx context.Context, q querier) ([]models.Baseline, error) {
 }
 
 // startupReset is Ocelot's reset at start (protocol.md §3.4), after keeping the baselines: it
-// reads the active rows of xbt_files_users for the first Load, truncates the table, and sets
+// saves the rows of xbt_files_users in chihaya_baselines, truncates xbt_files_users, and sets
 // every torrent's Seeders and Leechers to 0. Like Ocelot, it logs a failure and carries on; if
-// the baselines cannot be read, the table is not truncated, so they are not lost.
+// the rows cannot be saved, the table is not truncated, so they are not lost.
 func (c *Conn) startupReset(ctx context.Context) {
-	bl, err := loadBaselines(ctx, c.db)
-	if err != nil {
-		glog.Errorf("gazelle: startup reset: read xbt_files_users in %s: %v; not truncating it", c.where, err)
+	if _, err := c.db.ExecContext(ctx, saveBaselinesSQL); err != nil {
+		glog.Errorf("gazelle: startup reset: save xbt_files_users in chihaya_baselines in %s: %v; not truncating it", c.where, err)
 	} else {
-		c.mu.Lock()
-		c.preReset, c.havePreReset = bl, true
-		c.mu.Unlock()
 		if _, err := c.db.ExecContext(ctx, "TRUNCATE xbt_files_users"); err != nil {
 			glog.Errorf("gazelle: startup reset: truncate xbt_files_users in %s: %v", c.where, err)
 		}
@@ -171,7 +179,7 @@ func (c *Conn) startupReset(ctx context.Context) {
 	if _, err := c.db.ExecContext(ctx, c.writes.resetCounts); err != nil {
 		glog.Errorf("gazelle: startup reset: %s in %s: %v", c.writes.resetCounts, c.where, err)
 	}
-	glog.Infof("gazelle: startup reset: kept %d peers' baselines, cleared xbt_files_users and the swarm counts", len(bl))
+	glog.Infof("gazelle: startup reset: saved the peers' counters in chihaya_baselines, cleared xbt_files_users and the swarm counts")
 }
 
 func (c *Conn) loadUsers(ctx context.Context, tx *sql.Tx) ([]models.User, error) {

@@ -51,7 +51,9 @@ type peerKey struct {
 }
 
 // peerRow is one xbt_files_users row, heavy (every column) or light (Ocelot's heartbeat:
-// timespent, announced and mtime only). Values are already clamped to the columns' ranges.
+// timespent, announced and mtime only), and the peer's chihaya_baselines row, which every row
+// writes in full: uploaded, downloaded and corrupt (set in light rows too), firstSeen, lastSeen
+// and announced. Values are already clamped to the columns' ranges.
 type peerRow struct {
 	heavy      bool
 	active     bool
@@ -67,17 +69,24 @@ type peerRow struct {
 	ip        netip.Addr
 	useragent string
 	mtime     int64
+	// firstSeen and lastSeen are the session's start and this announce, in unix seconds.
+	firstSeen, lastSeen int64
 }
 
 // mergePeer folds a newer row for the same peer into an older one. A heavy row replaces
 // whatever was queued; a light row after a heavy one keeps the heavy row's columns and takes
-// the heartbeat's (and its zero speeds, as Ocelot's light row sets them).
+// the heartbeat's (and its zero speeds, as Ocelot's light row sets them). The baseline's
+// columns are always the newer row's.
 func mergePeer(old, next peerRow) peerRow {
 	if next.heavy || !old.heavy {
 		return next
 	}
 	old.timespent, old.announced, old.mtime = next.timespent, next.announced, next.mtime
 	old.upspeed, old.downspeed = 0, 0
+	// A light row's counters are the heavy row's (it is light because they did not change),
+	// but the baseline is the latest announce's whatever the rule.
+	old.uploaded, old.downloaded, old.corrupt = next.uploaded, next.downloaded, next.corrupt
+	old.firstSeen, old.lastSeen = next.firstSeen, next.lastSeen
 	return old
 }
 
@@ -410,22 +419,24 @@ func (c *Conn) queue(d *models.AnnounceDelta, now time.Time, hk, state uint64) (
 	key := peerKey{uid: d.UserID, tid: d.TorrentID, peerID: d.PeerID}
 	lastState, seen := c.peerMemo.get(hk)
 	row := peerRow{
-		timespent: clamp(int64(now.Sub(d.FirstSeen)/time.Second), 0, maxUint32),
-		announced: clamp(int64(d.Announces), 0, maxInt32),
-		mtime:     clamp(unix, 0, maxInt32),
+		uploaded:   max(d.Uploaded, 0),
+		downloaded: max(d.Downloaded, 0),
+		corrupt:    max(d.Corrupt, 0),
+		timespent:  clamp(int64(now.Sub(d.FirstSeen)/time.Second), 0, maxUint32),
+		announced:  clamp(int64(d.Announces), 0, maxInt32),
+		mtime:      clamp(unix, 0, maxInt32),
+		firstSeen:  d.FirstSeen.Unix(),
+		lastSeen:   unix,
 	}
 	if d.FirstSeen.IsZero() {
-		row.timespent = 0
+		row.timespent, row.firstSeen = 0, unix
 	}
 	if heavyPeer(d, seen, lastState, state) {
 		row.heavy = true
 		row.active = !d.Removed
-		row.uploaded = max(d.Uploaded, 0)
-		row.downloaded = max(d.Downloaded, 0)
 		row.upspeed = clamp(d.UpSpeed, 0, maxUint32)
 		row.downspeed = clamp(d.DownSpeed, 0, maxUint32)
 		row.remaining = max(d.Left, 0)
-		row.corrupt = max(d.Corrupt, 0)
 		row.ip = recordIP(d)
 		row.useragent = c.internAgent(d.UserAgent)
 	}

@@ -122,6 +122,7 @@ func TestQueueMerges(t *testing.T) {
 		heavy: true, active: true, uploaded: 300, downloaded: 200, upspeed: 5, downspeed: 3, remaining: 800,
 		corrupt: 10, timespent: 1800, announced: 2, ip: netip.MustParseAddr("203.0.113.7"),
 		useragent: "qBittorrent/4.2.5", mtime: t0.Add(30 * time.Minute).Unix(),
+		firstSeen: t0.Unix(), lastSeen: t0.Add(30 * time.Minute).Unix(),
 	}, p1)
 	assert.Equal(t, 6, c.pendingRows(), "1 user, 1 torrent, 1 snatch, 2 peers, 1 token")
 }
@@ -175,6 +176,11 @@ func TestHeavyLight(t *testing.T) {
 		assert.Equal(t, s.heavy, r.heavy, s.name)
 		assert.Equal(t, int64(i+1), r.announced, s.name)
 		assert.Equal(t, int64(i*60), r.timespent, s.name)
+		// Heavy or light, the row carries the peer's baseline.
+		assert.Equal(t, d.Uploaded, r.uploaded, s.name)
+		assert.Equal(t, d.Corrupt, r.corrupt, s.name)
+		assert.Equal(t, t0.Unix(), r.firstSeen, s.name)
+		assert.Equal(t, d.Time.Unix(), r.lastSeen, s.name)
 		if s.heavy {
 			assert.Equal(t, !d.Removed, r.active, s.name)
 			assert.Equal(t, d.Left, r.remaining, s.name)
@@ -185,13 +191,18 @@ func TestHeavyLight(t *testing.T) {
 }
 
 func TestMergePeer(t *testing.T) {
-	heavy := peerRow{heavy: true, active: true, uploaded: 10, upspeed: 5, downspeed: 6, remaining: 3, timespent: 60, announced: 2, mtime: 100, useragent: "ua"}
-	light := peerRow{timespent: 120, announced: 3, mtime: 160}
+	heavy := peerRow{heavy: true, active: true, uploaded: 10, upspeed: 5, downspeed: 6, remaining: 3, timespent: 60, announced: 2, mtime: 100, useragent: "ua",
+		firstSeen: 40, lastSeen: 100}
+	light := peerRow{uploaded: 10, downloaded: 1, corrupt: 2, timespent: 120, announced: 3, mtime: 160, firstSeen: 40, lastSeen: 160}
 	heavier := peerRow{heavy: true, active: false, uploaded: 20, timespent: 180, announced: 4, mtime: 220}
 
 	merged := mergePeer(heavy, light)
 	assert.True(t, merged.heavy, "a heartbeat does not demote a queued heavy row")
 	assert.Equal(t, int64(10), merged.uploaded)
+	assert.Equal(t, int64(1), merged.downloaded, "the baseline is the latest announce's")
+	assert.Equal(t, int64(2), merged.corrupt)
+	assert.Equal(t, int64(40), merged.firstSeen)
+	assert.Equal(t, int64(160), merged.lastSeen)
 	assert.Equal(t, int64(3), merged.remaining)
 	assert.Equal(t, int64(120), merged.timespent)
 	assert.Equal(t, int64(3), merged.announced)

@@ -16,6 +16,7 @@ const (
 	stmtSnatches
 	stmtHeavyPeers
 	stmtLightPeers
+	stmtBaselines
 	stmtTokens
 	numStmts
 )
@@ -41,6 +42,8 @@ func (k stmtKind) String() string {
 		return "peers (heavy)"
 	case stmtLightPeers:
 		return "peers (light)"
+	case stmtBaselines:
+		return "peers (baselines)"
 	}
 	return k.table().String()
 }
@@ -107,6 +110,12 @@ const (
 	lightPeersHead = "INSERT INTO xbt_files_users (uid,fid,timespent,announced,peer_id,mtime)"
 	lightPeersTail = " ON DUPLICATE KEY UPDATE upspeed=0, downspeed=0, timespent=VALUES(timespent), " +
 		"announced=VALUES(announced), mtime=VALUES(mtime)"
+	// baselinesHead and baselinesTail write chihaya_baselines (see createBaselinesSQL): the
+	// latest counters of every peer in the batch, heavy or light, so that they outlive
+	// xbt_files_users' truncate at the next start.
+	baselinesHead = "INSERT INTO chihaya_baselines (uid,fid,peer_id,uploaded,downloaded,corrupt,first_seen,last_seen,announced)"
+	baselinesTail = " ON DUPLICATE KEY UPDATE uploaded=VALUES(uploaded), downloaded=VALUES(downloaded), " +
+		"corrupt=VALUES(corrupt), first_seen=VALUES(first_seen), last_seen=VALUES(last_seen), announced=VALUES(announced)"
 	tokensHead = "INSERT INTO users_freeleeches (UserID, TorrentID, Downloaded)"
 	tokensTail = " ON DUPLICATE KEY UPDATE Downloaded = Downloaded + VALUES(Downloaded)"
 )
@@ -155,6 +164,7 @@ func (s Schema) writes() writes {
 	}
 	w.stmts[stmtHeavyPeers] = values(heavyPeersHead, "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", heavyPeersTail)
 	w.stmts[stmtLightPeers] = values(lightPeersHead, "(?,?,?,?,?,?)", lightPeersTail)
+	w.stmts[stmtBaselines] = values(baselinesHead, "(?,?,?,?,?,?,?,?,?)", baselinesTail)
 	w.stmts[stmtTokens] = values(tokensHead, "(?,?,?)", tokensTail)
 	return w
 }
@@ -233,9 +243,11 @@ func (bt *batch) prepare() {
 	})
 	var heavy, light []any
 	nh, nl := 0, 0
+	base := make([]any, 0, 9*len(keys))
 	for i := range keys {
 		k := &keys[i]
 		r := b.peers[*k]
+		base = append(base, k.uid, k.tid, k.peerID[:], r.uploaded, r.downloaded, r.corrupt, r.firstSeen, r.lastSeen, r.announced)
 		if r.heavy {
 			active := int64(0)
 			if r.active {
@@ -255,6 +267,7 @@ func (bt *batch) prepare() {
 	}
 	bt.set(stmtHeavyPeers, heavy, nh)
 	bt.set(stmtLightPeers, light, nl)
+	bt.set(stmtBaselines, base, len(keys))
 
 	tks := make([]tokenKey, 0, len(b.tokens))
 	for k := range b.tokens {

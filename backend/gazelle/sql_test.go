@@ -25,6 +25,10 @@ func TestStatementShapes(t *testing.T) {
 			"timespent=VALUES(timespent), announced=VALUES(announced), mtime=VALUES(mtime)"
 		light = "INSERT INTO xbt_files_users (uid,fid,timespent,announced,peer_id,mtime) VALUES (?,?,?,?,?,?),(?,?,?,?,?,?) " +
 			"ON DUPLICATE KEY UPDATE upspeed=0, downspeed=0, timespent=VALUES(timespent), announced=VALUES(announced), mtime=VALUES(mtime)"
+		baselines = "INSERT INTO chihaya_baselines (uid,fid,peer_id,uploaded,downloaded,corrupt,first_seen,last_seen,announced) " +
+			"VALUES (?,?,?,?,?,?,?,?,?),(?,?,?,?,?,?,?,?,?) ON DUPLICATE KEY UPDATE uploaded=VALUES(uploaded), " +
+			"downloaded=VALUES(downloaded), corrupt=VALUES(corrupt), first_seen=VALUES(first_seen), last_seen=VALUES(last_seen), " +
+			"announced=VALUES(announced)"
 		tokens = "INSERT INTO users_freeleeches (UserID, TorrentID, Downloaded) VALUES (?,?,?),(?,?,?) " +
 			"ON DUPLICATE KEY UPDATE Downloaded = Downloaded + VALUES(Downloaded)"
 		wcdUsers = "UPDATE users_main AS u JOIN (SELECT ? AS ID, ? AS Uploaded, ? AS Downloaded UNION ALL SELECT ?,?,?) AS d " +
@@ -39,8 +43,8 @@ func TestStatementShapes(t *testing.T) {
 		want   [numStmts]string
 		reset  string
 	}{
-		{OPSnet, [numStmts]string{opsUsers, opsTorrents, opsSnatches, heavy, light, tokens}, "UPDATE torrents_leech_stats SET Seeders = 0, Leechers = 0"},
-		{WhatCD, [numStmts]string{wcdUsers, wcdTorrents, wcdSnatches, heavy, light, tokens}, "UPDATE torrents SET Seeders = 0, Leechers = 0"},
+		{OPSnet, [numStmts]string{opsUsers, opsTorrents, opsSnatches, heavy, light, baselines, tokens}, "UPDATE torrents_leech_stats SET Seeders = 0, Leechers = 0"},
+		{WhatCD, [numStmts]string{wcdUsers, wcdTorrents, wcdSnatches, heavy, light, baselines, tokens}, "UPDATE torrents SET Seeders = 0, Leechers = 0"},
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.layout), func(t *testing.T) {
@@ -66,11 +70,12 @@ func TestBatchArgs(t *testing.T) {
 	b.users[3] = userRow{up: 3, down: 4}
 	b.torrents[5] = torrentRow{seeders: 1, leechers: 2, snatched: 1, balance: -7}
 	b.snatches = []snatchRow{{uid: 3, tid: 5, tstamp: 100, ip: netip.MustParseAddr("203.0.113.7")}, {uid: 9, tid: 5, tstamp: 101}}
-	b.peers[peerKey{uid: 9, tid: 5, peerID: peerB}] = peerRow{timespent: 60, announced: 2, mtime: 200}
+	b.peers[peerKey{uid: 9, tid: 5, peerID: peerB}] = peerRow{uploaded: 7, downloaded: 8, corrupt: 9, timespent: 60, announced: 2, mtime: 200,
+		firstSeen: 140, lastSeen: 200}
 	b.peers[peerKey{uid: 3, tid: 5, peerID: peerA}] = peerRow{heavy: true, active: true, uploaded: 10, downloaded: 20,
 		upspeed: 1, downspeed: 2, remaining: 30, corrupt: 4, timespent: 5, announced: 6,
-		ip: netip.MustParseAddr("203.0.113.7"), useragent: "ua", mtime: 300}
-	b.peers[peerKey{uid: 3, tid: 5, peerID: peerB}] = peerRow{heavy: true, mtime: 301}
+		ip: netip.MustParseAddr("203.0.113.7"), useragent: "ua", mtime: 300, firstSeen: 295, lastSeen: 300}
+	b.peers[peerKey{uid: 3, tid: 5, peerID: peerB}] = peerRow{heavy: true, mtime: 301, firstSeen: 301, lastSeen: 301}
 	b.tokens[tokenKey{uid: 9, tid: 5}] = 50
 	b.tokens[tokenKey{uid: 3, tid: 5}] = 60
 
@@ -89,7 +94,12 @@ func TestBatchArgs(t *testing.T) {
 			"203.0.113.7", peerA[:], "ua", int64(300),
 		},
 		stmtLightPeers: {uint64(9), uint64(5), int64(60), int64(2), peerB[:], int64(200)},
-		stmtTokens:     {uint64(3), uint64(5), int64(60), uint64(9), uint64(5), int64(50)},
+		stmtBaselines: { // every peer, heavy or light, in key order
+			uint64(3), uint64(5), peerB[:], int64(0), int64(0), int64(0), int64(301), int64(301), int64(0),
+			uint64(3), uint64(5), peerA[:], int64(10), int64(20), int64(4), int64(295), int64(300), int64(6),
+			uint64(9), uint64(5), peerB[:], int64(7), int64(8), int64(9), int64(140), int64(200), int64(2),
+		},
+		stmtTokens: {uint64(3), uint64(5), int64(60), uint64(9), uint64(5), int64(50)},
 	}
 	for k := range numStmts {
 		assert.Equal(t, want[k], bt.args[k], "%s", k)

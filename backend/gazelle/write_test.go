@@ -400,15 +400,17 @@ func TestSnatchWrites(t *testing.T) {
 }
 
 // TestStartupReset seeds xbt_files_users and the swarm counts as a previous tracker left them:
-// Open keeps the active rows as baselines for the first Load, then clears both.
+// Open saves every row of xbt_files_users in chihaya_baselines, then clears both, and Load hands
+// the saved rows over as baselines.
 func TestStartupReset(t *testing.T) {
 	for _, layout := range layouts {
 		t.Run(string(layout), func(t *testing.T) {
 			dsn := testDB(t, layout)
 			db := checkDB(t, dsn)
+			now := time.Now().Unix()
 			mustExec(t, db, "INSERT INTO xbt_files_users (uid, fid, active, uploaded, downloaded, corrupt, timespent, announced, peer_id, mtime) VALUES "+
-				"(1, 1, 1, 1000, 2000, 5, 600, 7, ?, 1700000600), (3, 2, 1, 10, 0, 0, 0, 1, ?, 1700000000), "+
-				"(1, 3, 0, 99, 99, 0, 60, 2, ?, 1700000000)", peerA[:], peerB[:], peerB[:])
+				"(1, 1, 1, 1000, 2000, 5, 600, 7, ?, ?), (3, 2, 1, 10, 0, 0, 0, 1, ?, ?), "+
+				"(1, 3, 0, 99, 98, 0, 60, 2, ?, ?)", peerA[:], now-60, peerB[:], now-600, peerB[:], now-600)
 
 			ro := openOn(t, dsn, layout, func(p *Params) { p.ReadOnly = true })
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -417,6 +419,8 @@ func TestStartupReset(t *testing.T) {
 			require.NoError(t, err)
 			assert.Len(t, s.Baselines, 2, "read-only: the current active rows")
 			assert.Equal(t, 3, count(t, db, "SELECT COUNT(*) FROM xbt_files_users"), "read-only: no reset")
+			assert.Zero(t, count(t, db, "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'chihaya_baselines'"),
+				"read-only: no table created")
 			st, _ := torrentRowOf(t, db, layout, 1)
 			assert.Equal(t, int64(5), st.Seeders)
 
@@ -433,27 +437,46 @@ func TestStartupReset(t *testing.T) {
 
 			s, err = c.Load(ctx)
 			require.NoError(t, err)
-			sort.Slice(s.Baselines, func(i, j int) bool { return s.Baselines[i].UserID < s.Baselines[j].UserID })
+			sortBaselines(s.Baselines)
 			assert.Equal(t, []models.Baseline{
 				{UserID: 1, TorrentID: 1, PeerID: peerA, Uploaded: 1000, Downloaded: 2000, Corrupt: 5,
-					FirstSeen: time.Unix(1700000000, 0), LastSeen: time.Unix(1700000600, 0), Announces: 7},
+					FirstSeen: time.Unix(now-660, 0), LastSeen: time.Unix(now-60, 0), Announces: 7},
+				// A stopped peer's counters are kept too, as the tracker keeps its session.
+				{UserID: 1, TorrentID: 3, PeerID: peerB, Uploaded: 99, Downloaded: 98,
+					FirstSeen: time.Unix(now-660, 0), LastSeen: time.Unix(now-600, 0), Announces: 2},
 				{UserID: 3, TorrentID: 2, PeerID: peerB, Uploaded: 10,
-					FirstSeen: time.Unix(1700000000, 0), LastSeen: time.Unix(1700000000, 0), Announces: 1},
+					FirstSeen: time.Unix(now-600, 0), LastSeen: time.Unix(now-600, 0), Announces: 1},
 			}, s.Baselines)
 
-			// Later loads read the rows as they are now.
+			// Later loads read the baselines as the flushes left them: a stopped peer's too.
+			c.KeepBaselines(100 * 365 * 24 * time.Hour) // the deltas are at t0, in 2023
 			record(t, c, announce(1, 4, func(d *models.AnnounceDelta) { d.Created, d.Uploaded, d.Announces = true, 77, 1 }))
-			record(t, c, announce(1, 5, func(d *models.AnnounceDelta) { d.Created, d.Removed = true, true }))
+			record(t, c, announce(1, 5, func(d *models.AnnounceDelta) { d.Created, d.Removed, d.Downloaded = true, true, 5 }))
 			flushNow(t, c)
 			s, err = c.Load(ctx)
 			require.NoError(t, err)
-			require.Len(t, s.Baselines, 1, "only active rows")
-			assert.Equal(t, uint64(4), s.Baselines[0].TorrentID)
-			assert.Equal(t, int64(77), s.Baselines[0].Uploaded)
-			assert.Equal(t, t0.Add(30*time.Minute).Unix(), s.Baselines[0].LastSeen.Unix())
-			assert.Equal(t, t0.Unix(), s.Baselines[0].FirstSeen.Unix())
+			sortBaselines(s.Baselines)
+			require.Len(t, s.Baselines, 5)
+			assert.Equal(t, models.Baseline{UserID: 1, TorrentID: 4, PeerID: peerA, Uploaded: 77, FirstSeen: t0,
+				LastSeen: t0.Add(30 * time.Minute), Announces: 1}, s.Baselines[2])
+			assert.Equal(t, models.Baseline{UserID: 1, TorrentID: 5, PeerID: peerA, Downloaded: 5, FirstSeen: t0,
+				LastSeen: t0.Add(30 * time.Minute), Announces: 2}, s.Baselines[3])
 		})
 	}
+}
+
+// sortBaselines orders baselines by user, torrent and peer.
+func sortBaselines(bs []models.Baseline) {
+	sort.Slice(bs, func(i, j int) bool {
+		a, b := bs[i], bs[j]
+		if a.UserID != b.UserID {
+			return a.UserID < b.UserID
+		}
+		if a.TorrentID != b.TorrentID {
+			return a.TorrentID < b.TorrentID
+		}
+		return string(a.PeerID[:]) < string(b.PeerID[:])
+	})
 }
 
 // TestExactlyOnce writes the same batch twice, as a retry does after a COMMIT whose reply was
