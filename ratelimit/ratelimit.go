@@ -3,8 +3,9 @@
 // prefixes such as /24 and /48) and request kind, checked before any driver is called.
 //
 // The buckets live in a table of fixed size, so an attacker with many addresses cannot grow
-// it: the table is a set-associative cache of 4-way sets keyed by a seeded 64-bit hash of the
-// prefix. A prefix that finds no room takes the way of its set whose bucket has been idle the
+// it: the table is a set-associative cache of 4-way sets, each one 64-byte cache line, found by
+// a seeded 64-bit hash of the prefix (its low bits pick the set, its top 32 bits tell the ways
+// apart). A prefix that finds no room takes the way of its set whose bucket has been idle the
 // longest, whose owner starts again with a full bucket: under pressure the limiter forgets
 // quiet clients first and errs towards letting requests through, never towards refusing a
 // client that did nothing. Each bucket is one integer, the theoretical arrival time of the
@@ -18,6 +19,7 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -54,10 +56,12 @@ type Config struct {
 // ways is the set size: a prefix's bucket is in one of the 4 ways of the set it hashes to.
 const ways = 4
 
+// set is one cache line: a check reads and writes nothing else of the table.
 type set struct {
-	mu  sync.Mutex
-	key [ways]uint64 // hash of kind and prefix; 0 is a free way
+	mu  sync.Mutex   // 8 bytes
+	tag [ways]uint32 // the top half of the hash of kind and prefix; 0 is a free way
 	tat [ways]int64  // the GCRA's theoretical arrival time, in ns since start
+	_   [64 - 8 - ways*12]byte
 }
 
 // Limiter decides whether a request may go on. It is safe for concurrent use. The zero of a
@@ -89,7 +93,7 @@ func New(cfg Config, reg prometheus.Registerer) (*Limiter, error) {
 		nsets <<= 1
 	}
 	l := &Limiter{
-		sets:  make([]set, nsets),
+		sets:  alignedSets(nsets),
 		mask:  uint64(nsets - 1),
 		seed:  maphash.MakeSeed(),
 		start: time.Now(),
@@ -139,11 +143,15 @@ func (l *Limiter) Allow(k Kind, addr netip.Addr, now time.Time) bool {
 	}
 	h := l.key(k, addr)
 	s := &l.sets[h&l.mask]
+	tag := uint32(h >> 32)
+	if tag == 0 {
+		tag = 1
+	}
 	t := now.Sub(l.start).Nanoseconds()
 	s.mu.Lock()
 	w := -1
-	for i := range s.key {
-		if s.key[i] == h {
+	for i := range s.tag {
+		if s.tag[i] == tag {
 			w = i
 			break
 		}
@@ -156,10 +164,10 @@ func (l *Limiter) Allow(k Kind, addr netip.Addr, now time.Time) bool {
 				w = i
 			}
 		}
-		if s.key[w] != 0 {
+		if s.tag[w] != 0 {
 			l.evictions.Inc()
 		}
-		s.key[w], s.tat[w] = h, t
+		s.tag[w], s.tat[w] = tag, t
 	}
 	tat := max(s.tat[w], t)
 	ok := tat-t <= l.tolerance[k]
@@ -173,7 +181,20 @@ func (l *Limiter) Allow(k Kind, addr netip.Addr, now time.Time) bool {
 	return ok
 }
 
-// key hashes k and addr's prefix; it is never 0.
+// alignedSets returns n sets starting on a cache line, so that each set is one line.
+func alignedSets(n int) []set {
+	const line = unsafe.Sizeof(set{})
+	raw := make([]set, n+1)
+	off := uintptr(unsafe.Pointer(&raw[0])) % line
+	if off == 0 {
+		return raw[:n:n]
+	}
+	// Go allocates sets on 8-byte boundaries: step to the next line through the bytes.
+	b := unsafe.Slice((*byte)(unsafe.Pointer(&raw[0])), int(line)*(n+1))
+	return unsafe.Slice((*set)(unsafe.Pointer(&b[line-off])), n)
+}
+
+// key hashes k and addr's prefix: its low bits pick the set, its top 32 bits are the tag.
 func (l *Limiter) key(k Kind, addr netip.Addr) uint64 {
 	addr = addr.Unmap()
 	var b [18]byte
@@ -189,9 +210,5 @@ func (l *Limiter) key(k Kind, addr netip.Addr) uint64 {
 		a := p.Addr().As16()
 		copy(b[2:], a[:])
 	}
-	h := maphash.Bytes(l.seed, b[:])
-	if h == 0 {
-		h = 1
-	}
-	return h
+	return maphash.Bytes(l.seed, b[:])
 }

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -26,6 +27,15 @@ func newLimiter(t testing.TB, cfg Config) *Limiter {
 	l, err := New(cfg, prometheus.NewRegistry())
 	require.NoError(t, err)
 	return l
+}
+
+func TestSetsAreCacheLines(t *testing.T) {
+	assert.Equal(t, uintptr(64), unsafe.Sizeof(set{}))
+	for _, n := range []int{1, 3, 16, 1000} {
+		sets := alignedSets(n)
+		require.Len(t, sets, n)
+		assert.Zero(t, uintptr(unsafe.Pointer(&sets[0]))%64, "%d sets", n)
+	}
 }
 
 func TestOffIsNil(t *testing.T) {
