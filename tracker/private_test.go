@@ -87,6 +87,15 @@ func (e *privEnv) site(tb testing.TB, u models.SiteUpdate) {
 	require.NoError(tb, e.tr.UpdateSite(context.Background(), &u))
 }
 
+// scrape scrapes hashes with dave's passkey (no test removes dave): a private scrape needs a
+// user's.
+func (e *privEnv) scrape(tb testing.TB, hashes ...models.InfoHash) []models.TorrentStats {
+	tb.Helper()
+	var w scrapeWriter
+	require.NoError(tb, e.tr.HandleScrape(context.Background(), &models.Scrape{Passkey: dave.Passkey, InfoHashes: hashes}, &w))
+	return w.files
+}
+
 // try runs one announce and returns what was written and the error.
 func (e *privEnv) try(a *models.Announce) (*recWriter, error) {
 	var w recWriter
@@ -905,4 +914,28 @@ func TestPrivateFreeleechUpdate(t *testing.T) {
 			assert.Equal(t, [2]int64{tt.cUp, tt.cDown}, [2]int64{d.CreditedUp, d.CreditedDown})
 		})
 	}
+}
+
+// TestPrivateScrapeNeedsPasskey: a private scrape is answered only to a user's passkey, like an
+// announce; an unknown passkey, none, and a removed user's get Ocelot's "Passkey not found".
+func TestPrivateScrapeNeedsPasskey(t *testing.T) {
+	e := newPrivEnv(t, nil)
+	_, err := e.try(pann(alice, tNormal, pid("a1"), "10.0.0.1:6881"))
+	require.NoError(t, err)
+	e.site(t, models.SiteUpdate{Action: models.RemoveUser, User: models.User{Passkey: bob.Passkey}})
+	for _, tt := range []struct {
+		name, passkey string
+	}{
+		{"unknown", "nobodynobodynobodynobodynobody00"},
+		{"none", ""},
+		{"removed user", bob.Passkey},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var w scrapeWriter
+			err := e.tr.HandleScrape(context.Background(), &models.Scrape{Passkey: tt.passkey, InfoHashes: []models.InfoHash{hash(tNormal)}}, &w)
+			assert.Equal(t, models.ErrPasskeyNotFound, err)
+			assert.Empty(t, w.files, "nothing written")
+		})
+	}
+	assert.Equal(t, 1, e.scrape(t, hash(tNormal))[0].Leechers, "a user's passkey scrapes")
 }

@@ -444,10 +444,11 @@ func annErr(err error) error {
 }
 
 // HandleScrape reads the counts of each requested torrent and writes them to w in request order.
+//
+// In private mode the passkey must name a user, as for an announce ("Passkey not found"
+// otherwise, a removed user's included): a private site's swarms are not for whoever learns an
+// info hash.
 func (t *Tracker) HandleScrape(ctx context.Context, sc *models.Scrape, w ScrapeWriter) error {
-	if len(sc.InfoHashes) == 0 {
-		return models.ErrMissingInfoHash
-	}
 	if len(sc.InfoHashes) > t.maxScrape {
 		return models.ErrTooManyInfoHashes
 	}
@@ -456,6 +457,22 @@ func (t *Tracker) HandleScrape(ctx context.Context, sc *models.Scrape, w ScrapeW
 		return fmt.Errorf("tracker: get conn: %w", err)
 	}
 	defer conn.Close()
+	if t.private {
+		store, ok := conn.(SiteStore)
+		if !ok {
+			return ErrNoSiteStore
+		}
+		if _, err := store.User(ctx, sc.Passkey); err != nil {
+			var ce models.ClientError
+			if errors.As(err, &ce) {
+				return ce
+			}
+			return fmt.Errorf("tracker: scrape: user: %w", err)
+		}
+	}
+	if len(sc.InfoHashes) == 0 {
+		return models.ErrMissingInfoHash
+	}
 
 	s, _ := t.scrapeScratch.Get().(*scrapeScratch)
 	if s == nil {
