@@ -15,7 +15,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -114,6 +116,44 @@ func (p *privateTracker) update(t *testing.T, query string) {
 	require.Equal(t, "success", get(t, p.url+"/"+sitePassword+"/update?"+query))
 }
 
+// announceTo announces a on port with the extra query parameters (compact=1 unless extra has a
+// compact) and returns the decoded answer.
+func (p *privateTracker) announceTo(t *testing.T, a ann, port int, extra string) map[string]any {
+	t.Helper()
+	return bdict(t, get(t, p.url+"/"+a.passkey+"/announce?"+announceQuery(a, port, extra)))
+}
+
+func announceQuery(a ann, port int, extra string) string {
+	peerID := fmt.Sprintf("%-20s", "-qB4250-"+a.peer)[:20]
+	q := "info_hash=" + pct(a.ih) + "&peer_id=" + pct([]byte(peerID)) +
+		fmt.Sprintf("&port=%d&uploaded=%d&downloaded=%d&left=%d", port, a.up, a.down, a.left)
+	if a.event != "" {
+		q += "&event=" + a.event
+	}
+	if !strings.Contains(extra, "compact=") {
+		q += "&compact=1"
+	}
+	if extra != "" {
+		q += "&" + extra
+	}
+	return q
+}
+
+// peerPorts returns the ports of an answer's compact IPv4 peers, sorted.
+func peerPorts(t *testing.T, d map[string]any) []int {
+	t.Helper()
+	require.NotContains(t, d, "failure reason")
+	s, ok := d["peers"].(string)
+	require.True(t, ok, "compact peers: %v", d)
+	require.Zero(t, len(s)%6)
+	ports := []int{}
+	for i := 0; i < len(s); i += 6 {
+		ports = append(ports, int(s[i+4])<<8|int(s[i+5]))
+	}
+	sort.Ints(ports)
+	return ports
+}
+
 // TestOcelotParity runs the cases of issue 14, each on a fresh database and tracker.
 func TestOcelotParity(t *testing.T) {
 	if testing.Short() {
@@ -151,6 +191,23 @@ func TestOcelotParity(t *testing.T) {
 		assert.Equal(t, "Passkey not found", d["failure reason"], "a removed user")
 		assert.NotContains(t, d, "files")
 	})
-}
 
-var _ = fmt.Sprint
+	// Item 2: a removed user's peers are handed out no more, at once, to leechers and seeders.
+	t.Run("removed user's peers hidden", func(t *testing.T) {
+		p, _ := open(t, nil)
+		alice := ann{passkey: alicePasskey, ih: normalTorrent, peer: "a1", event: "started", left: 10}
+		carol := ann{passkey: carolPasskey, ih: normalTorrent, peer: "c1", event: "started"}
+		erin := ann{passkey: erinPasskey, ih: normalTorrent, peer: "e1", event: "started", left: 10}
+		assert.Equal(t, []int{}, peerPorts(t, p.announceTo(t, alice, 7001, "")))
+		assert.Equal(t, []int{7001}, peerPorts(t, p.announceTo(t, carol, 7002, "")))
+		assert.Equal(t, []int{7001, 7002}, peerPorts(t, p.announceTo(t, erin, 7003, "")))
+
+		p.update(t, "action=remove_user&passkey="+alicePasskey)
+		erin.event, carol.event = "", ""
+		d := p.announceTo(t, erin, 7003, "")
+		assert.Equal(t, []int{7002}, peerPorts(t, d), "a leecher no longer gets the removed user's leecher")
+		assert.Equal(t, int64(2), d["incomplete"], "counted until reaped, as in Ocelot")
+		assert.Equal(t, []int{7003}, peerPorts(t, p.announceTo(t, carol, 7002, "")), "nor does a seeder")
+		assert.Equal(t, "Passkey not found", p.announceTo(t, alice, 7001, "")["failure reason"])
+	})
+}

@@ -412,6 +412,39 @@ end
 return out
 `)
 
+// removeUserScript deletes a user from the users hash. KEYS: users. ARGV: the passkey. Reply:
+// the user's stored value, "" when the passkey was unknown.
+var removeUserScript = goredis.NewScript(`
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return '' end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return v
+`)
+
+// hideUserScript sets the hidden flag of one user's entries in one torrent. KEYS: seeders,
+// leechers, peers, torrent. ARGV: the user's 4 bytes as stored in members. Each entry's member
+// is replaced (keeping its score) and its stored value changed alike, and the torrent's count
+// of hidden entries grows by as many. Reply: {entries hidden}.
+var hideUserScript = goredis.NewScript(`
+local user, n = ARGV[1], 0
+for _, k in ipairs({KEYS[1], KEYS[2]}) do
+  local ms = redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')
+  for i = 1, #ms, 2 do
+    local pm = ms[i]
+    if string.sub(pm, 22, 25) == user and string.byte(pm, 26) == 48 then
+      local key = string.sub(pm, 1, 25)
+      redis.call('ZREM', k, pm)
+      redis.call('ZADD', k, ms[i + 1], key .. '1' .. string.sub(pm, 27))
+      local v = redis.call('HGET', KEYS[3], key)
+      if v then redis.call('HSET', KEYS[3], key, '1' .. string.sub(v, 2)) end
+      n = n + 1
+    end
+  end
+end
+if n > 0 then redis.call('HINCRBY', KEYS[4], 'h', n) end
+return {n}
+`)
+
 // updateUserScript changes a user in the users hash. KEYS: users. ARGV: "update" with passkey
 // and the new "canLeech:protected", or "rekey" with the old and the new passkey. Reply: 0 when
 // the passkey is unknown, else 1.
