@@ -477,7 +477,7 @@ func (s *Server) fail(w *writer, rq *request, err error) {
 	} else if glog.V(2) {
 		glog.Infof("http: %s %s: %v", rq.from(), rq.path, err)
 	}
-	interval, minInterval := s.tkr.Intervals()
+	interval, minInterval := s.tkr.FailureIntervals()
 	if werr := w.writeFailure(string(ce), interval, minInterval); werr != nil && glog.V(2) {
 		glog.Infof("http: write failure to %s: %v", rq.from(), werr)
 	}

@@ -161,6 +161,21 @@ func (t *Tracker) Intervals() (interval, minInterval time.Duration) {
 	return interval, t.minAnnounce
 }
 
+// PrivateFailureInterval is the interval and min interval of every failure answer in private
+// mode: Ocelot sends 5400 seconds with each of its failures, so that a refused client (an
+// unknown passkey, an unregistered torrent) backs off for an hour and a half rather than
+// retrying at the announce interval.
+const PrivateFailureInterval = 5400 * time.Second
+
+// FailureIntervals returns the interval and min interval that failure answers carry: in
+// private mode PrivateFailureInterval for both, as Ocelot answers, otherwise the announce's.
+func (t *Tracker) FailureIntervals() (interval, minInterval time.Duration) {
+	if t.private {
+		return PrivateFailureInterval, PrivateFailureInterval
+	}
+	return t.Intervals()
+}
+
 // AnnounceInterval returns the base announce interval and the most jitter added to it.
 func (t *Tracker) AnnounceInterval() (interval, jitter time.Duration) {
 	return time.Duration(t.announce.Load()), time.Duration(t.jitter.Load())
@@ -314,7 +329,7 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 		Event:      a.Event,
 		Created:    !res.Prev.Found && !u.Remove,
 		Snatched:   res.Snatched,
-		Removed:    u.Remove && res.Prev.Found,
+		Removed:    u.Remove,
 		Seeder:     seeder,
 		Token:      res.Token && res.Freeleech != models.Neutral,
 		Left:       a.Left,

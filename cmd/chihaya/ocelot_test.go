@@ -210,4 +210,39 @@ func TestOcelotParity(t *testing.T) {
 		assert.Equal(t, []int{7003}, peerPorts(t, p.announceTo(t, carol, 7002, "")), "nor does a seeder")
 		assert.Equal(t, "Passkey not found", p.announceTo(t, alice, 7001, "")["failure reason"])
 	})
+
+	// Item 3: a stop from a peer never seen writes its row inactive, and credits nothing.
+	t.Run("stop from an unknown peer", func(t *testing.T) {
+		p, db := open(t, nil)
+		d := p.announceTo(t, ann{passkey: alicePasskey, ih: normalTorrent, peer: "a9", event: "stopped", up: 100, down: 50, left: 10}, 7009, "")
+		assert.Equal(t, int64(0), d["incomplete"])
+		var active, announced int
+		var up, down, remaining int64
+		eventually(t, 10*time.Second, "alice's row", func() (bool, string) {
+			err := db.QueryRow("SELECT active, announced, uploaded, downloaded, remaining FROM xbt_files_users WHERE uid = 1 AND fid = 1").
+				Scan(&active, &announced, &up, &down, &remaining)
+			return err == nil, fmt.Sprint(err)
+		})
+		assert.Equal(t, []any{0, 1, int64(100), int64(50), int64(10)}, []any{active, announced, up, down, remaining}, "active, announced, uploaded, downloaded, remaining")
+		u, dn := userStats(t, db, 1)
+		assert.Equal(t, []int64{1000, 500}, []int64{u, dn}, "a baseline credits nothing")
+	})
+
+	// Item 4: every failure carries Ocelot's 5400 s interval and min interval.
+	t.Run("failure intervals", func(t *testing.T) {
+		p, _ := open(t, nil)
+		for _, tc := range []struct{ url, reason string }{
+			{p.url + "/" + strings.Repeat("x", 32) + "/announce?" + announceQuery(ann{ih: normalTorrent, peer: "x", left: 1}, 6881, ""), "Passkey not found"},
+			{p.url + "/" + alicePasskey + "/announce?" + announceQuery(ann{ih: mustHex("9999999999999999999999999999999999999999"), peer: "a", left: 1}, 6881, ""), "Unregistered torrent"},
+			{p.url + "/" + bobPasskey + "/announce?" + announceQuery(ann{ih: normalTorrent, peer: "b", left: 1}, 6881, ""), "Access denied, leeching forbidden"},
+			{p.url + "/" + strings.Repeat("x", 32) + "/scrape?info_hash=" + pct(normalTorrent), "Passkey not found"},
+			{p.url + "/" + strings.Repeat("x", 32) + "/update?action=remove_user&passkey=" + alicePasskey, "Authentication failure"},
+			{p.url + "/" + reportKey + "/report?get=user&key=nobody", "Announce key not found"},
+		} {
+			want := "d14:failure reason" + strconv.Itoa(len(tc.reason)) + ":" + tc.reason + "8:intervali5400e12:min intervali5400ee"
+			assert.Equal(t, want, get(t, tc.url), tc.url)
+		}
+		d := p.announceTo(t, ann{passkey: alicePasskey, ih: normalTorrent, peer: "a1", event: "started", left: 1}, 6881, "")
+		assert.Equal(t, int64(1800), d["interval"], "a success keeps the announce interval")
+	})
 }

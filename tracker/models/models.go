@@ -209,7 +209,9 @@ type AnnounceDelta struct {
 	Created bool
 	// Snatched is true when this announce counted a completed download.
 	Snatched bool
-	// Removed is true when the peer left the swarm (event stopped).
+	// Removed is true when the announce was a stop (event stopped): the peer is not in the
+	// swarm afterwards, whether or not it was before, so its row is inactive (a stop from a
+	// peer never seen is written with active 0, as Ocelot writes it).
 	Removed bool
 	Seeder  bool
 	// Token is true when a freeleech token of the user's applies to this announce: the user holds
