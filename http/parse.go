@@ -81,6 +81,7 @@ func parseAnnounce(q *query.Params, a *models.Announce) error {
 	}
 	if v, ok := q.Get("compact"); ok {
 		a.Compact = string(v) != "0"
+		a.CompactOne = string(v) == "1"
 	}
 	if v, ok := q.Get("no_peer_id"); ok {
 		a.NoPeerID = string(v) == "1"
@@ -122,22 +123,31 @@ func fixed20(q *query.Params, key string, dst *[20]byte, missing, invalid error)
 }
 
 // parseScrape appends every info_hash of q to s.InfoHashes, in request order, up to limit.
-func parseScrape(q *query.Params, s *models.Scrape, limit int) error {
+//
+// With lenient set (private mode), it reads a scrape as Ocelot does: an info_hash that is not
+// 20 bytes names no torrent and is left out of the answer rather than refused (it still counts
+// towards limit), and a scrape without info_hash asks about no torrent; the core then answers
+// an empty files dictionary.
+func parseScrape(q *query.Params, s *models.Scrape, limit int, lenient bool) error {
 	s.InfoHashes = s.InfoHashes[:0]
+	n := 0
 	for i := 0; i < q.Len(); i++ {
 		k, v := q.Pair(i)
 		if string(k) != "info_hash" {
 			continue
 		}
-		if len(v) != 20 {
+		if len(v) != 20 && !lenient {
 			return models.ErrInvalidInfoHash
 		}
-		if len(s.InfoHashes) == limit {
+		if n == limit {
 			return models.ErrTooManyInfoHashes
 		}
-		s.InfoHashes = append(s.InfoHashes, models.InfoHash(v))
+		n++
+		if len(v) == 20 {
+			s.InfoHashes = append(s.InfoHashes, models.InfoHash(v))
+		}
 	}
-	if len(s.InfoHashes) == 0 {
+	if len(s.InfoHashes) == 0 && !lenient {
 		return models.ErrMissingInfoHash
 	}
 	return nil

@@ -74,7 +74,7 @@ func TestParseAnnounce(t *testing.T) {
 			mod: func(a *models.Announce) {
 				a.Uploaded, a.Downloaded, a.Left, a.Corrupt = 123, 456, 789, 5
 				a.Event = models.Started
-				a.NoPeerID = true
+				a.NoPeerID, a.CompactOne = true, true
 				a.NumWant = 30
 			},
 		},
@@ -163,14 +163,14 @@ func TestParseAnnounce(t *testing.T) {
 
 		// compact and no_peer_id.
 		{name: "compact=0", raw: announceQuery("", "compact=0"), mod: func(a *models.Announce) { a.Compact = false }},
-		{name: "compact=1", raw: announceQuery("", "compact=1")},
+		{name: "compact=1", raw: announceQuery("", "compact=1"), mod: func(a *models.Announce) { a.CompactOne = true }},
 		{name: "empty compact stays compact", raw: announceQuery("", "compact=")},
 		{name: "compact=false is not 0", raw: announceQuery("", "compact=false")},
 		{name: "first compact wins", raw: announceQuery("", "compact=0", "compact=1"), mod: func(a *models.Announce) { a.Compact = false }},
 		{name: "no_peer_id=1", raw: announceQuery("", "no_peer_id=1"), mod: func(a *models.Announce) { a.NoPeerID = true }},
 		{name: "no_peer_id=0", raw: announceQuery("", "no_peer_id=0")},
 		{name: "no_peer_id without value", raw: announceQuery("", "no_peer_id")},
-		{name: "libtorrent's compact=1&no_peer_id=1", raw: announceQuery("", "compact=1", "no_peer_id=1"), mod: func(a *models.Announce) { a.NoPeerID = true }},
+		{name: "libtorrent's compact=1&no_peer_id=1", raw: announceQuery("", "compact=1", "no_peer_id=1"), mod: func(a *models.Announce) { a.NoPeerID, a.CompactOne = true, true }},
 		{name: "dict peers without ids", raw: announceQuery("", "compact=0", "no_peer_id=1"), mod: func(a *models.Announce) { a.Compact, a.NoPeerID = false, true }},
 
 		// event.
@@ -217,11 +217,12 @@ func TestParseScrape(t *testing.T) {
 		return ih
 	}
 	for _, tc := range []struct {
-		name  string
-		raw   string
-		limit int
-		want  []models.InfoHash
-		err   error
+		name    string
+		raw     string
+		limit   int
+		lenient bool // private mode
+		want    []models.InfoHash
+		err     error
 	}{
 		{name: "one hash", raw: "info_hash=" + wikiHashRaw, limit: 74, want: []models.InfoHash{wikiHash}},
 		{
@@ -239,13 +240,18 @@ func TestParseScrape(t *testing.T) {
 		{name: "21-byte hash", raw: "info_hash=" + strings.Repeat("a", 21), limit: 74, err: models.ErrInvalidInfoHash},
 		{name: "bad hash after good ones", raw: "info_hash=" + wikiHashRaw + "&info_hash=short", limit: 74, err: models.ErrInvalidInfoHash},
 		{name: "empty hash", raw: "info_hash=", limit: 74, err: models.ErrInvalidInfoHash},
+
+		// Private mode reads a scrape as Ocelot: a bad hash names no torrent, none asks for none.
+		{name: "private: no info_hash", raw: "foo=bar", limit: 74, lenient: true, want: []models.InfoHash{}},
+		{name: "private: bad hashes left out", raw: "info_hash=short&info_hash=" + wikiHashRaw + "&info_hash=", limit: 74, lenient: true, want: []models.InfoHash{wikiHash}},
+		{name: "private: bad hashes count towards the limit", raw: "info_hash=short&" + strings.Repeat("info_hash="+strings.Repeat("a", 20)+"&", 3), limit: 3, lenient: true, err: models.ErrTooManyInfoHashes},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var q query.Params
 			require.NoError(t, q.Parse(tc.raw))
 			// A reused Scrape must not keep hashes from an earlier request.
 			s := models.Scrape{InfoHashes: []models.InfoHash{h(0xee), h(0xee), h(0xee), h(0xee), h(0xee)}}
-			err := parseScrape(&q, &s, tc.limit)
+			err := parseScrape(&q, &s, tc.limit, tc.lenient)
 			if tc.err != nil {
 				require.ErrorIs(t, err, tc.err)
 				return

@@ -460,7 +460,7 @@ func (s *Server) scrape(rq *request, sc *scratch) error {
 	if err := sc.q.Parse(rq.query); err != nil {
 		return models.ErrMalformedRequest
 	}
-	if err := parseScrape(&sc.q, &sc.sc, s.tkr.MaxScrapeInfoHashes()); err != nil {
+	if err := parseScrape(&sc.q, &sc.sc, s.tkr.MaxScrapeInfoHashes(), s.ctl != nil); err != nil {
 		return err
 	}
 	sc.sc.Passkey = rq.passkey

@@ -192,9 +192,20 @@ func TestPrivateFailures(t *testing.T) {
 			wantErr: "Your client does not support compact announces",
 		},
 		{
-			name:   "compact only, compact client",
+			name:   "compact only, no compact parameter",
 			mutate: func(c *config.Config) { c.CompactOnly = true },
 			ann:    func() *models.Announce { return pann(alice, tNormal, numPid(1), "192.0.2.1:6881") },
+			// Compact (the default) but not asked for: Ocelot refuses it like compact=0.
+			wantErr: "Your client does not support compact announces",
+		},
+		{
+			name:   "compact only, compact client",
+			mutate: func(c *config.Config) { c.CompactOnly = true },
+			ann: func() *models.Announce {
+				a := pann(alice, tNormal, numPid(1), "192.0.2.1:6881")
+				a.CompactOne = true
+				return a
+			},
 		},
 		{
 			name: "non-compact client without compact only",
@@ -244,10 +255,9 @@ func TestPrivateFailures(t *testing.T) {
 			assert.Equal(t, tt.wantErr, err.Error())
 			assert.Empty(t, w.resps, "nothing written")
 			assert.Zero(t, e.be.count(), "nothing recorded")
-			for _, n := range []int{tNormal, 99} {
-				st := e.scrape(t, hash(n))[0]
-				assert.Zero(t, st.Seeders+st.Leechers, "no peer stored on torrent %d", n)
-			}
+			st := e.scrape(t, hash(tNormal))[0]
+			assert.Zero(t, st.Seeders+st.Leechers, "no peer stored")
+			assert.Empty(t, e.scrape(t, hash(99)), "no torrent made")
 		})
 	}
 }
@@ -939,4 +949,19 @@ func TestPrivateScrapeNeedsPasskey(t *testing.T) {
 		})
 	}
 	assert.Equal(t, 1, e.scrape(t, hash(tNormal))[0].Leechers, "a user's passkey scrapes")
+}
+
+// TestPrivateScrapeRegisteredOnly: a private scrape answers the registered torrents only, in
+// request order, and a scrape of none is an empty answer, as Ocelot's.
+func TestPrivateScrapeRegisteredOnly(t *testing.T) {
+	e := newPrivEnv(t, nil)
+	_, err := e.try(pann(alice, tFree, pid("a1"), "10.0.0.1:6881"))
+	require.NoError(t, err)
+	e.site(t, models.SiteUpdate{Action: models.DeleteTorrent, Torrent: models.Torrent{InfoHash: hash(tNeutral)}})
+	got := e.scrape(t, hash(99), hash(tFree), hash(tNeutral), hash(tNormal))
+	assert.Equal(t, []models.TorrentStats{
+		{InfoHash: hash(tFree), ID: 100 + tFree, Leechers: 1, Registered: true},
+		{InfoHash: hash(tNormal), ID: 100 + tNormal, Registered: true},
+	}, got, "unknown and deleted torrents left out")
+	assert.Empty(t, e.scrape(t), "a scrape of no torrent")
 }

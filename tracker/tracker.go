@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -235,7 +236,7 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 		if user, err = store.User(ctx, a.Passkey); err != nil {
 			return annErr(err)
 		}
-		if t.compactOnly && !a.Compact {
+		if t.compactOnly && !a.CompactOne {
 			return models.ErrCompactOnly
 		}
 		if ok, err := store.Whitelisted(ctx, a.PeerID); err != nil {
@@ -462,7 +463,9 @@ func annErr(err error) error {
 //
 // In private mode the passkey must name a user, as for an announce ("Passkey not found"
 // otherwise, a removed user's included): a private site's swarms are not for whoever learns an
-// info hash.
+// info hash. There, as in Ocelot, the answer leaves out the torrents the site has not
+// registered (or has deleted), and a scrape of no torrent is answered with no files rather
+// than refused.
 func (t *Tracker) HandleScrape(ctx context.Context, sc *models.Scrape, w ScrapeWriter) error {
 	if len(sc.InfoHashes) > t.maxScrape {
 		return models.ErrTooManyInfoHashes
@@ -485,7 +488,7 @@ func (t *Tracker) HandleScrape(ctx context.Context, sc *models.Scrape, w ScrapeW
 			return fmt.Errorf("tracker: scrape: user: %w", err)
 		}
 	}
-	if len(sc.InfoHashes) == 0 {
+	if len(sc.InfoHashes) == 0 && !t.private {
 		return models.ErrMissingInfoHash
 	}
 
@@ -498,8 +501,14 @@ func (t *Tracker) HandleScrape(ctx context.Context, sc *models.Scrape, w ScrapeW
 	for _, ih := range sc.InfoHashes {
 		files = append(files, models.TorrentStats{InfoHash: ih})
 	}
-	if err := conn.Scrape(ctx, files); err != nil {
-		return fmt.Errorf("tracker: scrape: %w", err)
+	if len(files) > 0 {
+		if err := conn.Scrape(ctx, files); err != nil {
+			return fmt.Errorf("tracker: scrape: %w", err)
+		}
+	}
+	if t.private {
+		// As Ocelot: torrents the site has not registered (or deleted) are left out.
+		files = slices.DeleteFunc(files, func(f models.TorrentStats) bool { return !f.Registered })
 	}
 	s.resp.Files = files
 	return w.WriteScrape(&s.resp)

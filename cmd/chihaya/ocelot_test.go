@@ -245,4 +245,31 @@ func TestOcelotParity(t *testing.T) {
 		d := p.announceTo(t, ann{passkey: alicePasskey, ih: normalTorrent, peer: "a1", event: "started", left: 1}, 6881, "")
 		assert.Equal(t, int64(1800), d["interval"], "a success keeps the announce interval")
 	})
+
+	// Item 5: compact_only refuses every announce that does not say compact=1.
+	t.Run("compact only", func(t *testing.T) {
+		p, _ := open(t, map[string]any{"compact_only": true})
+		a := ann{passkey: alicePasskey, ih: normalTorrent, peer: "a1", event: "started", left: 10}
+		const refused = "Your client does not support compact announces"
+		noCompact := strings.Replace(announceQuery(a, 6881, ""), "&compact=1", "", 1)
+		require.NotContains(t, noCompact, "compact")
+		assert.Equal(t, refused, bdict(t, get(t, p.url+"/"+alicePasskey+"/announce?"+noCompact))["failure reason"], "no compact parameter")
+		for _, c := range []string{"compact=0", "compact=", "compact=2"} {
+			assert.Equal(t, refused, p.announceTo(t, a, 6881, c)["failure reason"], c)
+		}
+		assert.NotContains(t, p.announceTo(t, a, 6881, "compact=1"), "failure reason")
+	})
+
+	// Item 6: a scrape leaves out unknown and deleted torrents; one of no torrent is empty.
+	t.Run("scrape files", func(t *testing.T) {
+		p, _ := open(t, nil)
+		require.NotContains(t, p.announceTo(t, ann{passkey: alicePasskey, ih: freeTorrent, peer: "a2", event: "started", left: 10}, 6881, ""), "failure reason")
+		p.update(t, "action=delete_torrent&id=5&reason=0&info_hash="+pct(deletedTorrent))
+		unknown := mustHex("9999999999999999999999999999999999999999")
+		body := get(t, p.url+"/"+alicePasskey+"/scrape?info_hash="+pct(unknown)+"&info_hash="+pct(freeTorrent)+"&info_hash="+pct(deletedTorrent)+"&info_hash=short")
+		assert.Equal(t, "d5:filesd20:"+string(freeTorrent)+"d8:completei0e10:downloadedi0e10:incompletei1eeee", body)
+		for _, q := range []string{"foo=bar", "info_hash=", "info_hash=" + pct(unknown)} {
+			assert.Equal(t, "d5:filesdee", get(t, p.url+"/"+alicePasskey+"/scrape?"+q), q)
+		}
+	})
 }

@@ -127,6 +127,10 @@ type Announce struct {
 	// Compact asks for BEP 23 compact peer strings; NoPeerID leaves "peer id" out of dict peers.
 	Compact  bool
 	NoPeerID bool
+	// CompactOne is set when the client asked for compact peers in so many words: compact=1
+	// over HTTP (a missing compact gets compact peers all the same), and always over UDP.
+	// compact_only admits only these, as Ocelot does.
+	CompactOne bool
 }
 
 // Seeder reports whether the announcing peer has the whole torrent.
