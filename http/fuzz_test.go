@@ -249,7 +249,19 @@ func FuzzParseAnnounce(f *testing.F) {
 			return
 		}
 		var a models.Announce
-		err := parseAnnounce(&q, &a)
+		// Private mode's lenient numwant refuses nothing the strict reading accepts, and reads
+		// the same but for an empty numwant (0 there, the default here).
+		var lenient models.Announce
+		lerr := parseAnnounce(&q, &lenient, true)
+		err := parseAnnounce(&q, &a, false)
+		if err == nil {
+			require.NoError(t, lerr, "lenient parse of %q", raw)
+			if v, ok := q.Get("numwant"); ok && len(v) == 0 {
+				require.Zero(t, lenient.NumWant)
+				lenient.NumWant = a.NumWant
+			}
+			require.Equal(t, a, lenient, "lenient parse of %q", raw)
+		}
 		if err != nil {
 			var ce models.ClientError
 			require.True(t, errors.As(err, &ce), "parseAnnounce(%q) = %v, not a ClientError", raw, err)

@@ -59,10 +59,11 @@ func TestParseAnnounce(t *testing.T) {
 		Compact:  true,
 	}
 	for _, tc := range []struct {
-		name string
-		raw  string
-		mod  func(a *models.Announce) // applied to base to give the wanted announce
-		err  error
+		name    string
+		raw     string
+		lenient bool                     // private mode
+		mod     func(a *models.Announce) // applied to base to give the wanted announce
+		err     error
 	}{
 		{name: "minimal", raw: announceQuery("")},
 		{
@@ -160,6 +161,17 @@ func TestParseAnnounce(t *testing.T) {
 		{name: "non-numeric numwant", raw: announceQuery("", "numwant=many"), err: models.ErrInvalidNumber},
 		{name: "lone minus numwant", raw: announceQuery("", "numwant=-"), err: models.ErrInvalidNumber},
 		{name: "fractional numwant", raw: announceQuery("", "numwant=1.5"), err: models.ErrInvalidNumber},
+		// Private mode reads numwant as Ocelot: its leading number, else 0.
+		{name: "private: non-numeric numwant is 0", raw: announceQuery("", "numwant=many"), lenient: true, mod: func(a *models.Announce) { a.NumWant = 0 }},
+		{name: "private: empty numwant is 0", raw: announceQuery("", "numwant="), lenient: true, mod: func(a *models.Announce) { a.NumWant = 0 }},
+		{name: "private: lone minus numwant is 0", raw: announceQuery("", "numwant=-"), lenient: true, mod: func(a *models.Announce) { a.NumWant = 0 }},
+		{name: "private: fractional numwant", raw: announceQuery("", "numwant=1.5"), lenient: true, mod: func(a *models.Announce) { a.NumWant = 1 }},
+		{name: "private: number and text", raw: announceQuery("", "numwant=12abc"), lenient: true, mod: func(a *models.Announce) { a.NumWant = 12 }},
+		{name: "private: plus sign", raw: announceQuery("", "numwant=%2B7x"), lenient: true, mod: func(a *models.Announce) { a.NumWant = 7 }},
+		{name: "private: negative with text is the default", raw: announceQuery("", "numwant=-5x"), lenient: true, mod: func(a *models.Announce) { a.NumWant = -1 }},
+		{name: "private: huge with text is clamped", raw: announceQuery("", "numwant="+strings.Repeat("9", 30)+"x"), lenient: true, mod: func(a *models.Announce) { a.NumWant = 1<<31 - 1 }},
+		{name: "private: numwant 30", raw: announceQuery("", "numwant=30"), lenient: true, mod: func(a *models.Announce) { a.NumWant = 30 }},
+		{name: "private: no numwant is the default", raw: announceQuery(""), lenient: true},
 
 		// compact and no_peer_id.
 		{name: "compact=0", raw: announceQuery("", "compact=0"), mod: func(a *models.Announce) { a.Compact = false }},
@@ -193,7 +205,7 @@ func TestParseAnnounce(t *testing.T) {
 			// Parse into a dirty announce: parseAnnounce must reset every field.
 			a := models.Announce{Passkey: "stale", Remote: netip.MustParseAddr("9.9.9.9"), Other: netip.MustParseAddrPort("9.9.9.9:9"),
 				Event: models.Stopped, Uploaded: 99, Corrupt: 99, NoPeerID: true}
-			err := parseAnnounce(&q, &a)
+			err := parseAnnounce(&q, &a, tc.lenient)
 			if tc.err != nil {
 				require.ErrorIs(t, err, tc.err)
 				return

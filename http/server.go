@@ -445,7 +445,7 @@ func (s *Server) announce(rq *request, sc *scratch) error {
 		return models.ErrMalformedRequest
 	}
 	a := &sc.a
-	if err := parseAnnounce(&sc.q, a); err != nil {
+	if err := parseAnnounce(&sc.q, a, s.ctl != nil); err != nil {
 		return err
 	}
 	a.Passkey = rq.passkey

@@ -272,4 +272,23 @@ func TestOcelotParity(t *testing.T) {
 			assert.Equal(t, "d5:filesdee", get(t, p.url+"/"+alicePasskey+"/scrape?"+q), q)
 		}
 	})
+
+	// Item 7: a malformed numwant reads as 0: no peers, and the announce counts.
+	t.Run("malformed numwant", func(t *testing.T) {
+		p, db := open(t, nil)
+		require.NotContains(t, p.announceTo(t, ann{passkey: alicePasskey, ih: normalTorrent, peer: "a1", event: "started", left: 10}, 7001, ""), "failure reason")
+		erin := ann{passkey: erinPasskey, ih: normalTorrent, peer: "e1", event: "started", left: 10}
+		for _, nw := range []string{"numwant=abc", "numwant="} {
+			d := p.announceTo(t, erin, 7003, nw)
+			assert.Equal(t, []int{}, peerPorts(t, d), nw)
+			assert.Equal(t, int64(2), d["incomplete"], "%s: erin is in the swarm", nw)
+			erin.event = ""
+		}
+		assert.Equal(t, []int{7001}, peerPorts(t, p.announceTo(t, erin, 7003, "numwant=5x")), "a leading number counts")
+		eventually(t, 10*time.Second, "erin's row to count her three announces", func() (bool, string) {
+			var announced int
+			err := db.QueryRow("SELECT announced FROM xbt_files_users WHERE uid = 5 AND fid = 1 AND active = 1").Scan(&announced)
+			return err == nil && announced == 3, fmt.Sprint(announced, err)
+		})
+	})
 }
