@@ -253,7 +253,7 @@ func TestUpdateActions(t *testing.T) {
 		{name: "trace_user", query: "action=trace_user&passkey=" + pk1 + "&trace=1"},
 		{name: "unknown action", query: "action=reload_everything&passkey=" + pk1},
 		{name: "no action", query: "passkey=" + pk1},
-		{name: "no query"},
+		{name: "empty action", query: "action="},
 
 		// Malformed: nothing changes, and the answer is still success.
 		{name: "info_hash too short", query: "action=update_torrent&info_hash=" + rawurlencode(gazelleHash[:19]) + "&freetorrent=1"},
@@ -504,7 +504,7 @@ func TestReportText(t *testing.T) {
 		{name: "user without key", query: "get=user", want: "Invalid action\nsuccess"},
 		{name: "user with empty key", query: "get=user&key=", want: "Invalid action\nsuccess"},
 		{name: "unknown report", query: "get=jemalloc", want: "Invalid action\nsuccess"},
-		{name: "no get", query: "", want: "Invalid action\nsuccess"},
+		{name: "no get", query: "get=", want: "Invalid action\nsuccess"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			assert.Equal(t, tc.want, report(t, s, tc.query).Body.String())
@@ -581,7 +581,7 @@ func TestReportJSON(t *testing.T) {
 		{name: "user without key", query: "get=user", want: "Announce key missing"},
 		{name: "user with empty key", query: "get=user&key=", want: "Announce key missing"},
 		{name: "unknown report", query: "get=jemalloc", want: "unrecognized report query"},
-		{name: "no get", query: "", want: "unrecognized report query"},
+		{name: "no get", query: "get=", want: "unrecognized report query"},
 		{name: "bad escape", query: "get=stats&x=%zz", want: "unrecognized report query"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -703,4 +703,37 @@ func TestControlThroughMemoryDriver(t *testing.T) {
 	assert.Equal(t, "Passkey not found", announce(alice, 'a', 0, "192.0.2.1:1")["failure reason"])
 	assert.Equal(t, "Passkey not found", announce(carol, 'b', 0, "192.0.2.2:1")["failure reason"])
 	assert.Equal(t, "success", report(t, s, "get=user&key="+alice).Body.String())
+}
+
+// TestNothingToSee: in private mode a passkey path without a query string is answered with
+// Ocelot's plain page, whatever the passkey and whether or not it is a secret; with a query,
+// even an empty one, it is a request as usual. Public mode answers a bencoded failure.
+func TestNothingToSee(t *testing.T) {
+	pk := strings.Repeat("a", 32)
+	store := &fakeStore{users: map[string]models.User{pk: {ID: 1, Passkey: pk, CanLeech: true}}}
+	s, _ := newPrivateServer(t, privateConfig(nil), store)
+	for _, path := range []string{"/" + pk + "/announce", "/" + pk + "/scrape", "/" + strings.Repeat("x", 32) + "/announce",
+		"/" + siteSecret + "/update", "/" + reportSecret + "/report", "/x/scrape"} {
+		rec := serve(t, s.Handler(), req{path: path})
+		assert.Equal(t, nethttp.StatusOK, rec.Code, path)
+		assert.Equal(t, nothingToSeePage, rec.Body.String(), path)
+		assert.Equal(t, "text/html", rec.Header().Get("Content-Type"), path)
+		assert.Equal(t, strconv.Itoa(len(nothingToSeePage)), rec.Header().Get("Content-Length"), path)
+	}
+	assert.Empty(t, store.recorded(), "nothing applied")
+
+	// With a '?', an empty query is a request: a scrape of no torrent, an update of no action.
+	hr := httptest.NewRequest(nethttp.MethodGet, "/"+pk+"/scrape?", nil)
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, hr)
+	assert.Equal(t, "d5:filesdee", rec.Body.String())
+	hr = httptest.NewRequest(nethttp.MethodGet, "/"+siteSecret+"/update?", nil)
+	rec = httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, hr)
+	assert.Equal(t, "success", rec.Body.String())
+
+	pub, err := NewServer(func() *config.Config { c := config.Default(); return &c }(), s.tkr)
+	require.NoError(t, err)
+	rec = serve(t, pub.Handler(), req{path: "/" + pk + "/announce"})
+	assert.Contains(t, rec.Body.String(), "failure reason", "public mode")
 }

@@ -18,6 +18,7 @@ import (
 	"net"
 	nethttp "net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -304,6 +305,13 @@ func (s *Server) serveOne(w nethttp.ResponseWriter, r *nethttp.Request, ps httpr
 }
 
 func (s *Server) serveTwo(w nethttp.ResponseWriter, r *nethttp.Request, ps httprouter.Params) {
+	if s.ctl != nil && r.URL.RawQuery == "" && !r.URL.ForceQuery {
+		switch ps.ByName("action") {
+		case "announce", "scrape", "update", "report":
+			nothingToSee(w)
+			return
+		}
+	}
 	switch ps.ByName("action") {
 	case "announce":
 		s.serveAnnounce(w, r, ps.ByName("first"))
@@ -316,6 +324,24 @@ func (s *Server) serveTwo(w nethttp.ResponseWriter, r *nethttp.Request, ps httpr
 		}
 		s.notFound(w, r)
 	}
+}
+
+// nothingToSeePage is Ocelot's answer to a request without a query string: what a browser
+// shows when a user opens their announce URL.
+const nothingToSeePage = `<html><head><meta name="robots" content="noindex, nofollow" /></head><body>Nothing to see here</body></html>`
+
+var textHTML = []string{"text/html"}
+
+// nothingToSee answers, in private mode, /<passkey>/announce (or scrape, update, report) without
+// a query string as Ocelot does: with a plain page, whatever the passkey. No BitTorrent client
+// announces without a query and Gazelle always sends one, so only people see it.
+func nothingToSee(w nethttp.ResponseWriter) {
+	h := w.Header()
+	h["Content-Type"] = textHTML
+	h["Cache-Control"] = noCache
+	h["Content-Length"] = []string{strconv.Itoa(len(nothingToSeePage))}
+	w.WriteHeader(nethttp.StatusOK)
+	_, _ = io.WriteString(w, nothingToSeePage)
 }
 
 func (s *Server) notFound(w nethttp.ResponseWriter, _ *nethttp.Request) {

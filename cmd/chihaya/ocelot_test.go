@@ -10,6 +10,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -290,5 +291,33 @@ func TestOcelotParity(t *testing.T) {
 			err := db.QueryRow("SELECT announced FROM xbt_files_users WHERE uid = 5 AND fid = 1 AND active = 1").Scan(&announced)
 			return err == nil && announced == 3, fmt.Sprint(announced, err)
 		})
+	})
+
+	// Item 8: a passkey path without a query string gets Ocelot's plain page.
+	t.Run("nothing to see here", func(t *testing.T) {
+		p, _ := open(t, nil)
+		const page = `<html><head><meta name="robots" content="noindex, nofollow" /></head><body>Nothing to see here</body></html>`
+		for _, path := range []string{"/" + alicePasskey + "/announce", "/" + strings.Repeat("x", 32) + "/scrape", "/" + sitePassword + "/update", "/" + reportKey + "/report"} {
+			resp, err := http.Get(p.url + path)
+			require.NoError(t, err)
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			require.NoError(t, err)
+			assert.Equal(t, http.StatusOK, resp.StatusCode, path)
+			assert.Equal(t, "text/html", resp.Header.Get("Content-Type"), path)
+			assert.Equal(t, page, string(body), path)
+		}
+		// On one keep-alive connection, after an announce the fast path answered.
+		conn, err := net.Dial("tcp", strings.TrimPrefix(p.url, "http://"))
+		require.NoError(t, err)
+		defer conn.Close()
+		_, err = fmt.Fprintf(conn, "GET /%s/scrape?info_hash=%s HTTP/1.1\r\n\r\nGET /%s/announce HTTP/1.1\r\nConnection: close\r\n\r\n", alicePasskey, pct(normalTorrent), alicePasskey)
+		require.NoError(t, err)
+		require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+		all, err := io.ReadAll(conn)
+		require.NoError(t, err)
+		assert.Equal(t, 2, strings.Count(string(all), "HTTP/1.1 200 OK\r\n"), "%s", all)
+		assert.Contains(t, string(all), "d5:filesd20:")
+		assert.True(t, strings.HasSuffix(string(all), "\r\n\r\n"+page), "%s", all)
 	})
 }
