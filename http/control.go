@@ -457,12 +457,20 @@ func (c *control) userReport(u models.User, leeching, seeding int) []byte {
 	b = strconv.AppendInt(b, int64(leeching), 10)
 	b = append(b, `,"seeding":`...)
 	b = strconv.AppendInt(b, int64(seeding), 10)
-	b = append(b, `,"deleted":false,"protected":`...)
-	b = strconv.AppendBool(b, u.Protected)
+	// Ocelot writes its flags as 0 and 1, ends the document with a newline and has no other
+	// fields; a user the tracker holds is never deleted (removal forgets the passkey).
+	b = append(b, `,"deleted":0,"protected":`...)
+	b = appendFlag(b, u.Protected)
 	b = append(b, `,"can_leech":`...)
-	b = strconv.AppendBool(b, u.CanLeech)
-	b = append(b, `,"traced":false}`...)
-	return b
+	b = appendFlag(b, u.CanLeech)
+	return append(b, "}\n"...)
+}
+
+func appendFlag(b []byte, v bool) []byte {
+	if v {
+		return append(b, '1')
+	}
+	return append(b, '0')
 }
 
 // reportCounts are the numbers of a stats report.

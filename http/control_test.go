@@ -399,7 +399,7 @@ func TestControlSecrets(t *testing.T) {
 		applied bool
 	}{
 		{name: "site secret on update", path: "/" + siteSecret + "/update", query: addUser, want: "success", applied: true},
-		{name: "report secret on report", path: "/" + reportSecret + "/report", query: "get=user&key=" + pk, want: `{"id":1,"leeching":0,"seeding":0,"deleted":false,"protected":false,"can_leech":true,"traced":false}`},
+		{name: "report secret on report", path: "/" + reportSecret + "/report", query: "get=user&key=" + pk, want: `{"id":1,"leeching":0,"seeding":0,"deleted":0,"protected":0,"can_leech":1}` + "\n"},
 		{name: "report secret on update", path: "/" + reportSecret + "/update", query: addUser, want: authFailure},
 		{name: "site secret on report", path: "/" + siteSecret + "/report", query: "get=stats", want: authFailure},
 		{name: "wrong secret of the same length", path: "/" + strings.Repeat("s", 31) + "t/update", query: addUser, want: authFailure},
@@ -564,8 +564,8 @@ func TestReportJSON(t *testing.T) {
 	for _, tc := range []struct {
 		name, query, want string
 	}{
-		{name: "user", query: "get=user&key=alice", want: `{"id":7,"leeching":2,"seeding":5,"deleted":false,"protected":false,"can_leech":true,"traced":false}`},
-		{name: "protected user who may not leech", query: "get=user&key=bob", want: `{"id":8,"leeching":0,"seeding":0,"deleted":false,"protected":true,"can_leech":false,"traced":false}`},
+		{name: "user", query: "get=user&key=alice", want: `{"id":7,"leeching":2,"seeding":5,"deleted":0,"protected":0,"can_leech":1}` + "\n"},
+		{name: "protected user who may not leech", query: "get=user&key=bob", want: `{"id":8,"leeching":0,"seeding":0,"deleted":0,"protected":1,"can_leech":0}` + "\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			body := report(t, s, tc.query).Body.String()

@@ -401,7 +401,7 @@ func TestHostlessReportJSONOverTCP(t *testing.T) {
 	require.NotContains(t, announceHash(t, addr, alice, 'a'), "failure reason")
 	resp := rawExchange(t, addr, "GET /"+reportSecret+"/report?get=user&key="+alice+" HTTP/1.1\r\nHost: tracker.example\r\nConnection: Close\r\n\r\n")
 	_, body, _ := strings.Cut(resp, "\r\n\r\n")
-	assert.JSONEq(t, `{"id":1,"leeching":0,"seeding":1,"deleted":false,"protected":false,"can_leech":true,"traced":false}`, body)
+	assert.JSONEq(t, `{"id":1,"leeching":0,"seeding":1,"deleted":0,"protected":0,"can_leech":1}`, body)
 
 	// The stats come from the running aggregator, which applies requests in batches.
 	var doc map[string]struct {

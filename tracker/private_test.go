@@ -965,3 +965,31 @@ func TestPrivateScrapeRegisteredOnly(t *testing.T) {
 	}, got, "unknown and deleted torrents left out")
 	assert.Empty(t, e.scrape(t), "a scrape of no torrent")
 }
+
+// TestPrivateMinIntervalFollows: in private mode the min interval is the announce interval
+// (without jitter), before and after update_announce_interval, as Ocelot answers; failures carry
+// 5400 s for both. Public mode keeps min_announce.
+func TestPrivateMinIntervalFollows(t *testing.T) {
+	e := newPrivEnv(t, func(c *config.Config) { c.AnnounceJitter.Duration = 30 * time.Second })
+	check := func(want time.Duration) {
+		t.Helper()
+		w, err := e.try(pann(alice, tNormal, pid("a1"), "10.0.0.1:6881"))
+		require.NoError(t, err)
+		r := w.resps[len(w.resps)-1]
+		assert.Equal(t, want, r.MinInterval)
+		assert.GreaterOrEqual(t, r.Interval, want)
+		assert.LessOrEqual(t, r.Interval, want+30*time.Second)
+	}
+	check(30 * time.Minute)
+	e.tr.SetAnnounceInterval(40 * time.Minute)
+	check(40 * time.Minute)
+	i, mi := e.tr.FailureIntervals()
+	assert.Equal(t, []time.Duration{tracker.PrivateFailureInterval, tracker.PrivateFailureInterval}, []time.Duration{i, mi})
+
+	pub := newEnv(t, nil)
+	pub.tr.SetAnnounceInterval(40 * time.Minute)
+	i, mi = pub.tr.Intervals()
+	assert.Equal(t, []time.Duration{40 * time.Minute, 15 * time.Minute}, []time.Duration{i, mi}, "public mode keeps min_announce")
+	fi, fmi := pub.tr.FailureIntervals()
+	assert.Equal(t, []time.Duration{40 * time.Minute, 15 * time.Minute}, []time.Duration{fi, fmi})
+}

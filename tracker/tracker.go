@@ -152,14 +152,20 @@ func New(cfg *config.Config, pool Pool, backend Backend, observer Observer) (*Tr
 	return t, nil
 }
 
-// Intervals returns the announce interval and minimum interval that answers carry, failures
-// included. The interval includes a random jitter when announce_jitter is set.
+// Intervals returns the announce interval and minimum interval that answers carry (failures in
+// public mode too). The interval includes a random jitter when announce_jitter is set. In
+// private mode the minimum interval is the announce interval without its jitter, as in Ocelot,
+// so that it follows update_announce_interval; min_announce counts in public mode only.
 func (t *Tracker) Intervals() (interval, minInterval time.Duration) {
-	interval = time.Duration(t.announce.Load())
+	base := time.Duration(t.announce.Load())
+	interval, minInterval = base, t.minAnnounce
+	if t.private {
+		minInterval = base
+	}
 	if j := t.jitter.Load(); j > 0 {
 		interval += time.Duration(rand.Int64N(j + 1)).Truncate(time.Second)
 	}
-	return interval, t.minAnnounce
+	return interval, minInterval
 }
 
 // PrivateFailureInterval is the interval and min interval of every failure answer in private
@@ -367,13 +373,13 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 	}
 
 	resp := &s.resp
-	interval, _ := t.Intervals()
+	interval, minInterval := t.Intervals()
 	*resp = models.AnnounceResponse{
 		Interval:    interval,
 		Complete:    res.Seeders,
 		Incomplete:  res.Leechers,
 		Downloaded:  res.Snatches,
-		MinInterval: t.minAnnounce,
+		MinInterval: minInterval,
 		IPv4Peers:   res.IPv4Peers,
 		IPv6Peers:   res.IPv6Peers,
 		ExternalIP:  a.Remote,

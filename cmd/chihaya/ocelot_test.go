@@ -320,4 +320,36 @@ func TestOcelotParity(t *testing.T) {
 		assert.Contains(t, string(all), "d5:filesd20:")
 		assert.True(t, strings.HasSuffix(string(all), "\r\n\r\n"+page), "%s", all)
 	})
+
+	// Item 9: the JSON user report is Ocelot's bytes, flags as 0 and 1.
+	t.Run("user report", func(t *testing.T) {
+		p, _ := open(t, nil)
+		require.NotContains(t, p.announceTo(t, ann{passkey: alicePasskey, ih: normalTorrent, peer: "a1", event: "started", left: 10}, 7001, ""), "failure reason")
+		require.NotContains(t, p.announceTo(t, ann{passkey: alicePasskey, ih: freeTorrent, peer: "a1", event: "started"}, 7001, ""), "failure reason")
+		for _, tc := range []struct{ passkey, want string }{
+			{alicePasskey, `{"id":1,"leeching":1,"seeding":1,"deleted":0,"protected":0,"can_leech":1}` + "\n"},
+			{bobPasskey, `{"id":2,"leeching":0,"seeding":0,"deleted":0,"protected":0,"can_leech":0}` + "\n"},
+			{carolPasskey, `{"id":3,"leeching":0,"seeding":0,"deleted":0,"protected":1,"can_leech":1}` + "\n"},
+		} {
+			assert.Equal(t, tc.want, get(t, p.url+"/"+reportKey+"/report?get=user&key="+tc.passkey))
+		}
+	})
+
+	// Item 11: the min interval follows the announce interval, also after an update.
+	t.Run("min interval follows", func(t *testing.T) {
+		p, _ := open(t, nil)
+		a := ann{passkey: alicePasskey, ih: normalTorrent, peer: "a1", event: "started", left: 10}
+		d := p.announceTo(t, a, 7001, "")
+		assert.Equal(t, []any{int64(1800), int64(1800)}, []any{d["interval"], d["min interval"]}, "min_announce 15m counts in public mode only")
+		p.update(t, "action=update_announce_interval&new_announce_interval=2400")
+		a.event = ""
+		d = p.announceTo(t, a, 7001, "")
+		assert.Equal(t, []any{int64(2400), int64(2400)}, []any{d["interval"], d["min interval"]})
+		var doc map[string]struct {
+			Type  string
+			Value any
+		}
+		require.NoError(t, json.Unmarshal([]byte(get(t, p.url+"/"+reportKey+"/report?get=stats")), &doc))
+		assert.Equal(t, float64(2400), doc["announce interval"].Value)
+	})
 }
