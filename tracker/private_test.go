@@ -672,8 +672,10 @@ func TestPrivateDualStackCreditedOnce(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newPrivEnv(t, func(c *config.Config) { c.AllowIPSpoofing = true })
+			requests := 0
 			round := func(ev models.Event, up, down int64) (credUp, credDown int64) {
 				for _, r := range tt.reqs {
+					requests++
 					a := pann(alice, tNormal, numPid(1), r.ep)
 					if r.other != "" {
 						a.Other = netip.MustParseAddrPort(r.other)
@@ -684,6 +686,14 @@ func TestPrivateDualStackCreditedOnce(t *testing.T) {
 					require.Equal(t, before+1, e.be.count(), "one delta per announce")
 					d := e.be.last(t)
 					assert.True(t, t0.Equal(d.FirstSeen), "one session: FirstSeen %v", d.FirstSeen)
+					// The row counts announces, one per request whatever endpoints it names, and
+					// shows the IPv4 endpoint when the request named one.
+					assert.Equal(t, requests, d.Announces, "announced")
+					wantEP := netip.MustParseAddrPort(r.ep)
+					if r.other != "" && !wantEP.Addr().Is4() {
+						wantEP = netip.MustParseAddrPort(r.other)
+					}
+					assert.Equal(t, wantEP, d.Endpoint, "the row's endpoint")
 					credUp += d.CreditedUp
 					credDown += d.CreditedDown
 				}

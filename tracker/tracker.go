@@ -285,6 +285,7 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 		ou.Key = models.PeerKey{ID: a.PeerID, Family: models.FamilyOf(a.Other.Addr()), User: uid}
 		ou.AddrPort = canonical(a.Other)
 		ou.Completed = false
+		ou.Secondary = true
 		s.none = Selection{}
 		s.other.IPv4Peers, s.other.IPv6Peers = s.other.IPv4Peers[:0], s.other.IPv6Peers[:0]
 		if err := conn.Announce(ctx, a.InfoHash, ou, &s.none, &s.other); err != nil {
@@ -330,7 +331,7 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 		Passkey:    a.Passkey,
 		UserID:     user.ID,
 		TorrentID:  res.TorrentID,
-		Endpoint:   u.AddrPort,
+		Endpoint:   rowEndpoint(u.AddrPort, a.Other),
 		Protected:  user.Protected,
 		UserAgent:  a.UserAgent,
 		Event:      a.Event,
@@ -446,6 +447,16 @@ func (t *Tracker) account(a *models.Announce, prev *PrevPeer, fl models.Freeleec
 	case fl == models.Free || t.freeleech:
 		d.CreditedDown = 0
 	}
+}
+
+// rowEndpoint is the endpoint an announce reports to the backend for the peer's row: the IPv4
+// one when the announce named one in either family (Gazelle's ip columns hold IPv4 only, and
+// Ocelot knew no other), else its own.
+func rowEndpoint(main, other netip.AddrPort) netip.AddrPort {
+	if !main.Addr().Is4() && other.IsValid() && other.Addr().Unmap().Is4() {
+		return canonical(other)
+	}
+	return main
 }
 
 // canonical unmaps IPv4-mapped IPv6 addresses, so a peer reached over a dual-stack socket is

@@ -352,4 +352,31 @@ func TestOcelotParity(t *testing.T) {
 		require.NoError(t, json.Unmarshal([]byte(get(t, p.url+"/"+reportKey+"/report?get=stats")), &doc))
 		assert.Equal(t, float64(2400), doc["announce interval"].Value)
 	})
+
+	// Dual stack: an announce naming both endpoints counts once in announced, is credited once,
+	// and its row shows the IPv4 address.
+	t.Run("dual-stacked client's row", func(t *testing.T) {
+		p, db := open(t, map[string]any{"allow_ip_spoofing": true})
+		a := ann{passkey: alicePasskey, ih: normalTorrent, peer: "a1", event: "started", left: 1000}
+		for i, step := range []struct{ up, down int64 }{{0, 0}, {300, 200}, {500, 300}} {
+			a.up, a.down = step.up, step.down
+			d := p.announceTo(t, a, 7001, "ipv6=2001:db8::1")
+			require.NotContains(t, d, "failure reason")
+			assert.Equal(t, int64(2), d["incomplete"], "two entries, one per family")
+			a.event = ""
+			want := fmt.Sprint(i+1, " ", step.up, " ", step.down, " 127.0.0.1 ", 1000+step.up, " ", 500+step.down)
+			eventually(t, 10*time.Second, "alice's row and credit", func() (bool, string) {
+				var announced int
+				var up, down int64
+				var ip string
+				err := db.QueryRow("SELECT announced, uploaded, downloaded, ip FROM xbt_files_users WHERE uid = 1 AND fid = 1").Scan(&announced, &up, &down, &ip)
+				if err != nil {
+					return false, err.Error()
+				}
+				cu, cd := userStats(t, db, 1)
+				got := fmt.Sprint(announced, " ", up, " ", down, " ", ip, " ", cu, " ", cd)
+				return got == want, got + ", want " + want
+			})
+		}
+	})
 }

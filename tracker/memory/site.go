@@ -92,7 +92,9 @@ func (st *siteTorrent) announce(u *tracker.PeerUpdate, res *tracker.AnnounceResu
 		res.Prev.Announces = se.announces
 	}
 	se.uploaded, se.downloaded, se.corrupt, se.last = u.Uploaded, u.Downloaded, u.Corrupt, now
-	se.announces++
+	if !u.Secondary {
+		se.announces++
+	}
 }
 
 // User implements tracker.SiteStore.

@@ -48,6 +48,7 @@ func runSite(t *testing.T, open func(t *testing.T) tracker.Pool) {
 		{"Tokens", testSiteTokens},
 		{"HiddenAndOwnUser", testSiteHiddenAndOwnUser},
 		{"RemoveUserHidesPeers", testSiteRemoveUserHidesPeers},
+		{"SecondaryCountsNoAnnounce", testSiteSecondary},
 		{"Sessions", testSiteSessions},
 		{"ReapKeepsRegistered", testSiteReap},
 		{"ReplaceTorrents", testSiteReplaceTorrents},
@@ -429,6 +430,24 @@ func testSiteRemoveUserHidesPeers(t *testing.T, c site) {
 	announce(t, c, ih, userPeer(1, ann, models.IPv4, false), All(0))
 	res = announce(t, c, ih, userPeer(4, ben, models.IPv4, false), sel)
 	assert.Equal(t, map[models.PeerKey]bool{Key(1, models.IPv4): true, Key(3, models.IPv4): true}, keySet(t, handed(t, &res)))
+}
+
+// testSiteSecondary: an announce naming both endpoints is two updates, the first Secondary; the
+// session takes the counters of both but counts the announce once.
+func testSiteSecondary(t *testing.T, c site) {
+	ih := Hash(42)
+	update(t, c, models.SiteUpdate{Action: models.AddTorrent, Torrent: registered(42, models.Normal)})
+	for i := range 3 {
+		v6 := userPeer(1, ann, models.IPv6, false)
+		v6.Secondary, v6.Uploaded, v6.Time = true, int64(10*i), T0.Add(time.Duration(i)*time.Minute)
+		res := announce(t, c, ih, v6, All(0))
+		assert.Equal(t, i, res.Prev.Announces, "round %d: the secondary update sees the announces so far", i)
+		v4 := userPeer(1, ann, models.IPv4, false)
+		v4.Uploaded, v4.Time = int64(10*i), T0.Add(time.Duration(i)*time.Minute)
+		res = announce(t, c, ih, v4, All(0))
+		assert.Equal(t, i, res.Prev.Announces, "round %d: and so does the main one", i)
+		assert.Equal(t, int64(10*i), res.Prev.Uploaded, "round %d: the main update finds the secondary's counters", i)
+	}
 }
 
 func testSiteSessions(t *testing.T, c site) {
