@@ -203,6 +203,9 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 	var observer tracker.Observer
 	var opts []http.Option
 	var udpOpts []udp.Option
+	if q, ok := c.backend.(http.QueueReporter); ok {
+		opts = append(opts, http.WithQueues(q))
+	}
 	if cfg.StatsEnabled {
 		c.stats = stats.New(cfg, nil)
 		observer = c.stats

@@ -1,11 +1,13 @@
 package http
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	nethttp "net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -440,13 +442,17 @@ func TestControlNotRoutedInPublicMode(t *testing.T) {
 	assert.Empty(t, store.recorded())
 }
 
-// fakeStats is a stats document as *stats.Stats writes it.
-type fakeStats struct {
-	doc map[string]any
-	err error
-}
+// fakeStats are request counts as *stats.Stats reports them.
+type fakeStats stats.RequestCounts
 
-func (f fakeStats) Snapshot(context.Context) (map[string]any, error) { return f.doc, f.err }
+func (f fakeStats) Requests() stats.RequestCounts { return stats.RequestCounts(f) }
+
+// fakeQueues are a backend's queue sizes.
+type fakeQueues [5]int
+
+func (q fakeQueues) QueueSizes() (users, torrents, peers, snatches, tokens int) {
+	return q[0], q[1], q[2], q[3], q[4]
+}
 
 func report(t *testing.T, s *Server, query string) *httptest.ResponseRecorder {
 	t.Helper()
@@ -478,10 +484,7 @@ func reportServer(t *testing.T, format string, opts ...Option) *Server {
 	return s
 }
 
-var testStatsDoc = fakeStats{doc: map[string]any{
-	"announces": map[string]any{"total": uint64(10), "failures": uint64(3), "per_second": 1.5},
-	"scrapes":   map[string]any{"total": uint64(4), "failures": uint64(0), "per_second": 0.25},
-}}
+var testStatsDoc = fakeStats{Announces: 10, AnnounceFailures: 3, Scrapes: 4, PerSecond: 1.75}
 
 func TestReportText(t *testing.T) {
 	s := reportServer(t, "text", WithReportStats(testStatsDoc))
@@ -489,12 +492,18 @@ func TestReportText(t *testing.T) {
 		name, query, want string
 	}{
 		{name: "stats", query: "get=stats", want: "Uptime: 1 days, 02:03:04\n" +
-			"14 requests handled\n" +
+			"0 connections opened\n" +
+			"0 open connections\n" +
+			"0 connections/s\n" +
+			"15 requests handled\n" + // 14 announces and scrapes, and this report
+			"1 requests/s\n" +
 			"7 successful announcements\n" +
 			"3 failed announcements\n" +
 			"4 scrapes\n" +
 			"7 leechers tracked\n" +
 			"4 seeders tracked\n" +
+			"0 bytes read\n" +
+			"0 bytes written\n" +
 			"1800 announce interval\n" +
 			"240 announce jitter\n" +
 			"success"},
@@ -521,44 +530,84 @@ func TestReportText(t *testing.T) {
 	t.Run("without stats the counters are zero", func(t *testing.T) {
 		s := reportServer(t, "text")
 		body := report(t, s, "get=stats").Body.String()
-		assert.Contains(t, body, "\n0 requests handled\n0 successful announcements\n0 failed announcements\n0 scrapes\n7 leechers tracked\n")
+		assert.Contains(t, body, "\n1 requests handled\n0 requests/s\n0 successful announcements\n0 failed announcements\n0 scrapes\n7 leechers tracked\n")
 	})
 }
 
+// ocelotLabels are the labels of OPSnet Ocelot 2.1.3's stats report, in its order, with their
+// types.
+var ocelotLabels = []struct{ label, typ string }{
+	{"version", "string"}, {"jemalloc version", "string"},
+	{"connections opened", "number"}, {"open connections", "number"}, {"peak connections", "number"},
+	{"connections/s", "number"}, {"requests handled", "number"}, {"requests/s", "number"},
+	{"successful announcements", "number"}, {"failed announcements", "number"}, {"scrapes", "number"},
+	{"leechers tracked", "number"}, {"seeders tracked", "number"},
+	{"items in user queue", "number"}, {"items in torrent queue", "number"}, {"items in peer queue", "number"},
+	{"items in snatch queue", "number"}, {"items in token queue", "number"},
+	{"max client request length", "byte"}, {"bytes read", "byte"}, {"bytes written", "byte"},
+	{"bad tracker secret received", "number"}, {"bad report secret received", "number"},
+	{"bad announce key received", "number"}, {"bad client configuration", "number"}, {"bad http request", "number"},
+	{"announce interval", "number"}, {"announce jitter", "number"}, {"uptime", "elapsed"},
+	{"user time", "elapsed"}, {"system time", "elapsed"}, {"maximum resident set size", "byte"},
+	{"minor page faults", "number"}, {"major page faults", "number"}, {"blocks in", "number"}, {"blocks out", "number"},
+	{"voluntary context switches", "number"}, {"involuntary context switches", "number"},
+}
+
 func TestReportJSON(t *testing.T) {
-	s := reportServer(t, "json", WithReportStats(testStatsDoc))
+	s := reportServer(t, "json", WithReportStats(testStatsDoc), WithQueues(fakeQueues{1, 2, 3, 4, 5}))
 
 	t.Run("stats", func(t *testing.T) {
+		// One wrong secret of each kind and an unknown report key, counted before the report.
+		serve(t, s.Handler(), req{path: "/" + strings.Repeat("x", 32) + "/update", query: "action=x"})
+		serve(t, s.Handler(), req{path: "/" + strings.Repeat("x", 32) + "/report", query: "get=stats"})
+		report(t, s, "get=user&key=nobody")
 		var doc map[string]struct {
 			Type  string `json:"type"`
 			Value any    `json:"value"`
 		}
 		body := report(t, s, "get=stats").Body.Bytes()
 		require.NoError(t, json.Unmarshal(body, &doc), "%s", body)
-		want := map[string]struct {
-			typ   string
-			value any
-		}{
-			"uptime":                   {"elapsed", float64(26*3600 + 3*60 + 4)},
-			"requests handled":         {"number", float64(14)},
-			"requests/s":               {"number", 1.75},
-			"successful announcements": {"number", float64(7)},
-			"failed announcements":     {"number", float64(3)},
-			"scrapes":                  {"number", float64(4)},
-			"leechers tracked":         {"number", float64(7)},
-			"seeders tracked":          {"number", float64(4)},
-			"announce interval":        {"number", float64(1800)},
-			"announce jitter":          {"number", float64(240)},
+		assert.True(t, bytes.HasSuffix(body, []byte("}\n")), "ends in a newline, as Ocelot's")
+		// Every label of Ocelot's, in its order, with its type, and no other.
+		last := -1
+		for _, l := range ocelotLabels {
+			require.Contains(t, doc, l.label)
+			assert.Equal(t, l.typ, doc[l.label].Type, l.label)
+			at := bytes.Index(body, []byte(`"`+l.label+`":{`))
+			assert.Greater(t, at, last, "%s in Ocelot's order", l.label)
+			last = at
 		}
-		for label, w := range want {
-			require.Contains(t, doc, label)
-			assert.Equal(t, w.typ, doc[label].Type, label)
-			assert.Equal(t, w.value, doc[label].Value, label)
+		assert.Len(t, doc, len(ocelotLabels))
+		want := map[string]any{
+			"uptime":                      float64(26*3600 + 3*60 + 4),
+			"requests handled":            float64(14 + 4), // and the four control requests
+			"requests/s":                  1.75,
+			"successful announcements":    float64(7),
+			"failed announcements":        float64(3),
+			"scrapes":                     float64(4),
+			"leechers tracked":            float64(7),
+			"seeders tracked":             float64(4),
+			"items in user queue":         float64(1),
+			"items in torrent queue":      float64(2),
+			"items in peer queue":         float64(3),
+			"items in snatch queue":       float64(4),
+			"items in token queue":        float64(5),
+			"bad tracker secret received": float64(1),
+			"bad report secret received":  float64(1),
+			"bad announce key received":   float64(1),
+			"bad client configuration":    float64(0),
+			"bad http request":            float64(0),
+			"announce interval":           float64(1800),
+			"announce jitter":             float64(240),
 		}
-		require.Contains(t, doc, "version")
-		assert.Equal(t, "string", doc["version"].Type)
+		for label, v := range want {
+			assert.Equal(t, v, doc[label].Value, label)
+		}
 		assert.True(t, strings.HasPrefix(doc["version"].Value.(string), "chihaya"))
-		assert.Len(t, doc, len(want)+1)
+		assert.Equal(t, runtime.Version(), doc["jemalloc version"].Value)
+		assert.Greater(t, doc["maximum resident set size"].Value, float64(1<<20))
+		assert.Greater(t, doc["user time"].Value.(float64)+doc["system time"].Value.(float64), 0.0)
+		assert.Regexp(t, `"user time":\{"type":"elapsed","value":\d+\.\d{6}\}`, string(body))
 	})
 
 	for _, tc := range []struct {
@@ -619,15 +668,17 @@ func TestReportReadsRealStats(t *testing.T) {
 		Value any `json:"value"`
 	}
 	// The aggregator applies events while the report reads them: wait for all of them.
+	reports := 0
 	assert.Eventually(t, func() bool {
 		doc = nil
+		reports++
 		if json.Unmarshal(report(t, s, "get=stats").Body.Bytes(), &doc) != nil {
 			return false
 		}
-		return doc["requests handled"].Value == float64(8) && doc["failed announcements"].Value == float64(1) &&
+		return doc["successful announcements"].Value == float64(5) && doc["failed announcements"].Value == float64(1) &&
 			doc["scrapes"].Value == float64(2)
 	}, 5*time.Second, 5*time.Millisecond)
-	assert.Equal(t, float64(8), doc["requests handled"].Value)
+	assert.Equal(t, float64(8+reports), doc["requests handled"].Value, "announces, scrapes and the reports")
 	assert.Equal(t, float64(5), doc["successful announcements"].Value)
 	assert.Equal(t, float64(1), doc["failed announcements"].Value)
 	assert.Equal(t, float64(2), doc["scrapes"].Value)

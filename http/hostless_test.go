@@ -360,8 +360,8 @@ func TestHostlessLegacyGazelleOverTCP(t *testing.T) {
 	t.Run("stats", func(t *testing.T) {
 		resp := rawExchange(t, addr, legacyReport("get=stats"))
 		require.True(t, strings.HasPrefix(resp, "HTTP/1.1 200 OK\r\n"), resp)
-		assert.Regexp(t, `\r\n\r\nUptime: 0 days, 00:00:\d\d\n\d+ requests handled\n`, resp)
-		assert.Regexp(t, `\n\d+ seeders tracked\n1800 announce interval\n0 announce jitter\nsuccess$`, resp)
+		assert.Regexp(t, `\r\n\r\nUptime: 0 days, 00:00:\d\d\n\d+ connections opened\n\d+ open connections\n\d+ connections/s\n\d+ requests handled\n`, resp)
+		assert.Regexp(t, `\n\d+ seeders tracked\n[1-9]\d* bytes read\n[1-9]\d* bytes written\n1800 announce interval\n0 announce jitter\nsuccess$`, resp)
 	})
 
 	for _, tc := range []struct {
@@ -418,9 +418,9 @@ func TestHostlessReportJSONOverTCP(t *testing.T) {
 		if json.Unmarshal([]byte(body), &doc) != nil {
 			return false
 		}
-		return doc["requests handled"].Value == float64(1)
+		return doc["successful announcements"].Value == float64(1)
 	}, 5*time.Second, 10*time.Millisecond)
-	assert.Equal(t, float64(1), doc["requests handled"].Value)
+	assert.Equal(t, float64(1), doc["successful announcements"].Value)
 	assert.Equal(t, float64(1), doc["seeders tracked"].Value)
 	assert.Equal(t, "number", doc["announce interval"].Type)
 	assert.Equal(t, float64(1800), doc["announce interval"].Value)

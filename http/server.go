@@ -47,6 +47,8 @@ type Server struct {
 	requestTimeout time.Duration
 
 	recorder Recorder
+	counters counters
+	queues   QueueReporter
 
 	// Private mode's update and report endpoints (control.go); ctl is nil in public mode.
 	ctl         *control
@@ -146,6 +148,7 @@ func NewServer(cfg *config.Config, tkr *tracker.Tracker, opts ...Option) (*Serve
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          nil,
 	}
+	s.srv.ConnState = s.connState
 	s.srv.SetKeepAlivesEnabled(cfg.HTTPKeepAlive)
 	return s, nil
 }
@@ -344,7 +347,15 @@ func nothingToSee(w nethttp.ResponseWriter) {
 	_, _ = io.WriteString(w, nothingToSeePage)
 }
 
+// connState counts a connection handed over to net/http closed when net/http is done with it.
+func (s *Server) connState(_ net.Conn, st nethttp.ConnState) {
+	if st == nethttp.StateClosed || st == nethttp.StateHijacked {
+		s.counters.closing()
+	}
+}
+
 func (s *Server) notFound(w nethttp.ResponseWriter, _ *nethttp.Request) {
+	s.counters.badHTTP.Add(1)
 	w.Header()["Content-Type"] = textPlain
 	w.WriteHeader(nethttp.StatusNotFound)
 	_, _ = w.Write([]byte("404 not found: this is a BitTorrent tracker; announce to /announce\n"))
@@ -438,6 +449,7 @@ func (s *Server) handle(action stats.Action, sc *scratch, start time.Time) {
 		err = nil
 	} else if err != nil {
 		s.fail(&sc.w, rq, err)
+		s.counters.failure(err)
 	}
 	s.record(action, rq, sc, err, start)
 }

@@ -353,6 +353,62 @@ func TestOcelotParity(t *testing.T) {
 		assert.Equal(t, float64(2400), doc["announce interval"].Value)
 	})
 
+	// Item 10: the stats report serves every label of Ocelot's, with the tracker's own figures.
+	t.Run("stats report", func(t *testing.T) {
+		p, _ := open(t, nil)
+		require.NotContains(t, p.announceTo(t, ann{passkey: alicePasskey, ih: normalTorrent, peer: "a1", event: "started", left: 10}, 7001, ""), "failure reason")
+		assert.Equal(t, "Passkey not found", p.announceTo(t, ann{passkey: strings.Repeat("x", 32), ih: normalTorrent, peer: "x", left: 1}, 7002, "")["failure reason"])
+		assert.Contains(t, get(t, p.url+"/"+alicePasskey+"/announce?info_hash="+pct(normalTorrent)+"&peer_id=-XX0001-aaaaaaaaaaaa&port=1&uploaded=0&downloaded=0&left=1"), "Your client is not on the whitelist")
+		assert.Contains(t, get(t, p.url+"/"+alicePasskey+"/announce?info_hash=short"), "failure reason")
+		assert.Contains(t, get(t, p.url+"/"+strings.Repeat("x", 32)+"/update?action=x"), "Authentication failure")
+		assert.Contains(t, get(t, p.url+"/"+strings.Repeat("x", 32)+"/report?get=stats"), "Authentication failure")
+		type item struct {
+			Type  string
+			Value any
+		}
+		var doc map[string]item
+		// The request counts come from the stats aggregator, which applies events in batches.
+		eventually(t, 10*time.Second, "the report to count the announces", func() (bool, string) {
+			doc = nil
+			body := get(t, p.url+"/"+reportKey+"/report?get=stats")
+			if err := json.Unmarshal([]byte(body), &doc); err != nil {
+				return false, err.Error()
+			}
+			return doc["successful announcements"].Value == float64(1) && doc["failed announcements"].Value == float64(3), body
+		})
+		for _, l := range []struct{ label, typ string }{
+			{"version", "string"}, {"jemalloc version", "string"}, {"connections opened", "number"},
+			{"open connections", "number"}, {"peak connections", "number"}, {"connections/s", "number"},
+			{"requests handled", "number"}, {"requests/s", "number"}, {"successful announcements", "number"},
+			{"failed announcements", "number"}, {"scrapes", "number"}, {"leechers tracked", "number"},
+			{"seeders tracked", "number"}, {"items in user queue", "number"}, {"items in torrent queue", "number"},
+			{"items in peer queue", "number"}, {"items in snatch queue", "number"}, {"items in token queue", "number"},
+			{"max client request length", "byte"}, {"bytes read", "byte"}, {"bytes written", "byte"},
+			{"bad tracker secret received", "number"}, {"bad report secret received", "number"},
+			{"bad announce key received", "number"}, {"bad client configuration", "number"}, {"bad http request", "number"},
+			{"announce interval", "number"}, {"announce jitter", "number"}, {"uptime", "elapsed"},
+			{"user time", "elapsed"}, {"system time", "elapsed"}, {"maximum resident set size", "byte"},
+			{"minor page faults", "number"}, {"major page faults", "number"}, {"blocks in", "number"},
+			{"blocks out", "number"}, {"voluntary context switches", "number"}, {"involuntary context switches", "number"},
+		} {
+			if assert.Contains(t, doc, l.label) {
+				assert.Equal(t, l.typ, doc[l.label].Type, l.label)
+			}
+		}
+		assert.Len(t, doc, 38)
+		for label, want := range map[string]float64{
+			"bad tracker secret received": 1, "bad report secret received": 1, "bad announce key received": 1,
+			"bad client configuration": 1, "bad http request": 1, "leechers tracked": 1, "announce interval": 1800,
+		} {
+			assert.Equal(t, want, doc[label].Value, label)
+		}
+		for _, label := range []string{"connections opened", "peak connections", "requests handled", "bytes read", "bytes written",
+			"max client request length", "maximum resident set size"} {
+			assert.Greater(t, doc[label].Value, float64(0), label)
+		}
+		assert.GreaterOrEqual(t, doc["requests handled"].Value, float64(4+3), "announces and control requests")
+	})
+
 	// Dual stack: an announce naming both endpoints counts once in announced, is credited once,
 	// and its row shows the IPv4 address.
 	t.Run("dual-stacked client's row", func(t *testing.T) {
