@@ -245,6 +245,9 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 		opts = append(opts, http.WithFileLimit(limit.soft))
 	}
 	var udpOpts []udp.Option
+	if q, ok := c.backend.(http.QueueReporter); ok {
+		opts = append(opts, http.WithQueues(q))
+	}
 	if cfg.StatsEnabled {
 		c.stats = stats.New(cfg, nil)
 		observer = c.stats

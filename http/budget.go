@@ -108,8 +108,12 @@ func (tc *trackedConn) CloseWrite() error {
 	return tc.Conn.Close()
 }
 
-// connState follows net/http's connections through their keep-alive waits.
+// connState follows net/http's connections through their keep-alive waits, and counts one
+// closed (for the stats report) when net/http is done with it.
 func (s *Server) connState(nc net.Conn, st nethttp.ConnState) {
+	if st == nethttp.StateClosed || st == nethttp.StateHijacked {
+		s.counters.closing()
+	}
 	tc, ok := nc.(*trackedConn)
 	if !ok {
 		return

@@ -34,6 +34,7 @@ import (
 	"encoding/json"
 	"errors"
 	nethttp "net/http"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"time"
@@ -42,20 +43,32 @@ import (
 
 	"github.com/chihaya/chihaya/config"
 	"github.com/chihaya/chihaya/http/query"
+	"github.com/chihaya/chihaya/stats"
 	"github.com/chihaya/chihaya/tracker/models"
 )
 
-// ReportStats supplies the request counters of the report endpoint; *stats.Stats implements it.
-// The report reads "announces" and "scrapes" sections with "total", "failures" and "per_second"
-// from the document. Snapshot is called once per report, never on the announce path.
+// ReportStats supplies the request counts of the report endpoint; *stats.Stats implements it.
+// Requests is called once per report, never on the announce path.
 type ReportStats interface {
-	Snapshot(ctx context.Context) (map[string]any, error)
+	Requests() stats.RequestCounts
 }
 
 // WithReportStats has the report endpoint of private mode read request counts from st. Without
 // it the report says 0 for them.
 func WithReportStats(st ReportStats) Option {
 	return func(s *Server) { s.reportStats = st }
+}
+
+// QueueReporter supplies the rows waiting for the site's database, table by table (Ocelot's
+// "items in … queue" labels); the gazelle backend's *Conn implements it.
+type QueueReporter interface {
+	QueueSizes() (users, torrents, peers, snatches, tokens int)
+}
+
+// WithQueues has the stats report read the backend's queue sizes from q. Without it the report
+// says 0 for them.
+func WithQueues(q QueueReporter) Option {
+	return func(s *Server) { s.queues = q }
 }
 
 // control is what the update and report endpoints need beyond the tracker.
@@ -103,13 +116,17 @@ func (s *Server) serveControl(w nethttp.ResponseWriter, r *nethttp.Request, secr
 	}
 	switch action {
 	case "update":
+		s.counters.control.Add(1)
 		if !authorized(secret, &s.ctl.sitePassword) {
+			s.counters.badSecret.Add(1)
 			s.denied(w, r)
 			return true
 		}
 		s.serveUpdate(w, r)
 	case "report":
+		s.counters.control.Add(1)
 		if !authorized(secret, &s.ctl.reportPassword) {
+			s.counters.badReportSecret.Add(1)
 			s.denied(w, r)
 			return true
 		}
@@ -431,6 +448,7 @@ func (s *Server) serveReport(w nethttp.ResponseWriter, r *nethttp.Request) {
 // the 2.x format; in the 1.0 format "Invalid action" and "success" lines, except that an unknown
 // user is a bare "success", as WhatCD's Ocelot answers.
 func (s *Server) reportFailure(w nethttp.ResponseWriter, r *nethttp.Request, err models.ClientError) {
+	s.counters.failure(err)
 	if s.ctl.jsonReport {
 		s.fail(&writer{w: w}, &request{fromText: r.RemoteAddr, path: r.URL.Path}, err)
 		return
@@ -457,43 +475,76 @@ func (c *control) userReport(u models.User, leeching, seeding int) []byte {
 	b = strconv.AppendInt(b, int64(leeching), 10)
 	b = append(b, `,"seeding":`...)
 	b = strconv.AppendInt(b, int64(seeding), 10)
-	b = append(b, `,"deleted":false,"protected":`...)
-	b = strconv.AppendBool(b, u.Protected)
+	// Ocelot writes its flags as 0 and 1, ends the document with a newline and has no other
+	// fields; a user the tracker holds is never deleted (removal forgets the passkey).
+	b = append(b, `,"deleted":0,"protected":`...)
+	b = appendFlag(b, u.Protected)
 	b = append(b, `,"can_leech":`...)
-	b = strconv.AppendBool(b, u.CanLeech)
-	b = append(b, `,"traced":false}`...)
-	return b
+	b = appendFlag(b, u.CanLeech)
+	return append(b, "}\n"...)
 }
 
-// reportCounts are the numbers of a stats report.
+func appendFlag(b []byte, v bool) []byte {
+	if v {
+		return append(b, '1')
+	}
+	return append(b, '0')
+}
+
+// reportCounts are the numbers of a stats report, Ocelot's labels.
 type reportCounts struct {
-	uptime                  time.Duration
-	requests                uint64
-	perSecond               float64
-	announces, failedAnnces uint64
-	scrapes                 uint64
-	leechers, seeders       int
-	interval, jitter        int64
+	uptime                    time.Duration
+	connsOpened, connsOpen    int64
+	connsPeak                 int64
+	connsPerSecond            float64
+	requests                  uint64
+	perSecond                 float64
+	announces, failedAnnounce uint64
+	scrapes                   uint64
+	leechers, seeders         int
+	queues                    [5]int // users, torrents, peers, snatches, tokens
+	maxHead                   int64
+	bytesRead, bytesWritten   uint64
+	badSecret, badReport      uint64
+	badKey, badClient         uint64
+	badHTTP                   uint64
+	interval, jitter          int64
+	usage                     rusage
+	haveUsage                 bool
 }
 
 func (s *Server) statsReport(ctx context.Context) []byte {
 	interval, jitter := s.tkr.AnnounceInterval()
+	c := &s.counters
 	rc := reportCounts{
-		uptime:   s.ctl.now().Sub(s.ctl.start),
-		interval: int64(interval / time.Second),
-		jitter:   int64(jitter / time.Second),
+		uptime:       s.ctl.now().Sub(s.ctl.start),
+		connsOpened:  c.opened.Load(),
+		connsOpen:    max(c.open.Load(), 0),
+		connsPeak:    c.peak.Load(),
+		requests:     c.control.Load(),
+		maxHead:      c.maxHead.Load(),
+		bytesRead:    c.bytesRead.Load(),
+		bytesWritten: c.bytesWritten.Load(),
+		badSecret:    c.badSecret.Load(),
+		badReport:    c.badReportSecret.Load(),
+		badKey:       c.badKey.Load(),
+		badClient:    c.badClient.Load(),
+		badHTTP:      c.badHTTP.Load(),
+		interval:     int64(interval / time.Second),
+		jitter:       int64(jitter / time.Second),
+	}
+	if secs := rc.uptime.Seconds(); secs >= 1 {
+		rc.connsPerSecond = float64(rc.connsOpened) / secs
 	}
 	if s.reportStats != nil {
-		doc, err := s.reportStats.Snapshot(ctx)
-		if err != nil {
-			glog.Errorf("http: report: stats: %v", err)
-		} else {
-			rc.announces = counter(doc, "announces", "total")
-			rc.failedAnnces = counter(doc, "announces", "failures")
-			rc.scrapes = counter(doc, "scrapes", "total")
-			rc.requests = rc.announces + rc.scrapes
-			rc.perSecond = rate(doc, "announces") + rate(doc, "scrapes")
-		}
+		rq := s.reportStats.Requests()
+		rc.announces, rc.failedAnnounce, rc.scrapes = rq.Announces, rq.AnnounceFailures, rq.Scrapes
+		rc.requests += rq.Announces + rq.Scrapes
+		rc.perSecond = rq.PerSecond
+	}
+	if s.queues != nil {
+		q := &rc.queues
+		q[0], q[1], q[2], q[3], q[4] = s.queues.QueueSizes()
 	}
 	if sc, err := s.tkr.SwarmCounts(ctx); err != nil {
 		glog.Errorf("http: report: %v", err)
@@ -501,37 +552,16 @@ func (s *Server) statsReport(ctx context.Context) []byte {
 		rc.leechers = sc.Leechers[0] + sc.Leechers[1]
 		rc.seeders = sc.Seeders[0] + sc.Seeders[1]
 	}
+	rc.usage, rc.haveUsage = readRusage()
 	if s.ctl.jsonReport {
 		return s.ctl.jsonStats(&rc)
 	}
 	return textStats(&rc)
 }
 
-// counter reads doc[section][key], a count in the stats document.
-func counter(doc map[string]any, section, key string) uint64 {
-	sec, _ := doc[section].(map[string]any)
-	switch v := sec[key].(type) {
-	case uint64:
-		return v
-	case int:
-		return uint64(max(v, 0))
-	case int64:
-		return uint64(max(v, 0))
-	case float64:
-		return uint64(max(v, 0))
-	}
-	return 0
-}
-
-func rate(doc map[string]any, section string) float64 {
-	sec, _ := doc[section].(map[string]any)
-	v, _ := sec["per_second"].(float64)
-	return v
-}
-
-// textStats writes WhatCD Ocelot 1.0's "<value> <label>" lines, ending in "success". Lines
-// Chihaya has no number for (connections, bytes read and written) are left out rather than
-// made up; legacy Gazelle reads the labels it wants by name.
+// textStats writes WhatCD Ocelot 1.0's "<value> <label>" lines, ending in "success", in its
+// order; the announce interval and jitter lines, which that Ocelot did not have, come last.
+// Legacy Gazelle reads the labels it wants by name.
 func textStats(rc *reportCounts) []byte {
 	up := int64(rc.uptime / time.Second)
 	b := append([]byte(nil), "Uptime: "...)
@@ -549,12 +579,18 @@ func textStats(rc *reportCounts) []byte {
 		b = append(b, label...)
 		b = append(b, '\n')
 	}
+	line(uint64(rc.connsOpened), "connections opened")
+	line(uint64(rc.connsOpen), "open connections")
+	line(uint64(rc.connsPerSecond), "connections/s")
 	line(rc.requests, "requests handled")
-	line(rc.announces-min(rc.failedAnnces, rc.announces), "successful announcements")
-	line(rc.failedAnnces, "failed announcements")
+	line(uint64(rc.perSecond), "requests/s")
+	line(rc.announces-min(rc.failedAnnounce, rc.announces), "successful announcements")
+	line(rc.failedAnnounce, "failed announcements")
 	line(rc.scrapes, "scrapes")
 	line(uint64(rc.leechers), "leechers tracked")
 	line(uint64(rc.seeders), "seeders tracked")
+	line(rc.bytesRead, "bytes read")
+	line(rc.bytesWritten, "bytes written")
 	line(uint64(rc.interval), "announce interval")
 	line(uint64(rc.jitter), "announce jitter")
 	return append(b, success...)
@@ -567,8 +603,10 @@ func twoDigits(b []byte, n int64) []byte {
 	return strconv.AppendInt(b, n, 10)
 }
 
-// jsonStats writes OPSnet Ocelot 2.x's {"<label>":{"type":…,"value":…},…} document, whose
-// values Gazelle reads as ['announce interval']['value'].
+// jsonStats writes OPSnet Ocelot 2.x's {"<label>":{"type":…,"value":…},…} document with every
+// label Ocelot 2.1.3 writes, in its order and with its types, ending in a newline; Gazelle reads
+// the values as ['announce interval']['value']. Where Chihaya has no such figure the label still
+// comes, with Chihaya's nearest: "jemalloc version" is the Go runtime's (Chihaya's allocator).
 func (c *control) jsonStats(rc *reportCounts) []byte {
 	b := append([]byte(nil), '{')
 	entry := func(label, typ string, value []byte) {
@@ -584,17 +622,60 @@ func (c *control) jsonStats(rc *reportCounts) []byte {
 		b = append(b, '}')
 	}
 	num := func(n uint64) []byte { return strconv.AppendUint(nil, n, 10) }
-	version, _ := json.Marshal(c.version)
-	entry("version", "string", version)
-	entry("uptime", "elapsed", num(uint64(rc.uptime/time.Second)))
+	inum := func(n int64) []byte { return strconv.AppendInt(nil, max(n, 0), 10) }
+	float := func(f float64) []byte { return strconv.AppendFloat(nil, f, 'f', -1, 64) }
+	str := func(v string) []byte { j, _ := json.Marshal(v); return j }
+	entry("version", "string", str(c.version))
+	entry("jemalloc version", "string", str(runtime.Version()))
+	entry("connections opened", "number", inum(rc.connsOpened))
+	entry("open connections", "number", inum(rc.connsOpen))
+	entry("peak connections", "number", inum(rc.connsPeak))
+	entry("connections/s", "number", float(rc.connsPerSecond))
 	entry("requests handled", "number", num(rc.requests))
-	entry("requests/s", "number", strconv.AppendFloat(nil, rc.perSecond, 'f', -1, 64))
-	entry("successful announcements", "number", num(rc.announces-min(rc.failedAnnces, rc.announces)))
-	entry("failed announcements", "number", num(rc.failedAnnces))
+	entry("requests/s", "number", float(rc.perSecond))
+	entry("successful announcements", "number", num(rc.announces-min(rc.failedAnnounce, rc.announces)))
+	entry("failed announcements", "number", num(rc.failedAnnounce))
 	entry("scrapes", "number", num(rc.scrapes))
 	entry("leechers tracked", "number", num(uint64(rc.leechers)))
 	entry("seeders tracked", "number", num(uint64(rc.seeders)))
+	for i, label := range [...]string{"items in user queue", "items in torrent queue", "items in peer queue",
+		"items in snatch queue", "items in token queue"} {
+		entry(label, "number", inum(int64(rc.queues[i])))
+	}
+	entry("max client request length", "byte", inum(rc.maxHead))
+	entry("bytes read", "byte", num(rc.bytesRead))
+	entry("bytes written", "byte", num(rc.bytesWritten))
+	entry("bad tracker secret received", "number", num(rc.badSecret))
+	entry("bad report secret received", "number", num(rc.badReport))
+	entry("bad announce key received", "number", num(rc.badKey))
+	entry("bad client configuration", "number", num(rc.badClient))
+	entry("bad http request", "number", num(rc.badHTTP))
 	entry("announce interval", "number", num(uint64(rc.interval)))
 	entry("announce jitter", "number", num(uint64(rc.jitter)))
-	return append(b, '}')
+	entry("uptime", "elapsed", num(uint64(rc.uptime/time.Second)))
+	if rc.haveUsage {
+		u := &rc.usage
+		entry("user time", "elapsed", appendSeconds(nil, u.user))
+		entry("system time", "elapsed", appendSeconds(nil, u.system))
+		entry("maximum resident set size", "byte", inum(u.maxRSS))
+		entry("minor page faults", "number", inum(u.minFlt))
+		entry("major page faults", "number", inum(u.majFlt))
+		entry("blocks in", "number", inum(u.inBlock))
+		entry("blocks out", "number", inum(u.outBlock))
+		entry("voluntary context switches", "number", inum(u.nvcsw))
+		entry("involuntary context switches", "number", inum(u.nivcsw))
+	}
+	return append(b, "}\n"...)
+}
+
+// appendSeconds writes d as Ocelot writes CPU times: seconds, a point and six digits.
+func appendSeconds(b []byte, d time.Duration) []byte {
+	us := max(int64(d/time.Microsecond), 0)
+	b = strconv.AppendInt(b, us/1e6, 10)
+	b = append(b, '.')
+	frac := strconv.AppendInt(nil, us%1e6, 10)
+	for range 6 - len(frac) {
+		b = append(b, '0')
+	}
+	return append(b, frac...)
 }

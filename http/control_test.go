@@ -1,11 +1,13 @@
 package http
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	nethttp "net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -253,7 +255,7 @@ func TestUpdateActions(t *testing.T) {
 		{name: "trace_user", query: "action=trace_user&passkey=" + pk1 + "&trace=1"},
 		{name: "unknown action", query: "action=reload_everything&passkey=" + pk1},
 		{name: "no action", query: "passkey=" + pk1},
-		{name: "no query"},
+		{name: "empty action", query: "action="},
 
 		// Malformed: nothing changes, and the answer is still success.
 		{name: "info_hash too short", query: "action=update_torrent&info_hash=" + rawurlencode(gazelleHash[:19]) + "&freetorrent=1"},
@@ -384,8 +386,9 @@ func (fakeConn) Close() error { return nil }
 func (p failingSitePool) Get() (tracker.Conn, error) { return p.fakeConn, nil }
 func (failingSitePool) Close() error                 { return nil }
 
-// authFailure is the exact bencoded answer to a wrong secret with the default intervals.
-const authFailure = "d14:failure reason22:Authentication failure8:intervali1800e12:min intervali900ee"
+// authFailure is the exact bencoded answer to a wrong secret, with the 5400 s intervals of every
+// private-mode failure (Ocelot's).
+const authFailure = "d14:failure reason22:Authentication failure8:intervali5400e12:min intervali5400ee"
 
 func TestControlSecrets(t *testing.T) {
 	pk := strings.Repeat("a", 32)
@@ -398,7 +401,7 @@ func TestControlSecrets(t *testing.T) {
 		applied bool
 	}{
 		{name: "site secret on update", path: "/" + siteSecret + "/update", query: addUser, want: "success", applied: true},
-		{name: "report secret on report", path: "/" + reportSecret + "/report", query: "get=user&key=" + pk, want: `{"id":1,"leeching":0,"seeding":0,"deleted":false,"protected":false,"can_leech":true,"traced":false}`},
+		{name: "report secret on report", path: "/" + reportSecret + "/report", query: "get=user&key=" + pk, want: `{"id":1,"leeching":0,"seeding":0,"deleted":0,"protected":0,"can_leech":1}` + "\n"},
 		{name: "report secret on update", path: "/" + reportSecret + "/update", query: addUser, want: authFailure},
 		{name: "site secret on report", path: "/" + siteSecret + "/report", query: "get=stats", want: authFailure},
 		{name: "wrong secret of the same length", path: "/" + strings.Repeat("s", 31) + "t/update", query: addUser, want: authFailure},
@@ -439,13 +442,17 @@ func TestControlNotRoutedInPublicMode(t *testing.T) {
 	assert.Empty(t, store.recorded())
 }
 
-// fakeStats is a stats document as *stats.Stats writes it.
-type fakeStats struct {
-	doc map[string]any
-	err error
-}
+// fakeStats are request counts as *stats.Stats reports them.
+type fakeStats stats.RequestCounts
 
-func (f fakeStats) Snapshot(context.Context) (map[string]any, error) { return f.doc, f.err }
+func (f fakeStats) Requests() stats.RequestCounts { return stats.RequestCounts(f) }
+
+// fakeQueues are a backend's queue sizes.
+type fakeQueues [5]int
+
+func (q fakeQueues) QueueSizes() (users, torrents, peers, snatches, tokens int) {
+	return q[0], q[1], q[2], q[3], q[4]
+}
 
 func report(t *testing.T, s *Server, query string) *httptest.ResponseRecorder {
 	t.Helper()
@@ -477,10 +484,7 @@ func reportServer(t *testing.T, format string, opts ...Option) *Server {
 	return s
 }
 
-var testStatsDoc = fakeStats{doc: map[string]any{
-	"announces": map[string]any{"total": uint64(10), "failures": uint64(3), "per_second": 1.5},
-	"scrapes":   map[string]any{"total": uint64(4), "failures": uint64(0), "per_second": 0.25},
-}}
+var testStatsDoc = fakeStats{Announces: 10, AnnounceFailures: 3, Scrapes: 4, PerSecond: 1.75}
 
 func TestReportText(t *testing.T) {
 	s := reportServer(t, "text", WithReportStats(testStatsDoc))
@@ -488,12 +492,18 @@ func TestReportText(t *testing.T) {
 		name, query, want string
 	}{
 		{name: "stats", query: "get=stats", want: "Uptime: 1 days, 02:03:04\n" +
-			"14 requests handled\n" +
+			"0 connections opened\n" +
+			"0 open connections\n" +
+			"0 connections/s\n" +
+			"15 requests handled\n" + // 14 announces and scrapes, and this report
+			"1 requests/s\n" +
 			"7 successful announcements\n" +
 			"3 failed announcements\n" +
 			"4 scrapes\n" +
 			"7 leechers tracked\n" +
 			"4 seeders tracked\n" +
+			"0 bytes read\n" +
+			"0 bytes written\n" +
 			"1800 announce interval\n" +
 			"240 announce jitter\n" +
 			"success"},
@@ -503,7 +513,7 @@ func TestReportText(t *testing.T) {
 		{name: "user without key", query: "get=user", want: "Invalid action\nsuccess"},
 		{name: "user with empty key", query: "get=user&key=", want: "Invalid action\nsuccess"},
 		{name: "unknown report", query: "get=jemalloc", want: "Invalid action\nsuccess"},
-		{name: "no get", query: "", want: "Invalid action\nsuccess"},
+		{name: "no get", query: "get=", want: "Invalid action\nsuccess"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			assert.Equal(t, tc.want, report(t, s, tc.query).Body.String())
@@ -520,51 +530,91 @@ func TestReportText(t *testing.T) {
 	t.Run("without stats the counters are zero", func(t *testing.T) {
 		s := reportServer(t, "text")
 		body := report(t, s, "get=stats").Body.String()
-		assert.Contains(t, body, "\n0 requests handled\n0 successful announcements\n0 failed announcements\n0 scrapes\n7 leechers tracked\n")
+		assert.Contains(t, body, "\n1 requests handled\n0 requests/s\n0 successful announcements\n0 failed announcements\n0 scrapes\n7 leechers tracked\n")
 	})
 }
 
+// ocelotLabels are the labels of OPSnet Ocelot 2.1.3's stats report, in its order, with their
+// types.
+var ocelotLabels = []struct{ label, typ string }{
+	{"version", "string"}, {"jemalloc version", "string"},
+	{"connections opened", "number"}, {"open connections", "number"}, {"peak connections", "number"},
+	{"connections/s", "number"}, {"requests handled", "number"}, {"requests/s", "number"},
+	{"successful announcements", "number"}, {"failed announcements", "number"}, {"scrapes", "number"},
+	{"leechers tracked", "number"}, {"seeders tracked", "number"},
+	{"items in user queue", "number"}, {"items in torrent queue", "number"}, {"items in peer queue", "number"},
+	{"items in snatch queue", "number"}, {"items in token queue", "number"},
+	{"max client request length", "byte"}, {"bytes read", "byte"}, {"bytes written", "byte"},
+	{"bad tracker secret received", "number"}, {"bad report secret received", "number"},
+	{"bad announce key received", "number"}, {"bad client configuration", "number"}, {"bad http request", "number"},
+	{"announce interval", "number"}, {"announce jitter", "number"}, {"uptime", "elapsed"},
+	{"user time", "elapsed"}, {"system time", "elapsed"}, {"maximum resident set size", "byte"},
+	{"minor page faults", "number"}, {"major page faults", "number"}, {"blocks in", "number"}, {"blocks out", "number"},
+	{"voluntary context switches", "number"}, {"involuntary context switches", "number"},
+}
+
 func TestReportJSON(t *testing.T) {
-	s := reportServer(t, "json", WithReportStats(testStatsDoc))
+	s := reportServer(t, "json", WithReportStats(testStatsDoc), WithQueues(fakeQueues{1, 2, 3, 4, 5}))
 
 	t.Run("stats", func(t *testing.T) {
+		// One wrong secret of each kind and an unknown report key, counted before the report.
+		serve(t, s.Handler(), req{path: "/" + strings.Repeat("x", 32) + "/update", query: "action=x"})
+		serve(t, s.Handler(), req{path: "/" + strings.Repeat("x", 32) + "/report", query: "get=stats"})
+		report(t, s, "get=user&key=nobody")
 		var doc map[string]struct {
 			Type  string `json:"type"`
 			Value any    `json:"value"`
 		}
 		body := report(t, s, "get=stats").Body.Bytes()
 		require.NoError(t, json.Unmarshal(body, &doc), "%s", body)
-		want := map[string]struct {
-			typ   string
-			value any
-		}{
-			"uptime":                   {"elapsed", float64(26*3600 + 3*60 + 4)},
-			"requests handled":         {"number", float64(14)},
-			"requests/s":               {"number", 1.75},
-			"successful announcements": {"number", float64(7)},
-			"failed announcements":     {"number", float64(3)},
-			"scrapes":                  {"number", float64(4)},
-			"leechers tracked":         {"number", float64(7)},
-			"seeders tracked":          {"number", float64(4)},
-			"announce interval":        {"number", float64(1800)},
-			"announce jitter":          {"number", float64(240)},
+		assert.True(t, bytes.HasSuffix(body, []byte("}\n")), "ends in a newline, as Ocelot's")
+		// Every label of Ocelot's, in its order, with its type, and no other.
+		last := -1
+		for _, l := range ocelotLabels {
+			require.Contains(t, doc, l.label)
+			assert.Equal(t, l.typ, doc[l.label].Type, l.label)
+			at := bytes.Index(body, []byte(`"`+l.label+`":{`))
+			assert.Greater(t, at, last, "%s in Ocelot's order", l.label)
+			last = at
 		}
-		for label, w := range want {
-			require.Contains(t, doc, label)
-			assert.Equal(t, w.typ, doc[label].Type, label)
-			assert.Equal(t, w.value, doc[label].Value, label)
+		assert.Len(t, doc, len(ocelotLabels))
+		want := map[string]any{
+			"uptime":                      float64(26*3600 + 3*60 + 4),
+			"requests handled":            float64(14 + 4), // and the four control requests
+			"requests/s":                  1.75,
+			"successful announcements":    float64(7),
+			"failed announcements":        float64(3),
+			"scrapes":                     float64(4),
+			"leechers tracked":            float64(7),
+			"seeders tracked":             float64(4),
+			"items in user queue":         float64(1),
+			"items in torrent queue":      float64(2),
+			"items in peer queue":         float64(3),
+			"items in snatch queue":       float64(4),
+			"items in token queue":        float64(5),
+			"bad tracker secret received": float64(1),
+			"bad report secret received":  float64(1),
+			"bad announce key received":   float64(1),
+			"bad client configuration":    float64(0),
+			"bad http request":            float64(0),
+			"announce interval":           float64(1800),
+			"announce jitter":             float64(240),
 		}
-		require.Contains(t, doc, "version")
-		assert.Equal(t, "string", doc["version"].Type)
+		for label, v := range want {
+			assert.Equal(t, v, doc[label].Value, label)
+		}
 		assert.True(t, strings.HasPrefix(doc["version"].Value.(string), "chihaya"))
-		assert.Len(t, doc, len(want)+1)
+		assert.Equal(t, runtime.Version(), doc["jemalloc version"].Value)
+		assert.Greater(t, doc["maximum resident set size"].Value, float64(1<<20))
+		assert.Greater(t, doc["user time"].Value.(float64)+doc["system time"].Value.(float64), 0.0)
+		assert.Regexp(t, `"user time":\{"type":"elapsed","value":\d+\.\d{6}\}`, string(body))
 	})
 
 	for _, tc := range []struct {
 		name, query, want string
 	}{
-		{name: "user", query: "get=user&key=alice", want: `{"id":7,"leeching":2,"seeding":5,"deleted":false,"protected":false,"can_leech":true,"traced":false}`},
-		{name: "protected user who may not leech", query: "get=user&key=bob", want: `{"id":8,"leeching":0,"seeding":0,"deleted":false,"protected":true,"can_leech":false,"traced":false}`},
+		{name: "user", query: "get=user&key=alice", want: `{"id":7,"leeching":2,"seeding":5,"deleted":0,"protected":0,"can_leech":1}` + "\n"},
+		{name: "protected user who may not leech", query: "get=user&key=bob", want: `{"id":8,"leeching":0,"seeding":0,"deleted":0,"protected":1,"can_leech":0}` + "\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			body := report(t, s, tc.query).Body.String()
@@ -580,19 +630,13 @@ func TestReportJSON(t *testing.T) {
 		{name: "user without key", query: "get=user", want: "Announce key missing"},
 		{name: "user with empty key", query: "get=user&key=", want: "Announce key missing"},
 		{name: "unknown report", query: "get=jemalloc", want: "unrecognized report query"},
-		{name: "no get", query: "", want: "unrecognized report query"},
+		{name: "no get", query: "get=", want: "unrecognized report query"},
 		{name: "bad escape", query: "get=stats&x=%zz", want: "unrecognized report query"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			// The interval carries the configured jitter of up to 240 s.
+			// Ocelot's 5400 s for every failure, without the configured jitter.
 			rec := report(t, s, tc.query)
-			body := rec.Body.String()
-			assert.True(t, strings.HasPrefix(body, "d14:failure reason"+strconv.Itoa(len(tc.want))+":"+tc.want+"8:intervali"), body)
-			assert.True(t, strings.HasSuffix(body, "e12:min intervali900ee"), body)
-			d := decodeDict(t, rec.Body.Bytes())
-			assert.Equal(t, tc.want, d["failure reason"])
-			assert.GreaterOrEqual(t, d["interval"], int64(1800))
-			assert.LessOrEqual(t, d["interval"], int64(2040))
+			assert.Equal(t, "d14:failure reason"+strconv.Itoa(len(tc.want))+":"+tc.want+"8:intervali5400e12:min intervali5400ee", rec.Body.String())
 		})
 	}
 }
@@ -624,15 +668,17 @@ func TestReportReadsRealStats(t *testing.T) {
 		Value any `json:"value"`
 	}
 	// The aggregator applies events while the report reads them: wait for all of them.
+	reports := 0
 	assert.Eventually(t, func() bool {
 		doc = nil
+		reports++
 		if json.Unmarshal(report(t, s, "get=stats").Body.Bytes(), &doc) != nil {
 			return false
 		}
-		return doc["requests handled"].Value == float64(8) && doc["failed announcements"].Value == float64(1) &&
+		return doc["successful announcements"].Value == float64(5) && doc["failed announcements"].Value == float64(1) &&
 			doc["scrapes"].Value == float64(2)
 	}, 5*time.Second, 5*time.Millisecond)
-	assert.Equal(t, float64(8), doc["requests handled"].Value)
+	assert.Equal(t, float64(8+reports), doc["requests handled"].Value, "announces, scrapes and the reports")
 	assert.Equal(t, float64(5), doc["successful announcements"].Value)
 	assert.Equal(t, float64(1), doc["failed announcements"].Value)
 	assert.Equal(t, float64(2), doc["scrapes"].Value)
@@ -708,4 +754,37 @@ func TestControlThroughMemoryDriver(t *testing.T) {
 	assert.Equal(t, "Passkey not found", announce(alice, 'a', 0, "192.0.2.1:1")["failure reason"])
 	assert.Equal(t, "Passkey not found", announce(carol, 'b', 0, "192.0.2.2:1")["failure reason"])
 	assert.Equal(t, "success", report(t, s, "get=user&key="+alice).Body.String())
+}
+
+// TestNothingToSee: in private mode a passkey path without a query string is answered with
+// Ocelot's plain page, whatever the passkey and whether or not it is a secret; with a query,
+// even an empty one, it is a request as usual. Public mode answers a bencoded failure.
+func TestNothingToSee(t *testing.T) {
+	pk := strings.Repeat("a", 32)
+	store := &fakeStore{users: map[string]models.User{pk: {ID: 1, Passkey: pk, CanLeech: true}}}
+	s, _ := newPrivateServer(t, privateConfig(nil), store)
+	for _, path := range []string{"/" + pk + "/announce", "/" + pk + "/scrape", "/" + strings.Repeat("x", 32) + "/announce",
+		"/" + siteSecret + "/update", "/" + reportSecret + "/report", "/x/scrape"} {
+		rec := serve(t, s.Handler(), req{path: path})
+		assert.Equal(t, nethttp.StatusOK, rec.Code, path)
+		assert.Equal(t, nothingToSeePage, rec.Body.String(), path)
+		assert.Equal(t, "text/html", rec.Header().Get("Content-Type"), path)
+		assert.Equal(t, strconv.Itoa(len(nothingToSeePage)), rec.Header().Get("Content-Length"), path)
+	}
+	assert.Empty(t, store.recorded(), "nothing applied")
+
+	// With a '?', an empty query is a request: a scrape of no torrent, an update of no action.
+	hr := httptest.NewRequest(nethttp.MethodGet, "/"+pk+"/scrape?", nil)
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, hr)
+	assert.Equal(t, "d5:filesdee", rec.Body.String())
+	hr = httptest.NewRequest(nethttp.MethodGet, "/"+siteSecret+"/update?", nil)
+	rec = httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, hr)
+	assert.Equal(t, "success", rec.Body.String())
+
+	pub, err := NewServer(func() *config.Config { c := config.Default(); return &c }(), s.tkr)
+	require.NoError(t, err)
+	rec = serve(t, pub.Handler(), req{path: "/" + pk + "/announce"})
+	assert.Contains(t, rec.Body.String(), "failure reason", "public mode")
 }

@@ -78,8 +78,10 @@ type fastConn struct {
 	inline, moved, tracked bool
 	// closing is set while answering a request after which the connection closes.
 	closing bool
-	http10  bool
-	first   bool
+	// handed is set once net/http has the connection (it counts it closed then).
+	handed bool
+	http10 bool
+	first  bool
 
 	readDeadline, writeDeadline time.Time
 
@@ -168,6 +170,7 @@ func (c *fastConn) serve() {
 			n, v := parseHead(c.in[c.r:c.w], maxHeaderBytes, s.realIPHeader, &c.h)
 			switch v {
 			case headOK:
+				setMax(&s.counters.maxHead, int64(n))
 				c.answer()
 				c.r += n
 				c.headStart = time.Time{}
@@ -222,6 +225,7 @@ func (c *fastConn) read() bool {
 		// One non-blocking read; a connection with nothing to read becomes pollable.
 		n, wouldBlock, err := c.rawRead(c.in[c.w:])
 		if n > 0 {
+			s.counters.bytesRead.Add(uint64(n))
 			c.w += n
 			return true
 		}
@@ -271,6 +275,7 @@ func (c *fastConn) read() bool {
 	}
 	n, err := c.conn.Read(c.in[c.w:])
 	c.w += n
+	s.counters.bytesRead.Add(uint64(n))
 	if !c.ent.active() {
 		return false // shed meanwhile
 	}
@@ -365,6 +370,7 @@ func (c *fastConn) flush() error {
 	}
 	if c.fd >= 0 {
 		n, err := c.rawWrite(c.out, c.closing)
+		c.s.counters.bytesWritten.Add(uint64(max(n, 0)))
 		if n == len(c.out) {
 			c.out = c.out[:0]
 			return nil
@@ -391,7 +397,8 @@ func (c *fastConn) flush() error {
 			c.writeDeadline = d
 		}
 	}
-	_, err := c.conn.Write(c.out)
+	n, err := c.conn.Write(c.out)
+	c.s.counters.bytesWritten.Add(uint64(n))
 	c.out = c.out[:0]
 	if err != nil && glog.V(2) {
 		glog.Infof("http: write to %s: %v", c.remote, err)
@@ -431,7 +438,8 @@ func (c *fastConn) handoff() {
 	}
 	// Deadlines are net/http's to set from now on; it sets them per request.
 	_ = nc.SetDeadline(time.Time{})
-	var hc net.Conn = &replayConn{Conn: nc, prefix: append([]byte(nil), c.in[c.r:c.w]...)}
+	c.handed = true
+	var hc net.Conn = &replayConn{Conn: nc, prefix: append([]byte(nil), c.in[c.r:c.w]...), n: &c.s.counters}
 	if c.hostless {
 		hc = &hostlessConn{Conn: hc, limit: maxHeaderBytes, contentLength: -1}
 	}
@@ -477,6 +485,7 @@ func (s *Server) track(c *fastConn) bool {
 	}
 	s.active[c] = struct{}{}
 	s.connWG.Add(1)
+	s.counters.opening()
 	return true
 }
 
@@ -486,6 +495,9 @@ func (s *Server) untrack(c *fastConn) {
 	delete(s.active, c)
 	s.table.remove(&c.ent)
 	s.mu.Unlock()
+	if !c.handed {
+		s.counters.closing() // else net/http counts it closed (Server.connState)
+	}
 	c.closeConn()
 	s.release(c)
 	s.connWG.Done()
@@ -494,7 +506,7 @@ func (s *Server) untrack(c *fastConn) {
 // release resets c and puts it back in the pool.
 func (s *Server) release(c *fastConn) {
 	c.conn, c.hand, c.fd = nil, nil, -1
-	c.inline, c.moved, c.tracked = false, false, false
+	c.inline, c.moved, c.tracked, c.handed = false, false, false, false
 	c.r, c.w = 0, 0
 	c.headStart, c.readDeadline, c.writeDeadline = time.Time{}, time.Time{}, time.Time{}
 	c.h = head{}
@@ -523,9 +535,11 @@ func remoteAddrPort(nc net.Conn) netip.AddrPort {
 }
 
 // replayConn is a connection whose first bytes were read already: Read returns them first.
+// It counts the bytes it reads and writes in n (the replayed ones were counted when read).
 type replayConn struct {
 	net.Conn
 	prefix []byte
+	n      *counters
 }
 
 // Read returns the replayed bytes, then the connection's.
@@ -535,7 +549,16 @@ func (c *replayConn) Read(p []byte) (int, error) {
 		c.prefix = c.prefix[n:]
 		return n, nil
 	}
-	return c.Conn.Read(p)
+	n, err := c.Conn.Read(p)
+	c.n.bytesRead.Add(uint64(max(n, 0)))
+	return n, err
+}
+
+// Write writes p to the connection.
+func (c *replayConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.n.bytesWritten.Add(uint64(max(n, 0)))
+	return n, err
 }
 
 // CloseWrite shuts down the writing side when the connection can, as a *net.TCPConn does.

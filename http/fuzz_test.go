@@ -249,7 +249,19 @@ func FuzzParseAnnounce(f *testing.F) {
 			return
 		}
 		var a models.Announce
-		err := parseAnnounce(&q, &a)
+		// Private mode's lenient numwant refuses nothing the strict reading accepts, and reads
+		// the same but for an empty numwant (0 there, the default here).
+		var lenient models.Announce
+		lerr := parseAnnounce(&q, &lenient, true)
+		err := parseAnnounce(&q, &a, false)
+		if err == nil {
+			require.NoError(t, lerr, "lenient parse of %q", raw)
+			if v, ok := q.Get("numwant"); ok && len(v) == 0 {
+				require.Zero(t, lenient.NumWant)
+				lenient.NumWant = a.NumWant
+			}
+			require.Equal(t, a, lenient, "lenient parse of %q", raw)
+		}
 		if err != nil {
 			var ce models.ClientError
 			require.True(t, errors.As(err, &ce), "parseAnnounce(%q) = %v, not a ClientError", raw, err)
@@ -281,18 +293,21 @@ func FuzzParseAnnounce(f *testing.F) {
 			}
 		}
 
-		// The same query read as a scrape keeps every 20-byte info_hash in order.
-		var s models.Scrape
-		if err := parseScrape(&q, &s, 74); err == nil {
-			j := 0
-			for i := 0; i < q.Len(); i++ {
-				k, v := q.Pair(i)
-				if string(k) == "info_hash" {
-					require.Equal(t, v, s.InfoHashes[j][:])
-					j++
+		// The same query read as a scrape keeps every 20-byte info_hash in order; private
+		// mode's lenient reading keeps the same hashes and leaves out the others.
+		for _, lenient := range []bool{false, true} {
+			var s models.Scrape
+			if err := parseScrape(&q, &s, 74, lenient); err == nil {
+				j := 0
+				for i := 0; i < q.Len(); i++ {
+					k, v := q.Pair(i)
+					if string(k) == "info_hash" && len(v) == 20 {
+						require.Equal(t, v, s.InfoHashes[j][:])
+						j++
+					}
 				}
+				require.Equal(t, j, len(s.InfoHashes))
 			}
-			require.Equal(t, j, len(s.InfoHashes))
 		}
 	})
 }

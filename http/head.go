@@ -157,7 +157,8 @@ func parseRequestLine(line []byte, h *head) bool {
 	}
 	path := target
 	h.query = nil
-	if q := bytes.IndexByte(target, '?'); q >= 0 {
+	q := bytes.IndexByte(target, '?')
+	if q >= 0 {
 		path, h.query = target[:q], target[q+1:]
 	}
 	if len(path) == 0 || path[0] != '/' || bytes.IndexByte(path, '%') >= 0 {
@@ -166,7 +167,9 @@ func parseRequestLine(line []byte, h *head) bool {
 	path = path[1:]
 	h.passkey = nil
 	if slash := bytes.IndexByte(path, '/'); slash >= 0 {
-		if slash == 0 {
+		if slash == 0 || q < 0 {
+			// A passkey path without a query string is no client's: private mode answers it
+			// with a page (Server.serveTwo).
 			return false
 		}
 		h.passkey, path = path[:slash], path[slash+1:]
@@ -176,7 +179,7 @@ func parseRequestLine(line []byte, h *head) bool {
 		h.route = routeAnnounce
 	case "scrape":
 		h.route = routeScrape
-		if !bytes.Contains(h.query, infoHashKey) {
+		if len(h.passkey) == 0 && !bytes.Contains(h.query, infoHashKey) {
 			// A scrape of nothing is a full scrape (full_scrape_enabled), which may be served
 			// gzipped: net/http reads Accept-Encoding.
 			return false

@@ -353,15 +353,15 @@ func TestHostlessLegacyGazelleOverTCP(t *testing.T) {
 
 	t.Run("a wrong secret", func(t *testing.T) {
 		resp := rawExchange(t, addr, "GET /"+strings.Repeat("x", 32)+"/update?action=remove_user&passkey="+alice+" HTTP/1.1\r\nConnection: Close\r\n\r\n")
-		assert.True(t, strings.HasSuffix(resp, "\r\n\r\nd14:failure reason22:Authentication failure8:intervali1800e12:min intervali900ee"), resp)
+		assert.True(t, strings.HasSuffix(resp, "\r\n\r\nd14:failure reason22:Authentication failure8:intervali5400e12:min intervali5400ee"), resp)
 		assert.NotContains(t, announceHash(t, addr, alice, 'a'), "failure reason")
 	})
 
 	t.Run("stats", func(t *testing.T) {
 		resp := rawExchange(t, addr, legacyReport("get=stats"))
 		require.True(t, strings.HasPrefix(resp, "HTTP/1.1 200 OK\r\n"), resp)
-		assert.Regexp(t, `\r\n\r\nUptime: 0 days, 00:00:\d\d\n\d+ requests handled\n`, resp)
-		assert.Regexp(t, `\n\d+ seeders tracked\n1800 announce interval\n0 announce jitter\nsuccess$`, resp)
+		assert.Regexp(t, `\r\n\r\nUptime: 0 days, 00:00:\d\d\n\d+ connections opened\n\d+ open connections\n\d+ connections/s\n\d+ requests handled\n`, resp)
+		assert.Regexp(t, `\n\d+ seeders tracked\n[1-9]\d* bytes read\n[1-9]\d* bytes written\n1800 announce interval\n0 announce jitter\nsuccess$`, resp)
 	})
 
 	for _, tc := range []struct {
@@ -401,7 +401,7 @@ func TestHostlessReportJSONOverTCP(t *testing.T) {
 	require.NotContains(t, announceHash(t, addr, alice, 'a'), "failure reason")
 	resp := rawExchange(t, addr, "GET /"+reportSecret+"/report?get=user&key="+alice+" HTTP/1.1\r\nHost: tracker.example\r\nConnection: Close\r\n\r\n")
 	_, body, _ := strings.Cut(resp, "\r\n\r\n")
-	assert.JSONEq(t, `{"id":1,"leeching":0,"seeding":1,"deleted":false,"protected":false,"can_leech":true,"traced":false}`, body)
+	assert.JSONEq(t, `{"id":1,"leeching":0,"seeding":1,"deleted":0,"protected":0,"can_leech":1}`, body)
 
 	// The stats come from the running aggregator, which applies requests in batches.
 	var doc map[string]struct {
@@ -418,9 +418,9 @@ func TestHostlessReportJSONOverTCP(t *testing.T) {
 		if json.Unmarshal([]byte(body), &doc) != nil {
 			return false
 		}
-		return doc["requests handled"].Value == float64(1)
+		return doc["successful announcements"].Value == float64(1)
 	}, 5*time.Second, 10*time.Millisecond)
-	assert.Equal(t, float64(1), doc["requests handled"].Value)
+	assert.Equal(t, float64(1), doc["successful announcements"].Value)
 	assert.Equal(t, float64(1), doc["seeders tracked"].Value)
 	assert.Equal(t, "number", doc["announce interval"].Type)
 	assert.Equal(t, float64(1800), doc["announce interval"].Value)

@@ -9,7 +9,11 @@ import (
 
 // parseAnnounce fills a from the decoded query q. It does not set the endpoints, which depend
 // on the connection and the configuration (see Server.resolve).
-func parseAnnounce(q *query.Params, a *models.Announce) error {
+//
+// With lenient set (private mode), numwant is read as Ocelot reads it: its leading number, 0
+// when it has none (so numwant=abc, or an empty numwant, asks for no peers rather than being
+// refused).
+func parseAnnounce(q *query.Params, a *models.Announce, lenient bool) error {
 	*a = models.Announce{NumWant: -1, Compact: true}
 	var err error
 	if err = fixed20(q, "info_hash", (*[20]byte)(&a.InfoHash), models.ErrMissingInfoHash, models.ErrInvalidInfoHash); err != nil {
@@ -66,10 +70,13 @@ func parseAnnounce(q *query.Params, a *models.Announce) error {
 		}
 		a.Corrupt = int64(n)
 	}
-	if v, ok := q.Get("numwant"); ok && len(v) > 0 {
+	if v, ok := q.Get("numwant"); ok && (len(v) > 0 || lenient) {
 		n, ok := parseInt(v)
-		if !ok {
+		if !ok && !lenient {
 			return models.ErrInvalidNumber
+		}
+		if !ok {
+			n = leadingInt(v)
 		}
 		if n < 0 {
 			n = -1
@@ -81,6 +88,7 @@ func parseAnnounce(q *query.Params, a *models.Announce) error {
 	}
 	if v, ok := q.Get("compact"); ok {
 		a.Compact = string(v) != "0"
+		a.CompactOne = string(v) == "1"
 	}
 	if v, ok := q.Get("no_peer_id"); ok {
 		a.NoPeerID = string(v) == "1"
@@ -122,22 +130,31 @@ func fixed20(q *query.Params, key string, dst *[20]byte, missing, invalid error)
 }
 
 // parseScrape appends every info_hash of q to s.InfoHashes, in request order, up to limit.
-func parseScrape(q *query.Params, s *models.Scrape, limit int) error {
+//
+// With lenient set (private mode), it reads a scrape as Ocelot does: an info_hash that is not
+// 20 bytes names no torrent and is left out of the answer rather than refused (it still counts
+// towards limit), and a scrape without info_hash asks about no torrent; the core then answers
+// an empty files dictionary.
+func parseScrape(q *query.Params, s *models.Scrape, limit int, lenient bool) error {
 	s.InfoHashes = s.InfoHashes[:0]
+	n := 0
 	for i := 0; i < q.Len(); i++ {
 		k, v := q.Pair(i)
 		if string(k) != "info_hash" {
 			continue
 		}
-		if len(v) != 20 {
+		if len(v) != 20 && !lenient {
 			return models.ErrInvalidInfoHash
 		}
-		if len(s.InfoHashes) == limit {
+		if n == limit {
 			return models.ErrTooManyInfoHashes
 		}
-		s.InfoHashes = append(s.InfoHashes, models.InfoHash(v))
+		n++
+		if len(v) == 20 {
+			s.InfoHashes = append(s.InfoHashes, models.InfoHash(v))
+		}
 	}
-	if len(s.InfoHashes) == 0 {
+	if len(s.InfoHashes) == 0 && !lenient {
 		return models.ErrMissingInfoHash
 	}
 	return nil
@@ -160,6 +177,28 @@ func parseUint(b []byte, max uint64) (uint64, bool) {
 		n = n*10 + d
 	}
 	return n, true
+}
+
+// leadingInt returns the optionally signed decimal at the start of b, 0 when b starts with
+// none, as C++'s stream extraction reads a number; values beyond the int64 range are clamped.
+func leadingInt(b []byte) int64 {
+	i := 0
+	if i < len(b) && (b[i] == '-' || b[i] == '+') {
+		i++
+	}
+	j := i
+	for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+		j++
+	}
+	if j == i {
+		return 0
+	}
+	digits := b[:j]
+	if b[0] == '+' {
+		digits = b[1:j]
+	}
+	n, _ := parseInt(digits)
+	return n
 }
 
 // parseInt parses an optionally negative decimal; values beyond the int64 range are clamped.

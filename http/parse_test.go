@@ -59,10 +59,11 @@ func TestParseAnnounce(t *testing.T) {
 		Compact:  true,
 	}
 	for _, tc := range []struct {
-		name string
-		raw  string
-		mod  func(a *models.Announce) // applied to base to give the wanted announce
-		err  error
+		name    string
+		raw     string
+		lenient bool                     // private mode
+		mod     func(a *models.Announce) // applied to base to give the wanted announce
+		err     error
 	}{
 		{name: "minimal", raw: announceQuery("")},
 		{
@@ -74,7 +75,7 @@ func TestParseAnnounce(t *testing.T) {
 			mod: func(a *models.Announce) {
 				a.Uploaded, a.Downloaded, a.Left, a.Corrupt = 123, 456, 789, 5
 				a.Event = models.Started
-				a.NoPeerID = true
+				a.NoPeerID, a.CompactOne = true, true
 				a.NumWant = 30
 			},
 		},
@@ -160,17 +161,28 @@ func TestParseAnnounce(t *testing.T) {
 		{name: "non-numeric numwant", raw: announceQuery("", "numwant=many"), err: models.ErrInvalidNumber},
 		{name: "lone minus numwant", raw: announceQuery("", "numwant=-"), err: models.ErrInvalidNumber},
 		{name: "fractional numwant", raw: announceQuery("", "numwant=1.5"), err: models.ErrInvalidNumber},
+		// Private mode reads numwant as Ocelot: its leading number, else 0.
+		{name: "private: non-numeric numwant is 0", raw: announceQuery("", "numwant=many"), lenient: true, mod: func(a *models.Announce) { a.NumWant = 0 }},
+		{name: "private: empty numwant is 0", raw: announceQuery("", "numwant="), lenient: true, mod: func(a *models.Announce) { a.NumWant = 0 }},
+		{name: "private: lone minus numwant is 0", raw: announceQuery("", "numwant=-"), lenient: true, mod: func(a *models.Announce) { a.NumWant = 0 }},
+		{name: "private: fractional numwant", raw: announceQuery("", "numwant=1.5"), lenient: true, mod: func(a *models.Announce) { a.NumWant = 1 }},
+		{name: "private: number and text", raw: announceQuery("", "numwant=12abc"), lenient: true, mod: func(a *models.Announce) { a.NumWant = 12 }},
+		{name: "private: plus sign", raw: announceQuery("", "numwant=%2B7x"), lenient: true, mod: func(a *models.Announce) { a.NumWant = 7 }},
+		{name: "private: negative with text is the default", raw: announceQuery("", "numwant=-5x"), lenient: true, mod: func(a *models.Announce) { a.NumWant = -1 }},
+		{name: "private: huge with text is clamped", raw: announceQuery("", "numwant="+strings.Repeat("9", 30)+"x"), lenient: true, mod: func(a *models.Announce) { a.NumWant = 1<<31 - 1 }},
+		{name: "private: numwant 30", raw: announceQuery("", "numwant=30"), lenient: true, mod: func(a *models.Announce) { a.NumWant = 30 }},
+		{name: "private: no numwant is the default", raw: announceQuery(""), lenient: true},
 
 		// compact and no_peer_id.
 		{name: "compact=0", raw: announceQuery("", "compact=0"), mod: func(a *models.Announce) { a.Compact = false }},
-		{name: "compact=1", raw: announceQuery("", "compact=1")},
+		{name: "compact=1", raw: announceQuery("", "compact=1"), mod: func(a *models.Announce) { a.CompactOne = true }},
 		{name: "empty compact stays compact", raw: announceQuery("", "compact=")},
 		{name: "compact=false is not 0", raw: announceQuery("", "compact=false")},
 		{name: "first compact wins", raw: announceQuery("", "compact=0", "compact=1"), mod: func(a *models.Announce) { a.Compact = false }},
 		{name: "no_peer_id=1", raw: announceQuery("", "no_peer_id=1"), mod: func(a *models.Announce) { a.NoPeerID = true }},
 		{name: "no_peer_id=0", raw: announceQuery("", "no_peer_id=0")},
 		{name: "no_peer_id without value", raw: announceQuery("", "no_peer_id")},
-		{name: "libtorrent's compact=1&no_peer_id=1", raw: announceQuery("", "compact=1", "no_peer_id=1"), mod: func(a *models.Announce) { a.NoPeerID = true }},
+		{name: "libtorrent's compact=1&no_peer_id=1", raw: announceQuery("", "compact=1", "no_peer_id=1"), mod: func(a *models.Announce) { a.NoPeerID, a.CompactOne = true, true }},
 		{name: "dict peers without ids", raw: announceQuery("", "compact=0", "no_peer_id=1"), mod: func(a *models.Announce) { a.Compact, a.NoPeerID = false, true }},
 
 		// event.
@@ -193,7 +205,7 @@ func TestParseAnnounce(t *testing.T) {
 			// Parse into a dirty announce: parseAnnounce must reset every field.
 			a := models.Announce{Passkey: "stale", Remote: netip.MustParseAddr("9.9.9.9"), Other: netip.MustParseAddrPort("9.9.9.9:9"),
 				Event: models.Stopped, Uploaded: 99, Corrupt: 99, NoPeerID: true}
-			err := parseAnnounce(&q, &a)
+			err := parseAnnounce(&q, &a, tc.lenient)
 			if tc.err != nil {
 				require.ErrorIs(t, err, tc.err)
 				return
@@ -217,11 +229,12 @@ func TestParseScrape(t *testing.T) {
 		return ih
 	}
 	for _, tc := range []struct {
-		name  string
-		raw   string
-		limit int
-		want  []models.InfoHash
-		err   error
+		name    string
+		raw     string
+		limit   int
+		lenient bool // private mode
+		want    []models.InfoHash
+		err     error
 	}{
 		{name: "one hash", raw: "info_hash=" + wikiHashRaw, limit: 74, want: []models.InfoHash{wikiHash}},
 		{
@@ -239,13 +252,18 @@ func TestParseScrape(t *testing.T) {
 		{name: "21-byte hash", raw: "info_hash=" + strings.Repeat("a", 21), limit: 74, err: models.ErrInvalidInfoHash},
 		{name: "bad hash after good ones", raw: "info_hash=" + wikiHashRaw + "&info_hash=short", limit: 74, err: models.ErrInvalidInfoHash},
 		{name: "empty hash", raw: "info_hash=", limit: 74, err: models.ErrInvalidInfoHash},
+
+		// Private mode reads a scrape as Ocelot: a bad hash names no torrent, none asks for none.
+		{name: "private: no info_hash", raw: "foo=bar", limit: 74, lenient: true, want: []models.InfoHash{}},
+		{name: "private: bad hashes left out", raw: "info_hash=short&info_hash=" + wikiHashRaw + "&info_hash=", limit: 74, lenient: true, want: []models.InfoHash{wikiHash}},
+		{name: "private: bad hashes count towards the limit", raw: "info_hash=short&" + strings.Repeat("info_hash="+strings.Repeat("a", 20)+"&", 3), limit: 3, lenient: true, err: models.ErrTooManyInfoHashes},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var q query.Params
 			require.NoError(t, q.Parse(tc.raw))
 			// A reused Scrape must not keep hashes from an earlier request.
 			s := models.Scrape{InfoHashes: []models.InfoHash{h(0xee), h(0xee), h(0xee), h(0xee), h(0xee)}}
-			err := parseScrape(&q, &s, tc.limit)
+			err := parseScrape(&q, &s, tc.limit, tc.lenient)
 			if tc.err != nil {
 				require.ErrorIs(t, err, tc.err)
 				return

@@ -18,6 +18,7 @@ import (
 	"net"
 	nethttp "net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,6 +49,8 @@ type Server struct {
 	requestTimeout time.Duration
 
 	recorder Recorder
+	counters counters
+	queues   QueueReporter
 
 	// Private mode's update and report endpoints (control.go); ctl is nil in public mode.
 	ctl         *control
@@ -350,6 +353,13 @@ func (s *Server) serveOne(w nethttp.ResponseWriter, r *nethttp.Request, ps httpr
 }
 
 func (s *Server) serveTwo(w nethttp.ResponseWriter, r *nethttp.Request, ps httprouter.Params) {
+	if s.ctl != nil && r.URL.RawQuery == "" && !r.URL.ForceQuery {
+		switch ps.ByName("action") {
+		case "announce", "scrape", "update", "report":
+			nothingToSee(w)
+			return
+		}
+	}
 	switch ps.ByName("action") {
 	case "announce":
 		s.serveAnnounce(w, r, ps.ByName("first"))
@@ -364,7 +374,26 @@ func (s *Server) serveTwo(w nethttp.ResponseWriter, r *nethttp.Request, ps httpr
 	}
 }
 
+// nothingToSeePage is Ocelot's answer to a request without a query string: what a browser
+// shows when a user opens their announce URL.
+const nothingToSeePage = `<html><head><meta name="robots" content="noindex, nofollow" /></head><body>Nothing to see here</body></html>`
+
+var textHTML = []string{"text/html"}
+
+// nothingToSee answers, in private mode, /<passkey>/announce (or scrape, update, report) without
+// a query string as Ocelot does: with a plain page, whatever the passkey. No BitTorrent client
+// announces without a query and Gazelle always sends one, so only people see it.
+func nothingToSee(w nethttp.ResponseWriter) {
+	h := w.Header()
+	h["Content-Type"] = textHTML
+	h["Cache-Control"] = noCache
+	h["Content-Length"] = []string{strconv.Itoa(len(nothingToSeePage))}
+	w.WriteHeader(nethttp.StatusOK)
+	_, _ = io.WriteString(w, nothingToSeePage)
+}
+
 func (s *Server) notFound(w nethttp.ResponseWriter, _ *nethttp.Request) {
+	s.counters.badHTTP.Add(1)
 	w.Header()["Content-Type"] = textPlain
 	w.WriteHeader(nethttp.StatusNotFound)
 	_, _ = w.Write([]byte("404 not found: this is a BitTorrent tracker; announce to /announce\n"))
@@ -380,7 +409,7 @@ func (s *Server) serveAnnounce(w nethttp.ResponseWriter, r *nethttp.Request, pas
 }
 
 func (s *Server) serveScrape(w nethttp.ResponseWriter, r *nethttp.Request, passkey string) {
-	if s.full != nil && !strings.Contains(r.URL.RawQuery, "info_hash=") {
+	if s.full != nil && passkey == "" && !strings.Contains(r.URL.RawQuery, "info_hash=") {
 		s.serveFullScrape(w, r)
 		return
 	}
@@ -478,6 +507,7 @@ func (s *Server) handle(action stats.Action, sc *scratch, start time.Time) {
 		err = nil
 	} else if err != nil {
 		s.fail(&sc.w, rq, err)
+		s.counters.failure(err)
 	}
 	s.record(action, rq, sc, err, start)
 }
@@ -511,7 +541,7 @@ func (s *Server) announce(rq *request, sc *scratch) error {
 		return models.ErrMalformedRequest
 	}
 	a := &sc.a
-	if err := parseAnnounce(&sc.q, a); err != nil {
+	if err := parseAnnounce(&sc.q, a, s.ctl != nil); err != nil {
 		return err
 	}
 	a.Passkey = rq.passkey
@@ -529,7 +559,7 @@ func (s *Server) scrape(rq *request, sc *scratch) error {
 	if err := sc.q.Parse(rq.query); err != nil {
 		return models.ErrMalformedRequest
 	}
-	if err := parseScrape(&sc.q, &sc.sc, s.tkr.MaxScrapeInfoHashes()); err != nil {
+	if err := parseScrape(&sc.q, &sc.sc, s.tkr.MaxScrapeInfoHashes(), s.ctl != nil); err != nil {
 		return err
 	}
 	sc.sc.Passkey = rq.passkey
@@ -555,7 +585,7 @@ func (s *Server) fail(w *writer, rq *request, err error) {
 	} else if glog.V(2) {
 		glog.Infof("http: %s %s: %v", rq.from(), rq.path, err)
 	}
-	interval, minInterval := s.tkr.Intervals()
+	interval, minInterval := s.tkr.FailureIntervals()
 	if werr := w.writeFailure(string(ce), interval, minInterval); werr != nil && glog.V(2) {
 		glog.Infof("http: write failure to %s: %v", rq.from(), werr)
 	}

@@ -92,6 +92,9 @@ type Stats struct {
 
 	// perSecond[a] holds math.Float64bits of the action's mean rate over the last minute.
 	perSecond [numActions]atomic.Uint64
+	// total[a] and failed[a] count the action's requests since start, failures included in
+	// total; the aggregator writes them, Requests reads them.
+	total, failed [numActions]atomic.Uint64
 
 	reg     *prometheus.Registry
 	metrics *metrics
@@ -179,6 +182,32 @@ func (s *Stats) send(e event) {
 	case s.events <- e:
 	default:
 		s.dropped.Add(1)
+	}
+}
+
+// RequestCounts are the announces and scrapes answered since start, over HTTP and UDP, as
+// typed values for reports (the site's stats report among them).
+type RequestCounts struct {
+	// Announces and Scrapes count every request, failures included.
+	Announces, AnnounceFailures uint64
+	Scrapes, ScrapeFailures     uint64
+	// PerSecond is the mean rate of announces and scrapes together over the last minute.
+	PerSecond float64
+}
+
+// Requests returns the request counts aggregated so far (events still buffered are not in
+// them). A nil *Stats returns zeros.
+func (s *Stats) Requests() RequestCounts {
+	if s == nil {
+		return RequestCounts{}
+	}
+	return RequestCounts{
+		Announces:        s.total[Announce].Load(),
+		AnnounceFailures: s.failed[Announce].Load(),
+		Scrapes:          s.total[Scrape].Load(),
+		ScrapeFailures:   s.failed[Scrape].Load(),
+		PerSecond: math.Float64frombits(s.perSecond[Announce].Load()) +
+			math.Float64frombits(s.perSecond[Scrape].Load()),
 	}
 }
 
@@ -281,12 +310,14 @@ func (s *Stats) apply(e event, cur *[numActions]uint64, sample bool) {
 		m.requests.WithLabelValues(r.Transport.String(), action, r.Family.String()).Inc()
 	}
 	cur[r.Action]++
+	s.total[r.Action].Add(1)
 	secs := r.Duration.Seconds()
 	m.durationBy[r.Action].Observe(secs)
 	if sample {
 		m.latencyBy[r.Action].Observe(secs)
 	}
 	if r.Err != nil {
+		s.failed[r.Action].Add(1)
 		m.failures.WithLabelValues(action, FailureKind(r.Err)).Inc()
 		return
 	}

@@ -53,7 +53,12 @@ type PeerUpdate struct {
 	// announce finds them in PrevPeer. Without it a driver may keep none and report zeros: the
 	// core leaves it unset when nothing consumes the deltas they feed (a public tracker with the
 	// noop backend), which saves the memory driver a third of its bytes per peer.
-	Counters   bool
+	Counters bool
+	// Secondary marks the update of an announce's second endpoint (the other address family
+	// of a dual-stacked client), which the core applies before the main one: the peer's
+	// session takes its counters but does not count the announce, which the main update
+	// counts once.
+	Secondary  bool
 	Uploaded   int64
 	Downloaded int64
 	Corrupt    int64

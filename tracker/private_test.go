@@ -87,6 +87,15 @@ func (e *privEnv) site(tb testing.TB, u models.SiteUpdate) {
 	require.NoError(tb, e.tr.UpdateSite(context.Background(), &u))
 }
 
+// scrape scrapes hashes with dave's passkey (no test removes dave): a private scrape needs a
+// user's.
+func (e *privEnv) scrape(tb testing.TB, hashes ...models.InfoHash) []models.TorrentStats {
+	tb.Helper()
+	var w scrapeWriter
+	require.NoError(tb, e.tr.HandleScrape(context.Background(), &models.Scrape{Passkey: dave.Passkey, InfoHashes: hashes}, &w))
+	return w.files
+}
+
 // try runs one announce and returns what was written and the error.
 func (e *privEnv) try(a *models.Announce) (*recWriter, error) {
 	var w recWriter
@@ -183,9 +192,20 @@ func TestPrivateFailures(t *testing.T) {
 			wantErr: "Your client does not support compact announces",
 		},
 		{
-			name:   "compact only, compact client",
+			name:   "compact only, no compact parameter",
 			mutate: func(c *config.Config) { c.CompactOnly = true },
 			ann:    func() *models.Announce { return pann(alice, tNormal, numPid(1), "192.0.2.1:6881") },
+			// Compact (the default) but not asked for: Ocelot refuses it like compact=0.
+			wantErr: "Your client does not support compact announces",
+		},
+		{
+			name:   "compact only, compact client",
+			mutate: func(c *config.Config) { c.CompactOnly = true },
+			ann: func() *models.Announce {
+				a := pann(alice, tNormal, numPid(1), "192.0.2.1:6881")
+				a.CompactOne = true
+				return a
+			},
 		},
 		{
 			name: "non-compact client without compact only",
@@ -235,10 +255,9 @@ func TestPrivateFailures(t *testing.T) {
 			assert.Equal(t, tt.wantErr, err.Error())
 			assert.Empty(t, w.resps, "nothing written")
 			assert.Zero(t, e.be.count(), "nothing recorded")
-			for _, n := range []int{tNormal, 99} {
-				st := e.scrape(t, hash(n))[0]
-				assert.Zero(t, st.Seeders+st.Leechers, "no peer stored on torrent %d", n)
-			}
+			st := e.scrape(t, hash(tNormal))[0]
+			assert.Zero(t, st.Seeders+st.Leechers, "no peer stored")
+			assert.Empty(t, e.scrape(t, hash(99)), "no torrent made")
 		})
 	}
 }
@@ -431,8 +450,9 @@ func TestPrivateAccounting(t *testing.T) {
 			},
 		},
 		{
+			// Removed all the same: its row is written inactive, as Ocelot writes it.
 			name: "stopped from an unknown peer is a baseline", torrent: tNormal,
-			steps: []step{{event: models.Stopped, up: 100, down: 100}},
+			steps: []step{{event: models.Stopped, up: 100, down: 100, removed: true}},
 		},
 		{
 			name: "same second: credited, no speed", torrent: tNormal,
@@ -652,8 +672,10 @@ func TestPrivateDualStackCreditedOnce(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newPrivEnv(t, func(c *config.Config) { c.AllowIPSpoofing = true })
+			requests := 0
 			round := func(ev models.Event, up, down int64) (credUp, credDown int64) {
 				for _, r := range tt.reqs {
+					requests++
 					a := pann(alice, tNormal, numPid(1), r.ep)
 					if r.other != "" {
 						a.Other = netip.MustParseAddrPort(r.other)
@@ -664,6 +686,14 @@ func TestPrivateDualStackCreditedOnce(t *testing.T) {
 					require.Equal(t, before+1, e.be.count(), "one delta per announce")
 					d := e.be.last(t)
 					assert.True(t, t0.Equal(d.FirstSeen), "one session: FirstSeen %v", d.FirstSeen)
+					// The row counts announces, one per request whatever endpoints it names, and
+					// shows the IPv4 endpoint when the request named one.
+					assert.Equal(t, requests, d.Announces, "announced")
+					wantEP := netip.MustParseAddrPort(r.ep)
+					if r.other != "" && !wantEP.Addr().Is4() {
+						wantEP = netip.MustParseAddrPort(r.other)
+					}
+					assert.Equal(t, wantEP, d.Endpoint, "the row's endpoint")
 					credUp += d.CreditedUp
 					credDown += d.CreditedDown
 				}
@@ -905,4 +935,71 @@ func TestPrivateFreeleechUpdate(t *testing.T) {
 			assert.Equal(t, [2]int64{tt.cUp, tt.cDown}, [2]int64{d.CreditedUp, d.CreditedDown})
 		})
 	}
+}
+
+// TestPrivateScrapeNeedsPasskey: a private scrape is answered only to a user's passkey, like an
+// announce; an unknown passkey, none, and a removed user's get Ocelot's "Passkey not found".
+func TestPrivateScrapeNeedsPasskey(t *testing.T) {
+	e := newPrivEnv(t, nil)
+	_, err := e.try(pann(alice, tNormal, pid("a1"), "10.0.0.1:6881"))
+	require.NoError(t, err)
+	e.site(t, models.SiteUpdate{Action: models.RemoveUser, User: models.User{Passkey: bob.Passkey}})
+	for _, tt := range []struct {
+		name, passkey string
+	}{
+		{"unknown", "nobodynobodynobodynobodynobody00"},
+		{"none", ""},
+		{"removed user", bob.Passkey},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var w scrapeWriter
+			err := e.tr.HandleScrape(context.Background(), &models.Scrape{Passkey: tt.passkey, InfoHashes: []models.InfoHash{hash(tNormal)}}, &w)
+			assert.Equal(t, models.ErrPasskeyNotFound, err)
+			assert.Empty(t, w.files, "nothing written")
+		})
+	}
+	assert.Equal(t, 1, e.scrape(t, hash(tNormal))[0].Leechers, "a user's passkey scrapes")
+}
+
+// TestPrivateScrapeRegisteredOnly: a private scrape answers the registered torrents only, in
+// request order, and a scrape of none is an empty answer, as Ocelot's.
+func TestPrivateScrapeRegisteredOnly(t *testing.T) {
+	e := newPrivEnv(t, nil)
+	_, err := e.try(pann(alice, tFree, pid("a1"), "10.0.0.1:6881"))
+	require.NoError(t, err)
+	e.site(t, models.SiteUpdate{Action: models.DeleteTorrent, Torrent: models.Torrent{InfoHash: hash(tNeutral)}})
+	got := e.scrape(t, hash(99), hash(tFree), hash(tNeutral), hash(tNormal))
+	assert.Equal(t, []models.TorrentStats{
+		{InfoHash: hash(tFree), ID: 100 + tFree, Leechers: 1, Registered: true},
+		{InfoHash: hash(tNormal), ID: 100 + tNormal, Registered: true},
+	}, got, "unknown and deleted torrents left out")
+	assert.Empty(t, e.scrape(t), "a scrape of no torrent")
+}
+
+// TestPrivateMinIntervalFollows: in private mode the min interval is the announce interval
+// (without jitter), before and after update_announce_interval, as Ocelot answers; failures carry
+// 5400 s for both. Public mode keeps min_announce.
+func TestPrivateMinIntervalFollows(t *testing.T) {
+	e := newPrivEnv(t, func(c *config.Config) { c.AnnounceJitter.Duration = 30 * time.Second })
+	check := func(want time.Duration) {
+		t.Helper()
+		w, err := e.try(pann(alice, tNormal, pid("a1"), "10.0.0.1:6881"))
+		require.NoError(t, err)
+		r := w.resps[len(w.resps)-1]
+		assert.Equal(t, want, r.MinInterval)
+		assert.GreaterOrEqual(t, r.Interval, want)
+		assert.LessOrEqual(t, r.Interval, want+30*time.Second)
+	}
+	check(30 * time.Minute)
+	e.tr.SetAnnounceInterval(40 * time.Minute)
+	check(40 * time.Minute)
+	i, mi := e.tr.FailureIntervals()
+	assert.Equal(t, []time.Duration{tracker.PrivateFailureInterval, tracker.PrivateFailureInterval}, []time.Duration{i, mi})
+
+	pub := newEnv(t, nil)
+	pub.tr.SetAnnounceInterval(40 * time.Minute)
+	i, mi = pub.tr.Intervals()
+	assert.Equal(t, []time.Duration{40 * time.Minute, 15 * time.Minute}, []time.Duration{i, mi}, "public mode keeps min_announce")
+	fi, fmi := pub.tr.FailureIntervals()
+	assert.Equal(t, []time.Duration{40 * time.Minute, 15 * time.Minute}, []time.Duration{fi, fmi})
 }

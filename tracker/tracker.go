@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -168,14 +169,35 @@ func New(cfg *config.Config, pool Pool, backend Backend, observer Observer) (*Tr
 	return t, nil
 }
 
-// Intervals returns the announce interval and minimum interval that answers carry, failures
-// included. The interval includes a random jitter when announce_jitter is set.
+// Intervals returns the announce interval and minimum interval that answers carry (failures in
+// public mode too). The interval includes a random jitter when announce_jitter is set. In
+// private mode the minimum interval is the announce interval without its jitter, as in Ocelot,
+// so that it follows update_announce_interval; min_announce counts in public mode only.
 func (t *Tracker) Intervals() (interval, minInterval time.Duration) {
-	interval = time.Duration(t.announce.Load())
+	base := time.Duration(t.announce.Load())
+	interval, minInterval = base, t.minAnnounce
+	if t.private {
+		minInterval = base
+	}
 	if j := t.jitter.Load(); j > 0 {
 		interval += time.Duration(rand.Int64N(j + 1)).Truncate(time.Second)
 	}
-	return interval, t.minAnnounce
+	return interval, minInterval
+}
+
+// PrivateFailureInterval is the interval and min interval of every failure answer in private
+// mode: Ocelot sends 5400 seconds with each of its failures, so that a refused client (an
+// unknown passkey, an unregistered torrent) backs off for an hour and a half rather than
+// retrying at the announce interval.
+const PrivateFailureInterval = 5400 * time.Second
+
+// FailureIntervals returns the interval and min interval that failure answers carry: in
+// private mode PrivateFailureInterval for both, as Ocelot answers, otherwise the announce's.
+func (t *Tracker) FailureIntervals() (interval, minInterval time.Duration) {
+	if t.private {
+		return PrivateFailureInterval, PrivateFailureInterval
+	}
+	return t.Intervals()
 }
 
 // AnnounceInterval returns the base announce interval and the most jitter added to it.
@@ -240,7 +262,7 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 		if user, err = store.User(ctx, a.Passkey); err != nil {
 			return annErr(err)
 		}
-		if t.compactOnly && !a.Compact {
+		if t.compactOnly && !a.CompactOne {
 			return models.ErrCompactOnly
 		}
 		if ok, err := store.Whitelisted(ctx, a.PeerID); err != nil {
@@ -283,6 +305,7 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 		ou.Key = models.PeerKey{ID: a.PeerID, Family: models.FamilyOf(a.Other.Addr()), User: uid}
 		ou.AddrPort = canonical(a.Other)
 		ou.Completed = false
+		ou.Secondary = true
 		s.none = Selection{}
 		s.other.IPv4Peers, s.other.IPv6Peers = s.other.IPv4Peers[:0], s.other.IPv6Peers[:0]
 		if err := conn.Announce(ctx, a.InfoHash, ou, &s.none, &s.other); err != nil {
@@ -328,13 +351,13 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 		Passkey:    a.Passkey,
 		UserID:     user.ID,
 		TorrentID:  res.TorrentID,
-		Endpoint:   u.AddrPort,
+		Endpoint:   rowEndpoint(u.AddrPort, a.Other),
 		Protected:  user.Protected,
 		UserAgent:  a.UserAgent,
 		Event:      a.Event,
 		Created:    !res.Prev.Found && !u.Remove,
 		Snatched:   res.Snatched,
-		Removed:    u.Remove && res.Prev.Found,
+		Removed:    u.Remove,
 		Seeder:     seeder,
 		Token:      res.Token && res.Freeleech != models.Neutral,
 		Left:       a.Left,
@@ -371,13 +394,13 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 	}
 
 	resp := &s.resp
-	interval, _ := t.Intervals()
+	interval, minInterval := t.Intervals()
 	*resp = models.AnnounceResponse{
 		Interval:    interval,
 		Complete:    res.Seeders,
 		Incomplete:  res.Leechers,
 		Downloaded:  res.Snatches,
-		MinInterval: t.minAnnounce,
+		MinInterval: minInterval,
 		IPv4Peers:   res.IPv4Peers,
 		IPv6Peers:   res.IPv6Peers,
 		ExternalIP:  a.Remote,
@@ -446,6 +469,16 @@ func (t *Tracker) account(a *models.Announce, prev *PrevPeer, fl models.Freeleec
 	}
 }
 
+// rowEndpoint is the endpoint an announce reports to the backend for the peer's row: the IPv4
+// one when the announce named one in either family (Gazelle's ip columns hold IPv4 only, and
+// Ocelot knew no other), else its own.
+func rowEndpoint(main, other netip.AddrPort) netip.AddrPort {
+	if !main.Addr().Is4() && other.IsValid() && other.Addr().Unmap().Is4() {
+		return canonical(other)
+	}
+	return main
+}
+
 // canonical unmaps IPv4-mapped IPv6 addresses, so a peer reached over a dual-stack socket is
 // stored and handed out as the IPv4 peer it is.
 func canonical(ap netip.AddrPort) netip.AddrPort {
@@ -464,10 +497,13 @@ func annErr(err error) error {
 }
 
 // HandleScrape reads the counts of each requested torrent and writes them to w in request order.
+//
+// In private mode the passkey must name a user, as for an announce ("Passkey not found"
+// otherwise, a removed user's included): a private site's swarms are not for whoever learns an
+// info hash. There, as in Ocelot, the answer leaves out the torrents the site has not
+// registered (or has deleted), and a scrape of no torrent is answered with no files rather
+// than refused.
 func (t *Tracker) HandleScrape(ctx context.Context, sc *models.Scrape, w ScrapeWriter) error {
-	if len(sc.InfoHashes) == 0 {
-		return models.ErrMissingInfoHash
-	}
 	if len(sc.InfoHashes) > t.maxScrape {
 		return models.ErrTooManyInfoHashes
 	}
@@ -483,6 +519,22 @@ func (t *Tracker) HandleScrape(ctx context.Context, sc *models.Scrape, w ScrapeW
 		return fmt.Errorf("tracker: get conn: %w", err)
 	}
 	defer conn.Close()
+	if t.private {
+		store, ok := conn.(SiteStore)
+		if !ok {
+			return ErrNoSiteStore
+		}
+		if _, err := store.User(ctx, sc.Passkey); err != nil {
+			var ce models.ClientError
+			if errors.As(err, &ce) {
+				return ce
+			}
+			return fmt.Errorf("tracker: scrape: user: %w", err)
+		}
+	}
+	if len(sc.InfoHashes) == 0 && !t.private {
+		return models.ErrMissingInfoHash
+	}
 
 	s, _ := t.scrapeScratch.Get().(*scrapeScratch)
 	if s == nil {
@@ -493,8 +545,14 @@ func (t *Tracker) HandleScrape(ctx context.Context, sc *models.Scrape, w ScrapeW
 	for _, ih := range sc.InfoHashes {
 		files = append(files, models.TorrentStats{InfoHash: ih})
 	}
-	if err := conn.Scrape(ctx, files); err != nil {
-		return fmt.Errorf("tracker: scrape: %w", err)
+	if len(files) > 0 {
+		if err := conn.Scrape(ctx, files); err != nil {
+			return fmt.Errorf("tracker: scrape: %w", err)
+		}
+	}
+	if t.private {
+		// As Ocelot: torrents the site has not registered (or deleted) are left out.
+		files = slices.DeleteFunc(files, func(f models.TorrentStats) bool { return !f.Registered })
 	}
 	s.resp.Files = files
 	return w.WriteScrape(&s.resp)

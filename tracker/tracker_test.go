@@ -182,8 +182,9 @@ func TestAnnounceStateMachine(t *testing.T) {
 				{peer: A, event: models.Completed, left: 0, up: 10, dn: 100, complete: 1, downloaded: 1, snatched: true, dUp: 5, dDown: 60},
 				{peer: A, event: models.None, left: 0, up: 30, dn: 100, complete: 1, downloaded: 1, dUp: 20},
 				{peer: A, event: models.Stopped, left: 0, up: 35, dn: 100, downloaded: 1, removed: true, dUp: 5},
-				// A second stop finds nothing: no removal, no credit, nothing created.
-				{peer: A, event: models.Stopped, left: 0, up: 40, dn: 100, downloaded: 1},
+				// A second stop finds nothing: no credit, nothing created, and the peer is
+				// reported removed (its row inactive) all the same.
+				{peer: A, event: models.Stopped, left: 0, up: 40, dn: 100, downloaded: 1, removed: true},
 			},
 		},
 		{
@@ -249,7 +250,7 @@ func TestAnnounceStateMachine(t *testing.T) {
 		{
 			name: "stopped on an unknown torrent",
 			steps: []step{
-				{peer: A, event: models.Stopped, left: 10},
+				{peer: A, event: models.Stopped, left: 10, removed: true},
 			},
 		},
 		{

@@ -68,7 +68,7 @@ func parseHeader(b []byte) (h header, ok bool) {
 // least announceLen bytes. It sets the endpoint's port only: its address and the IP field's use
 // depend on the socket and the configuration. It returns the IP field (0: none given).
 func parseAnnounce(b []byte, a *models.Announce) (ip [4]byte, err error) {
-	*a = models.Announce{Compact: true}
+	*a = models.Announce{Compact: true, CompactOne: true}
 	if len(b) < announceLen {
 		return ip, models.ErrMalformedRequest
 	}

@@ -264,6 +264,22 @@ func (c *Conn) RecordAnnounce(_ context.Context, d *models.AnnounceDelta) error 
 	return nil
 }
 
+// QueueSizes returns how many rows wait to be written to each table, those of the batch being
+// written included: users_leech_stats, torrents_leech_stats, xbt_snatched, xbt_files_users and
+// users_freeleeches (Ocelot's "items in … queue" report labels).
+func (c *Conn) QueueSizes() (users, torrents, peers, snatches, tokens int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := func(t table) int {
+		k := c.open.count(t)
+		if c.sealed != nil {
+			k += c.sealed.counts[t]
+		}
+		return k
+	}
+	return n(tableUsers), n(tableTorrents), n(tablePeers), n(tableSnatches), n(tableTokens)
+}
+
 // RecordReap queues the counts of the torrents whose swarms the reaper changed, as absolute
 // Seeders and Leechers (neither snatches nor balance change). Entries without an ID (public
 // torrents) are ignored. Like RecordAnnounce it never waits, and returns ErrQueueFull or

@@ -92,7 +92,9 @@ func (st *siteTorrent) announce(u *tracker.PeerUpdate, res *tracker.AnnounceResu
 		res.Prev.Announces = se.announces
 	}
 	se.uploaded, se.downloaded, se.corrupt, se.last = u.Uploaded, u.Downloaded, u.Corrupt, now
-	se.announces++
+	if !u.Secondary {
+		se.announces++
+	}
 }
 
 // User implements tracker.SiteStore.
@@ -134,6 +136,35 @@ func (p *Pool) removeUser(passkey string) (models.User, bool) {
 	delete(sh.byPasskey, passkey)
 	sh.mu.Unlock()
 	return u, ok
+}
+
+// hideUser hides every peer of the user uid from the swarms at once, as Ocelot stops handing
+// out a removed user's peers: a banned user must not keep taking part through peers already in
+// the swarms. The entries stay (counted, as in Ocelot, until they are reaped or the user is
+// added again and announces). It reads every swarm, one shard lock at a time, which is the
+// price of a removal rather than of every announce.
+func (p *Pool) hideUser(uid uint32) {
+	if uid == 0 {
+		return
+	}
+	for i := range p.shards {
+		s := &p.shards[i]
+		s.mu.Lock()
+		for ti := range s.recs {
+			t := &s.recs[ti]
+			users := t.users()
+			if !t.used || users == nil {
+				continue
+			}
+			ents := t.ents()
+			for j := range ents {
+				if users[j] == uid {
+					ents[j].flags |= flagHidden
+				}
+			}
+		}
+		s.mu.Unlock()
+	}
 }
 
 // withTorrent runs f on the torrent under its shard lock; f gets nil for an unknown torrent.
@@ -185,7 +216,9 @@ func (p *Pool) UpdateSite(_ context.Context, u *models.SiteUpdate) error {
 			return fmt.Errorf("memory: update user: %w", models.ErrPasskeyNotFound)
 		}
 	case models.RemoveUser:
-		p.removeUser(u.User.Passkey)
+		if old, ok := p.removeUser(u.User.Passkey); ok {
+			p.hideUser(uint32(old.ID))
+		}
 	case models.ChangePasskey:
 		old, ok := p.removeUser(u.User.Passkey)
 		if !ok {

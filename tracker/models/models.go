@@ -127,6 +127,10 @@ type Announce struct {
 	// Compact asks for BEP 23 compact peer strings; NoPeerID leaves "peer id" out of dict peers.
 	Compact  bool
 	NoPeerID bool
+	// CompactOne is set when the client asked for compact peers in so many words: compact=1
+	// over HTTP (a missing compact gets compact peers all the same), and always over UDP.
+	// compact_only admits only these, as Ocelot does.
+	CompactOne bool
 }
 
 // Seeder reports whether the announcing peer has the whole torrent.
@@ -209,7 +213,9 @@ type AnnounceDelta struct {
 	Created bool
 	// Snatched is true when this announce counted a completed download.
 	Snatched bool
-	// Removed is true when the peer left the swarm (event stopped).
+	// Removed is true when the announce was a stop (event stopped): the peer is not in the
+	// swarm afterwards, whether or not it was before, so its row is inactive (a stop from a
+	// peer never seen is written with active 0, as Ocelot writes it).
 	Removed bool
 	Seeder  bool
 	// Token is true when a freeleech token of the user's applies to this announce: the user holds

@@ -117,7 +117,8 @@ func (c *announceCall) build(p *Pool, ih models.InfoHash, u *tracker.PeerUpdate,
 
 	lo[a+argFlags] = len(b)
 	b = append(b, bitByte(u.Remove), bitByte(u.Seeder), bitByte(u.Completed), bitByte(u.Create),
-		bitByte(sel.Seeder), bitByte(sel.IPv4), bitByte(sel.IPv6), bitByte(sel.SkipOwnUser), bitByte(!p.cluster), bitByte(u.Hidden))
+		bitByte(sel.Seeder), bitByte(sel.IPv4), bitByte(sel.IPv6), bitByte(sel.SkipOwnUser), bitByte(!p.cluster), bitByte(u.Hidden),
+		bitByte(u.Secondary))
 	hi[a+argFlags] = len(b)
 	lo[a+argTime] = len(b)
 	b = strconv.AppendInt(b, now, 10)

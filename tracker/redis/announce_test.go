@@ -71,7 +71,7 @@ func TestBuildLayout(t *testing.T) {
 			assert.Equal(t, key, arg(argKey))
 			assert.Equal(t, key+tt.suffix, arg(argMember))
 			assert.Equal(t, tt.suffix+string(tt.flag)+"1700000000:5:6", arg(argValue))
-			assert.Equal(t, "0"+string(tt.flag)+"000100"+"1"+string(tt.suffix[0]), arg(argFlags))
+			assert.Equal(t, "0"+string(tt.flag)+"000100"+"1"+string(tt.suffix[0])+"0", arg(argFlags))
 			assert.Equal(t, "50", arg(argWant))
 			assert.Equal(t, "5:6:7", arg(argCounters))
 			assert.Equal(t, strconv.Itoa(0x01020304), arg(argUser))

@@ -39,7 +39,7 @@ end
 // with the arguments that announceCall builds. KEYS: the seven torrent keys[, index, counts,
 // session index]. ARGV: 1 peer key (25 bytes), 2 member (the key and its suffix), 3 the new
 // value of the key in P{H}:p, 4 flags ('0' or '1' each: remove, seeder, completed, create,
-// selSeeder, ipv4, ipv6, skipOwnUser, use global keys, hidden), 5 time, 6 want, 7 random,
+// selSeeder, ipv4, ipv6, skipOwnUser, use global keys, hidden, secondary), 5 time, 6 want, 7 random,
 // 8 info hash, 9 "uploaded:downloaded:corrupt", 10 user (decimal), 11 prefer bits (-1: none),
 // 12 prefer address (4 or 16 bytes), 13 prefer family byte, 14 the peer key of the other
 // family (the same peer ID and user).
@@ -61,10 +61,10 @@ end
 const announceLua = luaGlobal + `
 local ks, kl, kp, kt, kk, kx, ky = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local key, m, val = ARGV[1], ARGV[2], ARGV[3]
-local f1, f2, f3, f4, f5, f6, f7, f8, f9, f10 = string.byte(ARGV[4], 1, 10)
+local f1, f2, f3, f4, f5, f6, f7, f8, f9, f10, f11 = string.byte(ARGV[4], 1, 11)
 local remove, seeder, completed, create = f1 == 49, f2 == 49, f3 == 49, f4 == 49
 local selSeeder, want4, want6, skipUser = f5 == 49, f6 == 49, f7 == 49, f8 == 49
-local useIdx, hidden = f9 == 49, f10 == 49
+local useIdx, hidden, secondary = f9 == 49, f10 == 49, f11 == 49
 local now, want, rnd, ih = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
 local fam4 = FAM4
 -- L is the length of the member's suffix (hidden, port, address): the same for every entry
@@ -100,7 +100,9 @@ if t[2] then
   else
     newSession = 1
   end
-  redis.call('HSET', kx, sk, ARGV[9] .. ':' .. first .. ':' .. now .. ':' .. (ann + 1))
+  -- The second endpoint of an announce does not count it again (see PeerUpdate.Secondary).
+  if not secondary then ann = ann + 1 end
+  redis.call('HSET', kx, sk, ARGV[9] .. ':' .. first .. ':' .. now .. ':' .. ann)
   redis.call('ZADD', ky, now, sk)
   if useIdx and newSession == 1 then redis.call('ZADD', KEYS[10], 'LT', now, ih) end
 end
@@ -410,6 +412,39 @@ for li, k in ipairs({KEYS[2], KEYS[1]}) do
   end
 end
 return out
+`)
+
+// removeUserScript deletes a user from the users hash. KEYS: users. ARGV: the passkey. Reply:
+// the user's stored value, "" when the passkey was unknown.
+var removeUserScript = goredis.NewScript(`
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return '' end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return v
+`)
+
+// hideUserScript sets the hidden flag of one user's entries in one torrent. KEYS: seeders,
+// leechers, peers, torrent. ARGV: the user's 4 bytes as stored in members. Each entry's member
+// is replaced (keeping its score) and its stored value changed alike, and the torrent's count
+// of hidden entries grows by as many. Reply: {entries hidden}.
+var hideUserScript = goredis.NewScript(`
+local user, n = ARGV[1], 0
+for _, k in ipairs({KEYS[1], KEYS[2]}) do
+  local ms = redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')
+  for i = 1, #ms, 2 do
+    local pm = ms[i]
+    if string.sub(pm, 22, 25) == user and string.byte(pm, 26) == 48 then
+      local key = string.sub(pm, 1, 25)
+      redis.call('ZREM', k, pm)
+      redis.call('ZADD', k, ms[i + 1], key .. '1' .. string.sub(pm, 27))
+      local v = redis.call('HGET', KEYS[3], key)
+      if v then redis.call('HSET', KEYS[3], key, '1' .. string.sub(v, 2)) end
+      n = n + 1
+    end
+  end
+end
+if n > 0 then redis.call('HINCRBY', KEYS[4], 'h', n) end
+return {n}
 `)
 
 // updateUserScript changes a user in the users hash. KEYS: users. ARGV: "update" with passkey

@@ -239,9 +239,18 @@ func (p *Pool) UpdateSite(ctx context.Context, u *models.SiteUpdate) error {
 		}
 	case models.RemoveUser:
 		defer p.cache.invalidate(false, false, u.User.Passkey)
-		if err := p.client.HDel(ctx, p.users, u.User.Passkey).Err(); err != nil {
+		v, err := removeUserScript.Run(ctx, p.client, []string{p.users}, u.User.Passkey).Text()
+		if err != nil {
 			return p.siteErr("remove user", err)
 		}
+		if v == "" {
+			return nil
+		}
+		old, err := decodeUser(u.User.Passkey, v)
+		if err != nil {
+			return p.siteErr("remove user", err)
+		}
+		return p.hideUser(ctx, old.ID)
 	case models.ChangePasskey:
 		defer p.cache.invalidate(false, false, u.User.Passkey, u.NewPasskey)
 		ok, err := updateUserScript.Run(ctx, p.client, []string{p.users}, "rekey", u.User.Passkey, u.NewPasskey).Int()
@@ -605,6 +614,34 @@ func (p *Pool) UserPeers(ctx context.Context, userID uint64) (leeching, seeding 
 		return 0, 0, p.siteErr("user peers", err)
 	}
 	return leeching, seeding, nil
+}
+
+// hideUser hides every peer of the user from the swarms at once, as Ocelot stops handing out a
+// removed user's peers; the entries stay, counted, until they are reaped. Like UserPeers it
+// runs a pipelined script on every swarm that has peers, so a removal costs in proportion to
+// all peers (an announce costs nothing more).
+func (p *Pool) hideUser(ctx context.Context, userID uint64) error {
+	if userID == 0 {
+		return nil
+	}
+	hashes, err := p.client.ZRange(ctx, p.index, 0, -1).Result()
+	if err != nil {
+		return p.siteErr("hide user: index", err)
+	}
+	var ub [4]byte
+	binary.BigEndian.PutUint32(ub[:], uint32(userID))
+	calls := make([]scriptCall, 0, len(hashes))
+	for _, h := range hashes {
+		if len(h) != len(models.InfoHash{}) {
+			continue
+		}
+		k := p.torrentKeys(models.InfoHash([]byte(h)))
+		calls = append(calls, scriptCall{keys: []string{k[keySeeders], k[keyLeechers], k[keyPeers], k[keyTorrent]}, args: []any{string(ub[:])}})
+	}
+	if err := p.runBatch(ctx, hideUserScript, calls, func(int, []any) error { return nil }); err != nil {
+		return p.siteErr("hide user", err)
+	}
+	return nil
 }
 
 // Prune implements tracker.SiteStore. Both parts read only what is due from a sorted index:

@@ -47,6 +47,8 @@ func runSite(t *testing.T, open func(t *testing.T) tracker.Pool) {
 		{"TorrentAttributes", testSiteTorrentAttributes},
 		{"Tokens", testSiteTokens},
 		{"HiddenAndOwnUser", testSiteHiddenAndOwnUser},
+		{"RemoveUserHidesPeers", testSiteRemoveUserHidesPeers},
+		{"SecondaryCountsNoAnnounce", testSiteSecondary},
 		{"Sessions", testSiteSessions},
 		{"ReapKeepsRegistered", testSiteReap},
 		{"ReplaceTorrents", testSiteReplaceTorrents},
@@ -388,6 +390,63 @@ func testSiteHiddenAndOwnUser(t *testing.T, c site) {
 		require.NoError(t, err)
 		assert.Equal(t, tt.leeching, l, "user %d leeching", tt.user.ID)
 		assert.Equal(t, tt.seeding, s, "user %d seeding", tt.user.ID)
+	}
+}
+
+// testSiteRemoveUserHidesPeers: a removed user's peers are handed out no more, at once and in
+// both families, to leechers and seeders alike; they stay counted until reaped, and show again
+// once the user is added back and announces.
+func testSiteRemoveUserHidesPeers(t *testing.T, c site) {
+	ih := Hash(39)
+	update(t, c, models.SiteUpdate{Action: models.AddTorrent, Torrent: registered(39, models.Normal)})
+	for _, u := range []models.User{ann, ben, cleo} {
+		update(t, c, models.SiteUpdate{Action: models.AddUser, User: u})
+	}
+	announce(t, c, ih, userPeer(1, ann, models.IPv4, false), All(0))
+	announce(t, c, ih, userPeer(2, ann, models.IPv6, true), All(0))
+	announce(t, c, ih, userPeer(3, cleo, models.IPv4, true), All(0))
+	announce(t, c, ih, userPeer(4, ben, models.IPv4, false), All(0))
+
+	update(t, c, models.SiteUpdate{Action: models.RemoveUser, User: models.User{Passkey: ann.Passkey}})
+	update(t, c, models.SiteUpdate{Action: models.RemoveUser, User: models.User{Passkey: "nobodynobodynobodynobodynobody00"}})
+	_, err := c.User(context.Background(), ann.Passkey)
+	require.ErrorIs(t, err, models.ErrPasskeyNotFound)
+
+	sel := All(50)
+	sel.SkipOwnUser = true
+	res := announce(t, c, ih, userPeer(4, ben, models.IPv4, false), sel)
+	assert.Equal(t, map[models.PeerKey]bool{Key(3, models.IPv4): true}, keySet(t, handed(t, &res)),
+		"a leecher gets neither of the removed user's peers")
+	assert.Equal(t, 2, res.Seeders, "the hidden seeder is still counted")
+	assert.Equal(t, 2, res.Leechers, "the hidden leecher is still counted")
+	seedSel := sel
+	seedSel.Seeder = true
+	res = announce(t, c, ih, userPeer(3, cleo, models.IPv4, true), seedSel)
+	assert.Equal(t, map[models.PeerKey]bool{Key(4, models.IPv4): true}, keySet(t, handed(t, &res)),
+		"a seeder does not get the removed user's leecher")
+
+	// Added back, the user's peer shows again once it announces.
+	update(t, c, models.SiteUpdate{Action: models.AddUser, User: ann})
+	announce(t, c, ih, userPeer(1, ann, models.IPv4, false), All(0))
+	res = announce(t, c, ih, userPeer(4, ben, models.IPv4, false), sel)
+	assert.Equal(t, map[models.PeerKey]bool{Key(1, models.IPv4): true, Key(3, models.IPv4): true}, keySet(t, handed(t, &res)))
+}
+
+// testSiteSecondary: an announce naming both endpoints is two updates, the first Secondary; the
+// session takes the counters of both but counts the announce once.
+func testSiteSecondary(t *testing.T, c site) {
+	ih := Hash(42)
+	update(t, c, models.SiteUpdate{Action: models.AddTorrent, Torrent: registered(42, models.Normal)})
+	for i := range 3 {
+		v6 := userPeer(1, ann, models.IPv6, false)
+		v6.Secondary, v6.Uploaded, v6.Time = true, int64(10*i), T0.Add(time.Duration(i)*time.Minute)
+		res := announce(t, c, ih, v6, All(0))
+		assert.Equal(t, i, res.Prev.Announces, "round %d: the secondary update sees the announces so far", i)
+		v4 := userPeer(1, ann, models.IPv4, false)
+		v4.Uploaded, v4.Time = int64(10*i), T0.Add(time.Duration(i)*time.Minute)
+		res = announce(t, c, ih, v4, All(0))
+		assert.Equal(t, i, res.Prev.Announces, "round %d: and so does the main one", i)
+		assert.Equal(t, int64(10*i), res.Prev.Uploaded, "round %d: the main update finds the secondary's counters", i)
 	}
 }
 
