@@ -102,6 +102,9 @@ func boot(configPath string) error {
 	if err != nil {
 		return err
 	}
+	c.reloadMu.Lock()
+	c.configPath = configPath // read again on SIGHUP
+	c.reloadMu.Unlock()
 	maxConns, perIP := c.http.ConnectionLimits()
 	how := "configured"
 	if cfg.MaxConnections == 0 {
@@ -264,9 +267,10 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 		reg = c.stats.Registry()
 	}
 	rl := cfg.RateLimit
+	announceRate, scrapeRate := limiterRates(&rl)
 	limiter, err := ratelimit.New(ratelimit.Config{
-		Announce:   ratelimit.Rate{PerSecond: rl.AnnounceRate, Burst: rl.Burst(rl.AnnounceRate, rl.AnnounceBurst)},
-		Scrape:     ratelimit.Rate{PerSecond: rl.ScrapeRate, Burst: rl.Burst(rl.ScrapeRate, rl.ScrapeBurst)},
+		Announce:   announceRate,
+		Scrape:     scrapeRate,
 		IPv4Prefix: rl.IPv4Prefix,
 		IPv6Prefix: rl.IPv6Prefix,
 		Slots:      rl.TableSize,
@@ -274,6 +278,8 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("rate limiter: %w", err)
 	}
+	c.limiter = limiter
+	applyVerbosity(cfg.LogVerbosity)
 	opts = append(opts, http.WithLimiter(limiter))
 	udpOpts = append(udpOpts, udp.WithLimiter(limiter))
 	c.tkr = tkr

@@ -3,8 +3,12 @@ package chihaya
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	nethttp "net/http"
+	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -12,6 +16,8 @@ import (
 
 	"github.com/chihaya/chihaya/accesslist"
 	"github.com/chihaya/chihaya/admin"
+	"github.com/chihaya/chihaya/config"
+	"github.com/chihaya/chihaya/ratelimit"
 	"github.com/chihaya/chihaya/tracker/models"
 )
 
@@ -36,11 +42,11 @@ func (c *Chihaya) openAccessList() error {
 		return fmt.Errorf("access_list_file: %w", err)
 	}
 	c.access = list
-	if mode == accesslist.Off {
-		return nil
-	}
-	logAccessList("loaded", r, nil)
+	// Set even when off: a reload may turn it on.
 	c.tkr.SetAccessList(list)
+	if mode != accesslist.Off {
+		logAccessList("loaded", r, nil)
+	}
 	return nil
 }
 
@@ -74,11 +80,35 @@ func logAccessList(what string, r accesslist.Report, err error) {
 	}
 }
 
-// ReloadOperator does what SIGHUP and POST /admin/reload do: it reads the access list again.
-// It returns what was reloaded, for the admin API's answer.
+// ReloadOperator does what SIGHUP and POST /admin/reload do: it reads the configuration file
+// again (when Chihaya was started from one) and applies the keys that can change live, then
+// reads the access list again. A file that no longer parses or validates is refused whole,
+// and the running configuration stays. It returns what was done, for the admin API's answer.
 func (c *Chihaya) ReloadOperator(ctx context.Context) (any, error) {
+	c.reloadMu.Lock()
+	defer c.reloadMu.Unlock()
 	out := map[string]any{}
-	if c.access != nil && c.access.Mode() != accesslist.Off {
+	listReloaded := false
+	if c.configPath != "" {
+		next, err := config.Load(c.configPath)
+		if err != nil {
+			glog.Errorf("chihaya: reload: %v; the running configuration stays", err)
+			return nil, err
+		}
+		applied, restart, reread, err := c.applyConfig(next)
+		if err != nil {
+			glog.Errorf("chihaya: reload %s: %v; the running configuration stays", c.configPath, err)
+			return nil, err
+		}
+		if len(restart) > 0 {
+			glog.Warningf("chihaya: reload %s: changed keys that need a restart, left as they were: %s",
+				c.configPath, strings.Join(restart, ", "))
+		}
+		glog.Infof("chihaya: reload %s: applied %d changed keys%s", c.configPath, len(applied), listKeys(applied))
+		out["config"] = map[string]any{"file": c.configPath, "applied": applied, "need_restart": restart}
+		listReloaded = reread
+	}
+	if !listReloaded && c.access.Mode() != accesslist.Off {
 		r, err := c.access.Reload()
 		logAccessList("reloaded", r, err)
 		if err != nil {
@@ -89,22 +119,98 @@ func (c *Chihaya) ReloadOperator(ctx context.Context) (any, error) {
 	return out, nil
 }
 
-// watchAccessList reloads the list when its file changes, until ctx ends.
-func (c *Chihaya) watchAccessList(ctx context.Context) error {
-	if c.access == nil {
-		return nil
+func listKeys(keys []string) string {
+	if len(keys) == 0 {
+		return ""
 	}
-	return c.access.Watch(ctx, func(r accesslist.Report, err error) { logAccessList("changed on disk", r, err) })
+	return ": " + strings.Join(keys, ", ")
+}
+
+// applyConfig takes next's live keys, and returns those it applied and the changed keys that
+// need a restart. reread says the access list was read again. Nothing is applied when the
+// new access list cannot be read.
+func (c *Chihaya) applyConfig(next *config.Config) (applied, restart []string, reread bool, err error) {
+	live := map[string]bool{}
+	for _, k := range config.LiveKeys {
+		live[k] = true
+	}
+	if c.running == nil {
+		running := *c.cfg
+		c.running = &running
+	}
+	cur := *c.running
+	for _, k := range config.Changed(&cur, next) {
+		if live[k] {
+			applied = append(applied, k)
+		} else {
+			restart = append(restart, k)
+		}
+	}
+	if cur.AccessListMode != next.AccessListMode || cur.AccessListFile != next.AccessListFile {
+		mode, err := accesslist.ParseMode(next.AccessListMode)
+		if err != nil {
+			return nil, nil, false, err
+		}
+		r, err := c.access.Reconfigure(mode, next.AccessListFile)
+		if err != nil {
+			return nil, nil, false, err
+		}
+		if mode != accesslist.Off {
+			logAccessList("reconfigured", r, nil)
+		}
+		c.restartWatch()
+		reread = true
+	}
+	// The live keys of next, on the running configuration.
+	cur.Announce, cur.MinAnnounce, cur.AnnounceJitter = next.Announce, next.MinAnnounce, next.AnnounceJitter
+	cur.DefaultNumWant, cur.MaxNumWant = next.DefaultNumWant, next.MaxNumWant
+	cur.ClientWhitelistEnabled, cur.ClientWhitelist = next.ClientWhitelistEnabled, next.ClientWhitelist
+	cur.AccessListMode, cur.AccessListFile = next.AccessListMode, next.AccessListFile
+	cur.RateLimit.AnnounceRate, cur.RateLimit.AnnounceBurst = next.RateLimit.AnnounceRate, next.RateLimit.AnnounceBurst
+	cur.RateLimit.ScrapeRate, cur.RateLimit.ScrapeBurst = next.RateLimit.ScrapeRate, next.RateLimit.ScrapeBurst
+	cur.LogVerbosity = next.LogVerbosity
+	if err := cur.Validate(); err != nil {
+		// Live keys that are valid alone but not beside the running ones (min_announce
+		// against an announce that needs a restart cannot happen: both are live).
+		return nil, nil, false, err
+	}
+	c.tkr.Apply(&cur)
+	c.limiter.SetRates(limiterRates(&cur.RateLimit))
+	applyVerbosity(cur.LogVerbosity)
+	*c.running = cur
+	return applied, restart, reread, nil
+}
+
+// applyVerbosity sets glog's -v when the configuration says.
+func applyVerbosity(v *int) {
+	if v != nil {
+		_ = flag.Set("v", strconv.Itoa(*v))
+	}
+}
+
+// watchAccessList reloads the list when its file changes, until ctx ends or the watch is
+// restarted for another file.
+func (c *Chihaya) watchAccessList(ctx context.Context) error {
+	wctx, cancel := context.WithCancel(ctx)
+	c.watchCtx, c.watchCancel = ctx, cancel
+	return c.access.Watch(wctx, func(r accesslist.Report, err error) { logAccessList("changed on disk", r, err) })
+}
+
+// restartWatch watches the access list's file again, after a reload named another.
+func (c *Chihaya) restartWatch() {
+	if c.watchCancel == nil {
+		return
+	}
+	c.watchCancel()
+	if err := c.watchAccessList(c.watchCtx); err != nil {
+		glog.Warningf("chihaya: %v; the list is read again only on SIGHUP and POST /admin/reload", err)
+	}
 }
 
 // operatorHandlers returns the admin API (nil without admin_token) and the health probes.
 func (c *Chihaya) operatorHandlers() (api nethttp.Handler, healthz, readyz nethttp.Handler) {
 	if c.cfg.AdminToken != "" {
-		var list admin.List
-		if c.access != nil {
-			list = c.access
-		}
-		api = admin.New(c.cfg.AdminToken, list, c.tkr, c.ReloadOperator)
+		api = admin.New(c.cfg.AdminToken, c.access, c.tkr, c.ReloadOperator)
 	}
 	var checks []admin.Check
 	if p, ok := c.pool.(pinger); ok {
@@ -127,6 +233,22 @@ func (c *Chihaya) operatorHandlers() (api nethttp.Handler, healthz, readyz netht
 // operatorState is the part of Chihaya this file owns.
 type operatorState struct {
 	access          *accesslist.List
+	limiter         *ratelimit.Limiter
 	dropUnsupported atomic.Bool
 	siteLoaded      atomic.Bool
+	// configPath is the file Chihaya was started from ("" for the embedded default), read
+	// again on a reload; reloadMu serializes reloads.
+	configPath string
+	reloadMu   sync.Mutex
+	// running is the configuration as reloads left it (c.cfg stays as Start was given it,
+	// read by the parts that took it); guarded by reloadMu.
+	running     *config.Config
+	watchCtx    context.Context
+	watchCancel context.CancelFunc
+}
+
+// limiterRates returns the rate limiter's rates of a rate_limit section.
+func limiterRates(rl *config.RateLimit) (announce, scrape ratelimit.Rate) {
+	return ratelimit.Rate{PerSecond: rl.AnnounceRate, Burst: rl.Burst(rl.AnnounceRate, rl.AnnounceBurst)},
+		ratelimit.Rate{PerSecond: rl.ScrapeRate, Burst: rl.Burst(rl.ScrapeRate, rl.ScrapeBurst)}
 }

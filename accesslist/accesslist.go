@@ -105,11 +105,37 @@ func New(mode Mode, path string, onRefuse func(models.InfoHash)) (*List, Report,
 	return l, r, nil
 }
 
+// Reconfigure changes the list's mode and file (access_list_mode and access_list_file read
+// again) and reads the file, unless the mode is Off. When the file cannot be read, nothing
+// changes and the error says why.
+func (l *List) Reconfigure(mode Mode, path string) (Report, error) {
+	l.mu.Lock()
+	oldMode, oldPath := l.Mode(), l.path
+	l.mode.Store(uint32(mode))
+	l.path = path
+	if mode == Off {
+		l.mu.Unlock()
+		return Report{Path: path}, nil
+	}
+	r, refused, err := l.reloadLocked()
+	if err != nil {
+		l.mode.Store(uint32(oldMode))
+		l.path = oldPath
+	}
+	l.mu.Unlock()
+	l.refuse(refused)
+	return r, err
+}
+
 // Mode returns the list's mode.
 func (l *List) Mode() Mode { return Mode(l.mode.Load()) }
 
 // Path returns the list's file.
-func (l *List) Path() string { return l.path }
+func (l *List) Path() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.path
+}
 
 // Allowed reports whether ih may be announced and scraped. It allocates nothing.
 func (l *List) Allowed(ih *models.InfoHash) bool {

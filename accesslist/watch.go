@@ -16,16 +16,18 @@ const settle = 200 * time.Millisecond
 // Watch reloads the list whenever its file changes on disk, until ctx ends, and tells done of
 // each reload. It watches the file's directory, so that a file replaced by a rename (editors,
 // configuration management, the list's own writes) is followed too. It returns an error only
-// when the watch cannot be set up.
+// when the watch cannot be set up. It watches the file the list has when it is called; after
+// Reconfigure names another, call it again (and end the old watch's ctx).
 func (l *List) Watch(ctx context.Context, done func(Report, error)) error {
-	if l.Mode() == Off || l.path == "" {
+	path := l.Path()
+	if l.Mode() == Off || path == "" {
 		return nil
 	}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("access list: watch: %w", err)
 	}
-	dir, base := filepath.Dir(l.path), filepath.Base(l.path)
+	dir, base := filepath.Dir(path), filepath.Base(path)
 	if err := w.Add(dir); err != nil {
 		_ = w.Close()
 		return fmt.Errorf("access list: watch %s: %w", dir, err)
@@ -50,7 +52,7 @@ func (l *List) Watch(ctx context.Context, done func(Report, error)) error {
 				if !ok {
 					return
 				}
-				done(Report{Path: l.path}, fmt.Errorf("access list: watch: %w", err))
+				done(Report{Path: path}, fmt.Errorf("access list: watch: %w", err))
 			case <-timer.C:
 				r, err := l.Reload()
 				done(r, err)

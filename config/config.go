@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
+	"sort"
 	"strings"
 	"time"
 )
@@ -144,6 +145,10 @@ type Config struct {
 	// built at most once per FullScrapeInterval (public mode only).
 	FullScrapeEnabled  bool     `json:"full_scrape_enabled"`
 	FullScrapeInterval Duration `json:"full_scrape_interval"`
+
+	// LogVerbosity, when set, is glog's -v level (0: no per-request lines; 1: reaper and
+	// memory; 2: every failed request); it may change on a reload. Unset leaves -v as it is.
+	LogVerbosity *int `json:"log_verbosity"`
 
 	// AdminToken, when set, serves the admin API to requests that carry it as a bearer token.
 	AdminToken string `json:"admin_token"`
@@ -418,6 +423,9 @@ func (c *Config) Validate() error {
 			return keyErr("full_scrape_interval", "must be at least 1s, got %s", c.FullScrapeInterval.Duration)
 		}
 	}
+	if c.LogVerbosity != nil && (*c.LogVerbosity < 0 || *c.LogVerbosity > 10) {
+		return keyErr("log_verbosity", "must be from 0 to 10, got %d", *c.LogVerbosity)
+	}
 	switch c.AccessListMode {
 	case "", "off":
 	case "allow", "deny":
@@ -548,4 +556,51 @@ func (r *RateLimit) validate() error {
 		return keyErr("rate_limit.table_size", "must be from 4 to %d, got %d", MaxRateLimitTable, r.TableSize)
 	}
 	return nil
+}
+
+// LiveKeys are the keys whose new values a running tracker takes on a reload (SIGHUP); a
+// change to any other key needs a restart. A section's name stands for all its keys.
+var LiveKeys = []string{
+	"announce", "min_announce", "announce_jitter", "default_num_want", "max_num_want",
+	"client_whitelist_enabled", "client_whitelist", "access_list_mode", "access_list_file",
+	"rate_limit.announce_rate", "rate_limit.announce_burst", "rate_limit.scrape_rate",
+	"rate_limit.scrape_burst", "log_verbosity",
+}
+
+// Changed returns the keys whose values differ between a and b, sorted, with the keys of a
+// section such as rate_limit by their dotted names.
+func Changed(a, b *Config) []string {
+	var out []string
+	diffValues(reflect.ValueOf(a).Elem(), reflect.ValueOf(b).Elem(), "", &out)
+	sort.Strings(out)
+	return out
+}
+
+func diffValues(a, b reflect.Value, prefix string, out *[]string) {
+	for i := 0; i < a.NumField(); i++ {
+		tag := strings.Split(a.Type().Field(i).Tag.Get("json"), ",")[0]
+		if tag == "" || tag == "-" {
+			continue
+		}
+		fa, fb := a.Field(i), b.Field(i)
+		if fa.Kind() == reflect.Struct && fa.Type() != reflect.TypeOf(Duration{}) && fa.Type() != reflect.TypeOf(DriverConfig{}) {
+			diffValues(fa, fb, prefix+tag+".", out)
+			continue
+		}
+		if !equalValues(fa, fb) {
+			*out = append(*out, prefix+tag)
+		}
+	}
+}
+
+// equalValues compares two fields; a driver's params compare as JSON text without spaces.
+func equalValues(a, b reflect.Value) bool {
+	if a.Type() == reflect.TypeOf(DriverConfig{}) {
+		x, y := a.Interface().(DriverConfig), b.Interface().(DriverConfig)
+		var cx, cy bytes.Buffer
+		_ = json.Compact(&cx, x.Params)
+		_ = json.Compact(&cy, y.Params)
+		return x.Name == y.Name && bytes.Equal(cx.Bytes(), cy.Bytes())
+	}
+	return reflect.DeepEqual(a.Interface(), b.Interface())
 }

@@ -373,3 +373,35 @@ func TestDefaultMaxConnections(t *testing.T) {
 		})
 	}
 }
+
+func TestChanged(t *testing.T) {
+	base := func() *Config {
+		c, err := Parse([]byte(`{"tracker": {"driver": "memory", "params": {"shards": 8}}}`), "x")
+		require.NoError(t, err)
+		return c
+	}
+	v := 2
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+		want []string
+	}{
+		{"nothing", func(*Config) {}, nil},
+		{"live keys", func(c *Config) {
+			c.Announce.Duration = time.Hour
+			c.MaxNumWant = 100
+			c.ClientWhitelist = []string{"-qB"}
+			c.LogVerbosity = &v
+		}, []string{"announce", "client_whitelist", "log_verbosity", "max_num_want"}},
+		{"a section's key", func(c *Config) { c.RateLimit.ScrapeRate = 3 }, []string{"rate_limit.scrape_rate"}},
+		{"driver params, same JSON", func(c *Config) { c.Tracker.Params = []byte(`{ "shards" : 8 }`) }, nil},
+		{"driver params", func(c *Config) { c.Tracker.Params = []byte(`{"shards": 16}`) }, []string{"tracker"}},
+		{"restart keys", func(c *Config) { c.Addr = ":7000"; c.UDPAddr = ":6881" }, []string{"addr", "udp_addr"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := base(), base()
+			tc.edit(b)
+			assert.Equal(t, tc.want, Changed(a, b))
+		})
+	}
+}

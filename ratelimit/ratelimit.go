@@ -18,6 +18,7 @@ import (
 	"math"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -72,9 +73,10 @@ type Limiter struct {
 	seed  maphash.Seed
 	start time.Time
 	// interval is the time one token takes to come back, tolerance how far ahead of now the
-	// theoretical arrival time may run (Burst-1 intervals); interval 0 is no limit.
-	interval  [numKinds]int64
-	tolerance [numKinds]int64
+	// theoretical arrival time may run (Burst-1 intervals); interval 0 is no limit. SetRates
+	// changes them while requests are checked.
+	interval  [numKinds]atomic.Int64
+	tolerance [numKinds]atomic.Int64
 	v4, v6    int
 
 	limited   [numKinds]prometheus.Counter
@@ -82,12 +84,9 @@ type Limiter struct {
 	slots     prometheus.Gauge
 }
 
-// New returns a Limiter for cfg, or nil when neither kind has a limit. Its metrics go to reg
-// when reg is not nil.
+// New returns a Limiter for cfg (which may limit nothing yet: SetRates can turn limits on
+// later). Its metrics go to reg when reg is not nil.
 func New(cfg Config, reg prometheus.Registerer) (*Limiter, error) {
-	if cfg.Announce.PerSecond <= 0 && cfg.Scrape.PerSecond <= 0 {
-		return nil, nil
-	}
 	nsets := 1
 	for nsets*ways < cfg.Slots {
 		nsets <<= 1
@@ -100,14 +99,7 @@ func New(cfg Config, reg prometheus.Registerer) (*Limiter, error) {
 		v4:    cfg.IPv4Prefix,
 		v6:    cfg.IPv6Prefix,
 	}
-	for k, r := range [numKinds]Rate{cfg.Announce, cfg.Scrape} {
-		if r.PerSecond <= 0 {
-			continue
-		}
-		iv := int64(math.Ceil(float64(time.Second) / r.PerSecond))
-		l.interval[k] = max(iv, 1)
-		l.tolerance[k] = int64(max(r.Burst, 1)-1) * l.interval[k]
-	}
+	l.SetRates(cfg.Announce, cfg.Scrape)
 	limitedVec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "chihaya", Subsystem: "ratelimit", Name: "limited_total",
 		Help: "Announces and scrapes refused because their address prefix was over its rate.",
@@ -134,13 +126,34 @@ func New(cfg Config, reg prometheus.Registerer) (*Limiter, error) {
 	return l, nil
 }
 
+// SetRates changes the rates of announces and scrapes; a PerSecond of 0 turns that limit off.
+// Buckets keep their state: a client's next request is judged at the new rate.
+func (l *Limiter) SetRates(announce, scrape Rate) {
+	for k, r := range [numKinds]Rate{announce, scrape} {
+		iv, tol := int64(0), int64(0)
+		if r.PerSecond > 0 {
+			iv = max(int64(math.Ceil(float64(time.Second)/r.PerSecond)), 1)
+			tol = int64(max(r.Burst, 1)-1) * iv
+		}
+		// The tolerance first: a check that sees the new interval never sees the old tolerance
+		// of an off limit (0) with it.
+		l.tolerance[k].Store(tol)
+		l.interval[k].Store(iv)
+	}
+}
+
 // Allow reports whether a request of kind k from addr may go on now, and takes a token from its
 // prefix's bucket if so. A refused request takes nothing, so a client that keeps asking gets
 // through again at its rate.
 func (l *Limiter) Allow(k Kind, addr netip.Addr, now time.Time) bool {
-	if l == nil || l.interval[k] == 0 {
+	if l == nil {
 		return true
 	}
+	interval := l.interval[k].Load()
+	if interval == 0 {
+		return true
+	}
+	tolerance := l.tolerance[k].Load()
 	h := l.key(k, addr)
 	s := &l.sets[h&l.mask]
 	tag := uint32(h >> 32)
@@ -170,9 +183,9 @@ func (l *Limiter) Allow(k Kind, addr netip.Addr, now time.Time) bool {
 		s.tag[w], s.tat[w] = tag, t
 	}
 	tat := max(s.tat[w], t)
-	ok := tat-t <= l.tolerance[k]
+	ok := tat-t <= tolerance
 	if ok {
-		s.tat[w] = tat + l.interval[k]
+		s.tat[w] = tat + interval
 	}
 	s.mu.Unlock()
 	if !ok {

@@ -38,11 +38,23 @@ func TestSetsAreCacheLines(t *testing.T) {
 	}
 }
 
-func TestOffIsNil(t *testing.T) {
-	l, err := New(Config{Slots: 16}, nil)
-	require.NoError(t, err)
-	assert.Nil(t, l)
-	assert.True(t, l.Allow(Announce, netip.MustParseAddr("192.0.2.1"), time.Now()), "a nil Limiter allows")
+func TestOffAndOn(t *testing.T) {
+	var none *Limiter
+	assert.True(t, none.Allow(Announce, netip.MustParseAddr("192.0.2.1"), time.Now()), "a nil Limiter allows")
+	l := newLimiter(t, Config{})
+	a := netip.MustParseAddr("192.0.2.1")
+	now := time.Now()
+	for i := 0; i < 100; i++ {
+		require.True(t, l.Allow(Announce, a, now), "no limit set")
+	}
+	// Turned on while running (a config reload), then off again.
+	l.SetRates(Rate{PerSecond: 1, Burst: 2}, Rate{})
+	assert.True(t, l.Allow(Announce, a, now))
+	assert.True(t, l.Allow(Announce, a, now))
+	assert.False(t, l.Allow(Announce, a, now))
+	assert.True(t, l.Allow(Scrape, a, now), "scrapes still unlimited")
+	l.SetRates(Rate{}, Rate{})
+	assert.True(t, l.Allow(Announce, a, now))
 }
 
 func TestBurstThenRate(t *testing.T) {

@@ -61,9 +61,10 @@ type Tracker struct {
 	// announce and jitter change at run time (Gazelle's update API); minAnnounce does not.
 	announce           atomic.Int64
 	jitter             atomic.Int64
-	minAnnounce        time.Duration
-	defaultNumWant     int
-	maxNumWant         int
+	// minAnnounce, the numwant limits and the whitelist change on a config reload (Apply).
+	minAnnounce        atomic.Int64
+	defaultNumWant     atomic.Int64
+	maxNumWant         atomic.Int64
 	maxScrape          int
 	dualStacked        bool
 	preferV4, preferV6 int
@@ -71,7 +72,7 @@ type Tracker struct {
 	peerTimeout        time.Duration
 	reapInterval       time.Duration
 	purgeEmpty         bool
-	whitelist          [][]byte
+	whitelist          atomic.Pointer[[][]byte]
 	// access decides which torrents are served; nil serves all.
 	access AccessList
 
@@ -135,9 +136,6 @@ func New(cfg *config.Config, pool Pool, backend Backend, observer Observer) (*Tr
 		pool:           pool,
 		backend:        backend,
 		observer:       observer,
-		minAnnounce:    cfg.MinAnnounce.Duration,
-		defaultNumWant: cfg.DefaultNumWant,
-		maxNumWant:     cfg.MaxNumWant,
 		maxScrape:      cfg.MaxScrapeInfoHashes,
 		dualStacked:    cfg.DualStackedPeers,
 		preferSubnet:   cfg.PreferredSubnet,
@@ -152,13 +150,7 @@ func New(cfg *config.Config, pool Pool, backend Backend, observer Observer) (*Tr
 	if dd, ok := backend.(DeltaDiscarder); ok && dd.DiscardsDeltas() {
 		t.counters = false
 	}
-	t.announce.Store(int64(cfg.Announce.Duration))
-	t.jitter.Store(int64(cfg.AnnounceJitter.Duration))
-	if cfg.ClientWhitelistEnabled {
-		for _, p := range cfg.ClientWhitelist {
-			t.whitelist = append(t.whitelist, []byte(p))
-		}
-	}
+	t.Apply(cfg)
 	maxWant := cfg.MaxNumWant
 	t.scratch.New = func() any {
 		s := &announceScratch{}
@@ -175,7 +167,7 @@ func New(cfg *config.Config, pool Pool, backend Backend, observer Observer) (*Tr
 // so that it follows update_announce_interval; min_announce counts in public mode only.
 func (t *Tracker) Intervals() (interval, minInterval time.Duration) {
 	base := time.Duration(t.announce.Load())
-	interval, minInterval = base, t.minAnnounce
+	interval, minInterval = base, time.Duration(t.minAnnounce.Load())
 	if t.private {
 		minInterval = base
 	}
@@ -221,14 +213,36 @@ func (t *Tracker) NumWant(n int, e models.Event) int {
 	case e == models.Stopped:
 		return 0
 	case n < 0:
-		return t.defaultNumWant
-	case n > t.maxNumWant:
-		return t.maxNumWant
+		return int(t.defaultNumWant.Load())
+	case n > int(t.maxNumWant.Load()):
+		return int(t.maxNumWant.Load())
 	}
 	return n
 }
 
-func (t *Tracker) whitelisted(id models.PeerID) bool { return id.Admitted(t.whitelist) }
+func (t *Tracker) whitelisted(id models.PeerID) bool {
+	wl := t.whitelist.Load()
+	return wl == nil || id.Admitted(*wl)
+}
+
+// Apply takes cfg's settings that may change while the tracker runs: announce, min_announce,
+// announce_jitter, default_num_want, max_num_want and the client whitelist (public mode; a
+// private site's comes from the site). Each takes effect for the next request. cfg must be
+// valid.
+func (t *Tracker) Apply(cfg *config.Config) {
+	t.announce.Store(int64(cfg.Announce.Duration))
+	t.jitter.Store(int64(cfg.AnnounceJitter.Duration))
+	t.minAnnounce.Store(int64(cfg.MinAnnounce.Duration))
+	t.defaultNumWant.Store(int64(cfg.DefaultNumWant))
+	t.maxNumWant.Store(int64(cfg.MaxNumWant))
+	var wl [][]byte
+	if cfg.ClientWhitelistEnabled {
+		for _, p := range cfg.ClientWhitelist {
+			wl = append(wl, []byte(p))
+		}
+	}
+	t.whitelist.Store(&wl)
+}
 
 // HandleAnnounce updates the swarm for a, sends the delta to the backend and writes the answer
 // to w. A models.ClientError is for the client to see; any other error is the tracker's own.

@@ -210,3 +210,65 @@ func TestReadyzRedis(t *testing.T) {
 	code, _ = do(ctx, t, http.MethodGet, tr.http+"/healthz", "")
 	assert.Equal(t, http.StatusOK, code)
 }
+
+// TestReloadConfig changes the config file of a running tracker and sends SIGHUP: the keys
+// that can change live apply at once, one that needs a restart is named in the log and left
+// as it was, and a file that no longer parses is refused whole with its file and key named,
+// the running configuration staying.
+func TestReloadConfig(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the tracker binary")
+	}
+	ctx, cancel := boundedContext(t, operatorTimeout+buildTimeout)
+	defer cancel()
+	bin := buildTracker(ctx, t, t.TempDir())
+	s := &swarm{t: t, root: t.TempDir()}
+	tr := startConfigured(ctx, s, bin, "tracker", map[string]any{"announce": "30m", "min_announce": "15m"})
+	cfgPath := filepath.Join(s.root, "tracker.json")
+	data, err := os.ReadFile(cfgPath)
+	require.NoError(t, err)
+	var cfg map[string]any
+	require.NoError(t, json.Unmarshal(data, &cfg))
+	write := func(m map[string]any) {
+		b, err := json.Marshal(m)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(cfgPath, b, 0o600))
+	}
+	announce := func(peer string) string {
+		_, body := do(ctx, t, http.MethodGet, fmt.Sprintf("%s/announce?info_hash=%s&peer_id=%s&port=7000&uploaded=0&downloaded=0&left=10",
+			tr.http, pct([]byte("reload-test-torrent!")), pct([]byte(peer))), "")
+		return body
+	}
+	hup := func() { require.NoError(t, tr.proc.cmd.Process.Signal(syscall.SIGHUP)) }
+	assert.Contains(t, announce("-qB4620-000000000001"), "8:intervali1800e12:min intervali900e")
+
+	cfg["announce"], cfg["min_announce"] = "20m", "10m"
+	cfg["client_whitelist_enabled"], cfg["client_whitelist"] = true, []string{"-qB"}
+	cfg["rate_limit"] = map[string]any{"announce_rate": 0.001, "announce_burst": 3}
+	cfg["max_num_want"], cfg["default_num_want"] = 10, 5
+	cfg["peer_timeout"] = "2h" // needs a restart
+	write(cfg)
+	hup()
+	waitLog(ctx, s, tr.proc, "need a restart, left as they were: peer_timeout")
+	waitLog(ctx, s, tr.proc, "applied 8 changed keys")
+	body := announce("-qB4620-000000000001")
+	assert.Contains(t, body, "8:intervali1200e12:min intervali600e", "the new intervals")
+	assert.Contains(t, announce("-TR3000-000000000002"), "Your client is not on the whitelist", "the new whitelist")
+	// The burst of 3 per address: the first announce and the refused one spent two.
+	assert.Contains(t, announce("-qB4620-000000000003"), "8:completei")
+	assert.Contains(t, announce("-qB4620-000000000004"), "too many requests from your address")
+
+	// A file that no longer parses is refused whole; the running configuration stays.
+	require.NoError(t, os.WriteFile(cfgPath, []byte(`{"announce": "30m", "max_num_want": "many"}`), 0o600))
+	hup()
+	waitLog(ctx, s, tr.proc, `key "max_num_want"`)
+	b, err := os.ReadFile(tr.proc.log)
+	require.NoError(t, err)
+	assert.Contains(t, string(b), cfgPath, "the error names the file")
+	// The broken file has no rate_limit: the running one still refuses this address.
+	assert.Contains(t, announce("-qB4620-000000000005"), "too many requests from your address", "the running configuration stays")
+	code, body := do(ctx, t, http.MethodGet, tr.http+"/healthz", "")
+	assert.Equal(t, http.StatusOK, code, body)
+	tr.proc.stop()
+	assert.NoError(t, tr.proc.err)
+}
