@@ -59,8 +59,8 @@ type Tracker struct {
 	observer Observer
 
 	// announce and jitter change at run time (Gazelle's update API); minAnnounce does not.
-	announce           atomic.Int64
-	jitter             atomic.Int64
+	announce atomic.Int64
+	jitter   atomic.Int64
 	// minAnnounce, the numwant limits and the whitelist change on a config reload (Apply).
 	minAnnounce        atomic.Int64
 	defaultNumWant     atomic.Int64

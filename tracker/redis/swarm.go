@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -110,41 +111,109 @@ func (p *Pool) Reap(ctx context.Context, cutoff time.Time, purgeEmpty bool) (tra
 		if len(h) != len(models.InfoHash{}) {
 			continue
 		}
-		ih := models.InfoHash([]byte(h))
-		v, err := reapScript.Run(ctx, p.client, p.torrentKeys(ih), limit, bit(purgeEmpty), h, bit(!p.cluster), int(models.IPv4)).Slice()
-		if err != nil {
-			return r, p.fail(opReap, fmt.Errorf("redis: reap %x: %w", ih[:], err))
-		}
-		if len(v) < 12 {
-			return r, p.fail(opReap, fmt.Errorf("redis: reap %x: short script reply", ih[:]))
-		}
-		removed := int(asInt(v[0]))
-		r.Peers += removed
-		r.Torrents += int(asInt(v[1]))
-		if id := asString(v[3]); id != "" && removed > 0 {
-			tid, err := strconv.ParseUint(id, 10, 64)
-			if err != nil {
-				return r, p.fail(opReap, fmt.Errorf("redis: reap %x: torrent id %q: %w", ih[:], id, err))
-			}
-			r.Changed = append(r.Changed, models.TorrentStats{
-				InfoHash: ih, ID: tid, Seeders: int(asInt(v[4])), Leechers: int(asInt(v[5])),
-				Snatches: int(asInt(v[6])), Registered: true,
-			})
-		}
-		if p.cluster {
-			g := global{ih: h, index: asInt(v[2]), sessionAt: -1}
-			if g.index < 0 {
-				g.index = indexRemove
-			}
-			deltas(&g, v[7:12])
-			if globalDown {
-				p.deferGlobal(&g)
-			} else if err := p.applyGlobals(ctx, []global{g}, 0); err != nil {
-				globalDown = true
-			}
+		if err := p.reapOne(ctx, models.InfoHash([]byte(h)), limit, purgeEmpty, &globalDown, &r); err != nil {
+			return r, err
 		}
 	}
 	return r, nil
+}
+
+// reapOne reaps one torrent's peers last seen before limit (unix seconds, decimal) with one
+// script, adding what it did to r. globalDown is Reap's: set when an update of the global
+// keys failed, after which later ones are deferred untried.
+func (p *Pool) reapOne(ctx context.Context, ih models.InfoHash, limit string, purgeEmpty bool, globalDown *bool, r *tracker.ReapResult) error {
+	h := string(ih[:])
+	v, err := reapScript.Run(ctx, p.client, p.torrentKeys(ih), limit, bit(purgeEmpty), h, bit(!p.cluster), int(models.IPv4)).Slice()
+	if err != nil {
+		return p.fail(opReap, fmt.Errorf("redis: reap %x: %w", ih[:], err))
+	}
+	if len(v) < 12 {
+		return p.fail(opReap, fmt.Errorf("redis: reap %x: short script reply", ih[:]))
+	}
+	removed := int(asInt(v[0]))
+	r.Peers += removed
+	r.Torrents += int(asInt(v[1]))
+	if id := asString(v[3]); id != "" && removed > 0 {
+		tid, err := strconv.ParseUint(id, 10, 64)
+		if err != nil {
+			return p.fail(opReap, fmt.Errorf("redis: reap %x: torrent id %q: %w", ih[:], id, err))
+		}
+		r.Changed = append(r.Changed, models.TorrentStats{
+			InfoHash: ih, ID: tid, Seeders: int(asInt(v[4])), Leechers: int(asInt(v[5])),
+			Snatches: int(asInt(v[6])), Registered: true,
+		})
+	}
+	if p.cluster {
+		g := global{ih: h, index: asInt(v[2]), sessionAt: -1}
+		if g.index < 0 {
+			g.index = indexRemove
+		}
+		deltas(&g, v[7:12])
+		if *globalDown {
+			p.deferGlobal(&g)
+		} else if err := p.applyGlobals(ctx, []global{g}, 0); err != nil {
+			*globalDown = true
+		}
+	}
+	return nil
+}
+
+var (
+	_ tracker.SwarmDropper   = (*Pool)(nil)
+	_ tracker.TorrentCounter = (*Pool)(nil)
+)
+
+// DropSwarm implements tracker.SwarmDropper: the reaping script run on one torrent with a
+// cutoff in the far future, so that the counters and the index stay true. A site's torrent
+// keeps its registration and snatch count.
+func (p *Pool) DropSwarm(ctx context.Context, ih models.InfoHash) (int, error) {
+	var r tracker.ReapResult
+	globalDown := false
+	if err := p.reapOne(ctx, ih, strconv.FormatInt(math.MaxInt32, 10), true, &globalDown, &r); err != nil {
+		return 0, err
+	}
+	return r.Peers, nil
+}
+
+// TorrentCounts implements tracker.TorrentCounter by reading the members of one swarm's two
+// sets (ZSCAN, so that a huge swarm is read in steps), telling the families apart by the
+// member's family byte.
+func (p *Pool) TorrentCounts(ctx context.Context, ih models.InfoHash) (models.SwarmCounts, error) {
+	var c models.SwarmCounts
+	keys := p.torrentKeys(ih)
+	n, err := p.client.Exists(ctx, keys[keyTorrent]).Result()
+	if err != nil {
+		return c, p.fail(opScrape, fmt.Errorf("redis: torrent counts %x: %w", ih[:], err))
+	}
+	if n == 0 {
+		return c, nil
+	}
+	c.Torrents = 1
+	for i, key := range keys[keySeeders : keyLeechers+1] {
+		iter := p.client.ZScan(ctx, key, 0, "", 10000).Iterator()
+		for k := 0; iter.Next(ctx); k++ {
+			if k%2 == 1 {
+				continue // the score
+			}
+			m := iter.Val()
+			if len(m) < 21 {
+				continue
+			}
+			fam := models.Family(m[20])
+			if fam > models.IPv6 {
+				continue
+			}
+			if i == keySeeders {
+				c.Seeders[fam]++
+			} else {
+				c.Leechers[fam]++
+			}
+		}
+		if err := iter.Err(); err != nil {
+			return c, p.fail(opScrape, fmt.Errorf("redis: torrent counts %x: %w", ih[:], err))
+		}
+	}
+	return c, nil
 }
 
 // SwarmCounts implements tracker.SwarmCounter by reading the counters that the scripts keep,

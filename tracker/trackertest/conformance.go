@@ -55,6 +55,7 @@ func Run(t *testing.T, open func(t *testing.T) tracker.Pool) {
 	t.Run("ReapCancelled", func(t *testing.T) { testReapCancelled(t, conn(t, open)) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, open) })
 	t.Run("Site", func(t *testing.T) { runSite(t, open) })
+	t.Run("Operator", func(t *testing.T) { RunOperator(t, open) })
 }
 
 // conn opens a fresh pool and a connection from it, both closed at cleanup.
@@ -793,4 +794,52 @@ func checkSwarmCounts(t *testing.T, c tracker.Conn, torrents int) {
 	got, err := sc.SwarmCounts(context.Background())
 	require.NoError(t, err)
 	assert.Equal(t, want, got, "swarm counts after concurrent use")
+}
+
+// RunOperator runs the tests of the optional capabilities an operator uses (TorrentCounter,
+// SwarmDropper) against the driver, when it has them.
+func RunOperator(t *testing.T, open func(t *testing.T) tracker.Pool) {
+	c := conn(t, open)
+	ctx := context.Background()
+	ih, other := Hash(9001), Hash(9002)
+	for i, u := range []tracker.PeerUpdate{Peer(1, models.IPv4, true), Peer(2, models.IPv4, false), Peer(3, models.IPv6, false), Peer(4, models.IPv6, true), Peer(5, models.IPv4, false)} {
+		u.Time = time.Unix(1_700_000_000+int64(i), 0)
+		announce(t, c, ih, u, tracker.Selection{})
+	}
+	u := Peer(6, models.IPv4, false)
+	u.Time = time.Unix(1_700_000_000, 0)
+	announce(t, c, other, u, tracker.Selection{})
+	t.Run("TorrentCounts", func(t *testing.T) {
+		tc, ok := c.(tracker.TorrentCounter)
+		if !ok {
+			t.Skip("the driver has no TorrentCounts")
+		}
+		got, err := tc.TorrentCounts(ctx, ih)
+		require.NoError(t, err)
+		assert.Equal(t, models.SwarmCounts{Torrents: 1, Seeders: [2]int{1, 1}, Leechers: [2]int{2, 1}}, got)
+		got, err = tc.TorrentCounts(ctx, Hash(9003))
+		require.NoError(t, err)
+		assert.Equal(t, models.SwarmCounts{}, got, "an unknown torrent")
+	})
+	t.Run("DropSwarm", func(t *testing.T) {
+		d, ok := c.(tracker.SwarmDropper)
+		if !ok {
+			t.Skip("the driver has no DropSwarm")
+		}
+		n, err := d.DropSwarm(ctx, ih)
+		require.NoError(t, err)
+		assert.Equal(t, 5, n)
+		f := scrape(t, c, ih)
+		assert.Equal(t, 0, f.Seeders+f.Leechers)
+		assert.False(t, f.Registered, "a public torrent goes with its peers")
+		assert.Equal(t, 1, scrape(t, c, other).Leechers, "other swarms stay")
+		n, err = d.DropSwarm(ctx, ih)
+		require.NoError(t, err)
+		assert.Zero(t, n, "dropping it again")
+		if sc, ok := c.(tracker.SwarmCounter); ok {
+			counts, err := sc.SwarmCounts(ctx)
+			require.NoError(t, err)
+			assert.Equal(t, 1, counts.Leechers[models.IPv4]+counts.Leechers[models.IPv6]+counts.Seeders[models.IPv4]+counts.Seeders[models.IPv6], "the counters follow")
+		}
+	})
 }
