@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"fmt"
 	"net/netip"
 	"sync"
 	"testing"
@@ -157,16 +158,24 @@ func TestConcurrent(t *testing.T) {
 	assert.Equal(t, 100, allowed, "exactly the burst, however many goroutines ask at once")
 }
 
+// BenchmarkAllow is one check, from 1,024 addresses (the table's lines stay cached) and from
+// 65,536 (they mostly do not).
 func BenchmarkAllow(b *testing.B) {
+	for _, n := range []int{1024, 65536} {
+		b.Run(fmt.Sprintf("addresses=%d", n), func(b *testing.B) { benchAllow(b, n) })
+	}
+}
+
+func benchAllow(b *testing.B, n int) {
 	l := newLimiter(b, Config{Announce: Rate{PerSecond: 1e9, Burst: 1e6}, Slots: 65536})
-	addrs := make([]netip.Addr, 1024)
+	addrs := make([]netip.Addr, n)
 	for i := range addrs {
-		addrs[i] = netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})
+		addrs[i] = netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
 	}
 	now := time.Now()
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		l.Allow(Announce, addrs[i&1023], now)
+		l.Allow(Announce, addrs[i%n], now)
 	}
 }
