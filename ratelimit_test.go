@@ -15,7 +15,23 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/chihaya/chihaya/config"
 )
+
+// startTest starts a tracker on cfg (validated first) and shuts it down when the test ends.
+func startTest(t *testing.T, cfg *config.Config) *Chihaya {
+	t.Helper()
+	require.NoError(t, cfg.Validate())
+	c, err := Start(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		assert.NoError(t, c.Shutdown(ctx))
+	})
+	return c
+}
 
 // loopbackClient is an HTTP client whose connections come from the loopback address src.
 func loopbackClient(src string) *nethttp.Client {
@@ -94,14 +110,7 @@ func TestRateLimitPerAddress(t *testing.T) {
 	cfg := loopbackConfig(t)
 	cfg.RateLimit.AnnounceRate, cfg.RateLimit.AnnounceBurst = 0.01, 5
 	cfg.RateLimit.ScrapeRate, cfg.RateLimit.ScrapeBurst = 0.01, 2
-	require.NoError(t, cfg.Validate())
-	c, err := Start(cfg)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		assert.NoError(t, c.Shutdown(ctx))
-	})
+	c := startTest(t, cfg)
 	base := "http://" + c.Addr().String()
 	flooder, other := loopbackClient("127.0.0.1"), loopbackClient("127.0.0.2")
 	const ih = "rate-limited-torrent"
@@ -158,13 +167,7 @@ func TestRateLimitPerAddress(t *testing.T) {
 func TestMaxTorrents(t *testing.T) {
 	cfg := loopbackConfig(t)
 	cfg.Tracker.Params = []byte(`{"max_torrents": 3}`)
-	c, err := Start(cfg)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		assert.NoError(t, c.Shutdown(ctx))
-	})
+	c := startTest(t, cfg)
 	base := "http://" + c.Addr().String()
 	client := loopbackClient("127.0.0.1")
 	announce := func(ih, peer string) string {

@@ -94,18 +94,23 @@ func BenchmarkAnnounce(b *testing.B) {
 	}{{"public-ipv4", false, false}, {"public-ipv6", false, true}, {"private-ipv4", true, false}} {
 		b.Run(bc.name, func(b *testing.B) {
 			e, pkts := benchEnv(b, bc.private, bc.v6)
-			out := make([]byte, 0, 2048)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				// Torrent i%1000, peer (i/1000)%20: every announce meets a different swarm.
-				p := &pkts[(i%benchTorrents)*benchPeers+(i/benchTorrents)%benchPeers]
-				out = e.w.handle(p.pkt, p.from, false, out[:0])
-				if len(out) < announceHdrLen {
-					b.Fatalf("answer %q", out)
-				}
-			}
+			runAnnounces(b, e, pkts)
 		})
+	}
+}
+
+// runAnnounces times b.N announces of pkts through e's worker: torrent i%1000, peer
+// (i/1000)%20, so that every announce meets a different swarm.
+func runAnnounces(b *testing.B, e *env, pkts []benchPacket) {
+	out := make([]byte, 0, 2048)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		p := &pkts[(i%benchTorrents)*benchPeers+(i/benchTorrents)%benchPeers]
+		out = e.w.handle(p.pkt, p.from, false, out[:0])
+		if len(out) < announceHdrLen {
+			b.Fatalf("answer %q", out)
+		}
 	}
 }
 
@@ -339,16 +344,7 @@ func BenchmarkAnnounceLimiter(b *testing.B) {
 				require.NoError(b, err)
 				e.s.limiter = l
 			}
-			out := make([]byte, 0, 2048)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				p := &pkts[(i%benchTorrents)*benchPeers+(i/benchTorrents)%benchPeers]
-				out = e.w.handle(p.pkt, p.from, false, out[:0])
-				if len(out) < announceHdrLen {
-					b.Fatalf("answer %q", out)
-				}
-			}
+			runAnnounces(b, e, pkts)
 		})
 	}
 }
@@ -369,16 +365,7 @@ func BenchmarkAnnounceAccessList(b *testing.B) {
 			if on {
 				e.tkr.SetAccessList(list)
 			}
-			out := make([]byte, 0, 2048)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				p := &pkts[(i%benchTorrents)*benchPeers+(i/benchTorrents)%benchPeers]
-				out = e.w.handle(p.pkt, p.from, false, out[:0])
-				if len(out) < announceHdrLen {
-					b.Fatalf("answer %q", out)
-				}
-			}
+			runAnnounces(b, e, pkts)
 		})
 	}
 }

@@ -104,7 +104,16 @@ type privateTracker struct {
 	log  string
 }
 
+// startPrivate starts the tracker in private mode on dsn, flushing every flush, and waits
+// until it answers HTTP.
 func startPrivate(ctx context.Context, t *testing.T, bin, dsn, flush string) *privateTracker {
+	return launchPrivate(ctx, t, bin, dsn, flush, nil, "/", nil)
+}
+
+// launchPrivate starts the tracker in private mode on dsn, flushing every flush, with the
+// settings changed by extra, and waits until GET readyPath answers (with a status ready
+// accepts, when ready is set).
+func launchPrivate(ctx context.Context, t *testing.T, bin, dsn, flush string, extra map[string]any, readyPath string, ready func(status int) bool) *privateTracker {
 	t.Helper()
 	dir := t.TempDir()
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
@@ -120,6 +129,9 @@ func startPrivate(ctx context.Context, t *testing.T, bin, dsn, flush string) *pr
 			"driver": "gazelle",
 			"params": map[string]any{"dsn": dsn, "schema": "opsnet", "flush_interval": flush},
 		},
+	}
+	for k, v := range extra {
+		cfg[k] = v
 	}
 	data, err := json.Marshal(cfg)
 	require.NoError(t, err)
@@ -141,19 +153,19 @@ func startPrivate(ctx context.Context, t *testing.T, bin, dsn, flush string) *pr
 		case <-time.After(5 * time.Second):
 		}
 	})
-	eventually(t, 20*time.Second, "the tracker to answer", func() (bool, string) {
+	eventually(t, 20*time.Second, "the tracker to answer "+readyPath, func() (bool, string) {
 		select {
 		case err := <-p.done:
 			p.done <- err
 			t.Fatalf("tracker exited: %v\n%s", err, tail(logPath, 30))
 		default:
 		}
-		resp, err := http.Get(p.url + "/")
+		resp, err := http.Get(p.url + readyPath)
 		if err != nil {
 			return false, err.Error()
 		}
 		resp.Body.Close()
-		return true, ""
+		return ready == nil || ready(resp.StatusCode), resp.Status
 	})
 	return p
 }

@@ -13,13 +13,9 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -28,63 +24,12 @@ import (
 )
 
 // startOcelot starts the tracker in private mode on dsn, flushing every 100 ms, with the
-// settings of startPrivate changed by extra.
+// settings of startPrivate changed by extra, and waits until it has loaded the site (alice's
+// passkey scrapes).
 func startOcelot(ctx context.Context, t *testing.T, bin, dsn string, extra map[string]any) *privateTracker {
 	t.Helper()
-	dir := t.TempDir()
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
-	cfg := map[string]any{
-		"addr":             addr,
-		"private_enabled":  true,
-		"site_password":    sitePassword,
-		"report_password":  reportKey,
-		"announce":         "30m",
-		"min_announce":     "15m",
-		"shutdown_timeout": "20s",
-		"backend": map[string]any{
-			"driver": "gazelle",
-			"params": map[string]any{"dsn": dsn, "schema": "opsnet", "flush_interval": "100ms"},
-		},
-	}
-	for k, v := range extra {
-		cfg[k] = v
-	}
-	data, err := json.Marshal(cfg)
-	require.NoError(t, err)
-	cfgPath := filepath.Join(dir, "chihaya.json")
-	require.NoError(t, os.WriteFile(cfgPath, data, 0o600))
-	logPath := filepath.Join(dir, "chihaya.log")
-	logf, err := os.Create(logPath)
-	require.NoError(t, err)
-	cmd := exec.CommandContext(ctx, bin, "-config", cfgPath)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	require.NoError(t, cmd.Start())
-	p := &privateTracker{t: t, url: "http://" + addr, cmd: cmd, done: make(chan error, 1), log: logPath}
-	go func() { p.done <- cmd.Wait(); logf.Close() }()
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		select {
-		case <-p.done:
-		case <-time.After(5 * time.Second):
-		}
-	})
-	// The tracker answers once it has loaded the site: alice's passkey then scrapes.
-	eventually(t, 20*time.Second, "the tracker to load the site", func() (bool, string) {
-		select {
-		case err := <-p.done:
-			p.done <- err
-			t.Fatalf("tracker exited: %v\n%s", err, tail(logPath, 30))
-		default:
-		}
-		resp, err := http.Get(p.url + "/" + alicePasskey + "/scrape?info_hash=" + pct(normalTorrent))
-		if err != nil {
-			return false, err.Error()
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, resp.Status
-	})
-	return p
+	return launchPrivate(ctx, t, bin, dsn, "100ms", extra, "/"+alicePasskey+"/scrape?info_hash="+pct(normalTorrent),
+		func(status int) bool { return status == http.StatusOK })
 }
 
 // bdict decodes a bencoded dictionary answer.

@@ -907,21 +907,7 @@ var transportMetric = regexp.MustCompile(`(?m)^chihaya_requests_total\{action="a
 func (s *swarm) checkTransport(ctx context.Context) {
 	t := s.t
 	t.Helper()
-	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, http.MethodGet, s.tracker+"/metrics", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("metrics: %v", err)
-	}
+	body := []byte(s.metrics(ctx))
 	announces := map[string]int{}
 	for _, m := range transportMetric.FindAllSubmatch(body, -1) {
 		n, _ := strconv.Atoi(string(m[2]))

@@ -20,16 +20,10 @@ def log(msg):
     print("%.3f %s" % (time.time(), msg), flush=True)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--torrent", required=True, help="the .torrent file")
-    ap.add_argument("--save", required=True, help="directory holding (or to hold) the payload")
-    ap.add_argument("--port", type=int, required=True, help="TCP port to listen on, on 127.0.0.1")
-    ap.add_argument("--seed", action="store_true", help="the payload is already in --save")
-    args = ap.parse_args()
-
+def session(port):
+    """A session listening on 127.0.0.1:port whose only way to find peers is the tracker."""
     settings = {
-        "listen_interfaces": "127.0.0.1:%d" % args.port,
+        "listen_interfaces": "127.0.0.1:%d" % port,
         "outgoing_interfaces": "127.0.0.1",
         # Only the tracker may introduce peers.
         "enable_dht": False,
@@ -57,17 +51,33 @@ def main():
         ),
     }
     # flags=0: no default plugins, so no ut_pex (peer exchange) and no ut_metadata.
-    ses = lt.session(settings, 0)
+    return lt.session(settings, 0)
 
+
+def add_torrent(ses, torrent, save):
+    """Adds the torrent file to ses, started at once, kept off DHT, LSD and PEX."""
     params = lt.add_torrent_params()
-    params.ti = lt.torrent_info(args.torrent)
-    params.save_path = args.save
+    params.ti = lt.torrent_info(torrent)
+    params.save_path = save
     params.flags &= ~lt.torrent_flags.auto_managed
     params.flags &= ~lt.torrent_flags.paused
     params.flags |= lt.torrent_flags.disable_dht | lt.torrent_flags.disable_lsd | lt.torrent_flags.disable_pex
-    h = ses.add_torrent(params)
+    return ses.add_torrent(params)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--torrent", required=True, help="the .torrent file")
+    ap.add_argument("--save", required=True, help="directory holding (or to hold) the payload")
+    ap.add_argument("--port", type=int, required=True, help="TCP port to listen on, on 127.0.0.1")
+    ap.add_argument("--seed", action="store_true", help="the payload is already in --save")
+    args = ap.parse_args()
+
+    ses = session(args.port)
+
+    h = add_torrent(ses, args.torrent, args.save)
     log("added %s, info hash %s, %s on port %d" % (
-        params.ti.name(), params.ti.info_hash(), "seeding" if args.seed else "downloading", args.port))
+        h.torrent_file().name(), h.info_hash(), "seeding" if args.seed else "downloading", args.port))
 
     last_status = 0.0
     while True:

@@ -17,46 +17,11 @@ import time
 
 import libtorrent as lt
 
+from ltclient import add_torrent, session  # the swarm test's client's settings
+
 
 def log(msg):
     print("%.3f %s" % (time.time(), msg), flush=True)
-
-
-def session(port):
-    settings = {
-        "listen_interfaces": "127.0.0.1:%d" % port,
-        "outgoing_interfaces": "127.0.0.1",
-        "enable_dht": False,
-        "enable_lsd": False,
-        "enable_upnp": False,
-        "enable_natpmp": False,
-        "enable_ip_notifier": False,
-        "dht_bootstrap_nodes": "",
-        "allow_multiple_connections_per_ip": True,
-        "enable_incoming_utp": False,
-        "enable_outgoing_utp": False,
-        "min_announce_interval": 1,
-        "tracker_backoff": 10,
-        "stop_tracker_timeout": 1,
-        "alert_mask": int(
-            lt.alert.category_t.error_notification
-            | lt.alert.category_t.status_notification
-            | lt.alert.category_t.tracker_notification
-            | lt.alert.category_t.connect_notification
-        ),
-    }
-    # flags=0: no default plugins, so no ut_pex.
-    return lt.session(settings, 0)
-
-
-def add(ses, torrent, save):
-    params = lt.add_torrent_params()
-    params.ti = lt.torrent_info(torrent)
-    params.save_path = save
-    params.flags &= ~lt.torrent_flags.auto_managed
-    params.flags &= ~lt.torrent_flags.paused
-    params.flags |= lt.torrent_flags.disable_dht | lt.torrent_flags.disable_lsd | lt.torrent_flags.disable_pex
-    return ses.add_torrent(params)
 
 
 def drain(name, ses):
@@ -80,14 +45,14 @@ def main():
 
     seeder = session(args.seed_port)
     leecher = session(args.leech_port)
-    sh = add(seeder, args.torrent, args.seed_dir)
+    sh = add_torrent(seeder, args.torrent, args.seed_dir)
     log("seeder added on port %d" % args.seed_port)
     lh = None
     last = 0.0
     while True:
         seeder.wait_for_alert(250)
         if drain("seeder", seeder) and lh is None:
-            lh = add(leecher, args.torrent, args.leech_dir)
+            lh = add_torrent(leecher, args.torrent, args.leech_dir)
             log("leecher added on port %d" % args.leech_port)
         drain("leecher", leecher)
         now = time.time()
