@@ -588,19 +588,9 @@ func (p *Pool) replaceSet(ctx context.Context, key, tmp string, torrents []model
 // the index, not by scanning the keyspace), a pipelined script per swarm, so like the memory
 // driver's it costs in proportion to all peers and is for reports only.
 func (p *Pool) UserPeers(ctx context.Context, userID uint64) (leeching, seeding int, err error) {
-	hashes, err := p.client.ZRange(ctx, p.index, 0, -1).Result()
+	calls, err := p.userCalls(ctx, userID, func(k []string) []string { return k[keySeeders : keyLeechers+1] })
 	if err != nil {
 		return 0, 0, p.siteErr("user peers: index", err)
-	}
-	var ub [4]byte
-	binary.BigEndian.PutUint32(ub[:], uint32(userID))
-	calls := make([]scriptCall, 0, len(hashes))
-	for _, h := range hashes {
-		if len(h) != len(models.InfoHash{}) {
-			continue
-		}
-		k := p.torrentKeys(models.InfoHash([]byte(h)))
-		calls = append(calls, scriptCall{keys: k[:2], args: []any{string(ub[:])}})
 	}
 	err = p.runBatch(ctx, userPeersScript, calls, func(_ int, v []any) error {
 		if len(v) < 2 {
@@ -616,17 +606,12 @@ func (p *Pool) UserPeers(ctx context.Context, userID uint64) (leeching, seeding 
 	return leeching, seeding, nil
 }
 
-// hideUser hides every peer of the user from the swarms at once, as Ocelot stops handing out a
-// removed user's peers; the entries stay, counted, until they are reaped. Like UserPeers it
-// runs a pipelined script on every swarm that has peers, so a removal costs in proportion to
-// all peers (an announce costs nothing more).
-func (p *Pool) hideUser(ctx context.Context, userID uint64) error {
-	if userID == 0 {
-		return nil
-	}
+// userCalls returns one script call per indexed torrent, on the keys pick takes of the
+// torrent's, with the user ID (4 bytes, big endian) as the argument.
+func (p *Pool) userCalls(ctx context.Context, userID uint64, pick func(keys []string) []string) ([]scriptCall, error) {
 	hashes, err := p.client.ZRange(ctx, p.index, 0, -1).Result()
 	if err != nil {
-		return p.siteErr("hide user: index", err)
+		return nil, err
 	}
 	var ub [4]byte
 	binary.BigEndian.PutUint32(ub[:], uint32(userID))
@@ -635,8 +620,24 @@ func (p *Pool) hideUser(ctx context.Context, userID uint64) error {
 		if len(h) != len(models.InfoHash{}) {
 			continue
 		}
-		k := p.torrentKeys(models.InfoHash([]byte(h)))
-		calls = append(calls, scriptCall{keys: []string{k[keySeeders], k[keyLeechers], k[keyPeers], k[keyTorrent]}, args: []any{string(ub[:])}})
+		calls = append(calls, scriptCall{keys: pick(p.torrentKeys(models.InfoHash([]byte(h)))), args: []any{string(ub[:])}})
+	}
+	return calls, nil
+}
+
+// hideUser hides every peer of the user from the swarms at once, as Ocelot stops handing out a
+// removed user's peers; the entries stay, counted, until they are reaped. Like UserPeers it
+// runs a pipelined script on every swarm that has peers, so a removal costs in proportion to
+// all peers (an announce costs nothing more).
+func (p *Pool) hideUser(ctx context.Context, userID uint64) error {
+	if userID == 0 {
+		return nil
+	}
+	calls, err := p.userCalls(ctx, userID, func(k []string) []string {
+		return []string{k[keySeeders], k[keyLeechers], k[keyPeers], k[keyTorrent]}
+	})
+	if err != nil {
+		return p.siteErr("hide user: index", err)
 	}
 	if err := p.runBatch(ctx, hideUserScript, calls, func(int, []any) error { return nil }); err != nil {
 		return p.siteErr("hide user", err)
