@@ -51,6 +51,8 @@ type options struct {
 	keep          bool
 	scrapePool    int
 	scrapePrefill int
+	// chihayaKeys is a JSON object of config keys laid over example_config.json for Chihaya.
+	chihayaKeys string
 }
 
 func main() {
@@ -70,6 +72,7 @@ func main() {
 	flag.IntVar(&o.scrapePrefill, "scrape-prefill", 100_000, "scrape workloads: peers announced (UDP) before the warm-up")
 	flag.StringVar(&o.opentracker, "opentracker", "opentracker", "opentracker binary")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (binaries, configs, logs)")
+	flag.StringVar(&o.chihayaKeys, "chihaya-config", "", `config keys laid over example_config.json for Chihaya, as a JSON object, e.g. '{"rate_limit": {"announce_rate": 1e9}}'`)
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -293,6 +296,15 @@ func prepare(ctx context.Context, o options) (*env, error) {
 	}
 	if err := json.Unmarshal(raw, &e.exampleCf); err != nil {
 		return nil, fmt.Errorf("parse example config: %w", err)
+	}
+	if o.chihayaKeys != "" {
+		var extra map[string]any
+		if err := json.Unmarshal([]byte(o.chihayaKeys), &extra); err != nil {
+			return nil, fmt.Errorf("-chihaya-config: want a JSON object: %w", err)
+		}
+		for k, v := range extra {
+			e.exampleCf[k] = v
+		}
 	}
 	return e, nil
 }
