@@ -251,6 +251,9 @@ func (t *Tracker) Apply(cfg *config.Config) {
 // the user's peers are keyed by user as well as peer ID, never handed to each other, and a
 // leecher whose user may not leech is recorded (its transfer still counts) but hidden, and told
 // "Access denied, leeching forbidden".
+//
+// An announce goes through four steps, each below: admit (is it served at all), update (the
+// swarm, in the driver), account (the delta for the backend) and answer (the response).
 func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w AnnounceWriter) error {
 	if !a.Endpoint.IsValid() {
 		return models.ErrInvalidIP
@@ -263,55 +266,86 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 		return fmt.Errorf("tracker: get conn: %w", err)
 	}
 	defer conn.Close()
-
-	var (
-		user  models.User
-		store SiteStore
-	)
-	if t.private {
-		var ok bool
-		if store, ok = conn.(SiteStore); !ok {
-			return ErrNoSiteStore
-		}
-		if user, err = store.User(ctx, a.Passkey); err != nil {
-			return annErr(err)
-		}
-		if t.compactOnly && !a.CompactOne {
-			return models.ErrCompactOnly
-		}
-		if ok, err := store.Whitelisted(ctx, a.PeerID); err != nil {
-			return annErr(err)
-		} else if !ok {
-			return ErrClientNotWhitelisted
-		}
-	} else if !t.whitelisted(a.PeerID) {
-		return ErrClientNotWhitelisted
+	ad, err := t.admit(ctx, conn, a)
+	if err != nil {
+		return err
 	}
 
 	s := t.scratch.Get().(*announceScratch)
 	defer t.scratch.Put(s)
-
 	now := t.Now()
+	prev, err := t.update(ctx, conn, a, &ad, s, now)
+	if err != nil {
+		return err
+	}
+	t.record(ctx, a, &ad, s, prev, now)
+	if ad.forbidden {
+		return models.ErrLeechingForbidden
+	}
+	return t.answer(a, s, w)
+}
+
+// admitted is what admit learned of an announce it lets through.
+type admitted struct {
+	user  models.User
+	store SiteStore // private mode's; nil in public mode
+	// forbidden: a leecher whose user may not leech, recorded but hidden and refused.
+	forbidden bool
+}
+
+// admit refuses what the tracker does not serve: in private mode an unknown passkey, a
+// non-compact announce under compact_only and a client off the site's whitelist; in public
+// mode a client off client_whitelist.
+func (t *Tracker) admit(ctx context.Context, conn Conn, a *models.Announce) (admitted, error) {
+	var ad admitted
+	if !t.private {
+		if !t.whitelisted(a.PeerID) {
+			return ad, ErrClientNotWhitelisted
+		}
+		return ad, nil
+	}
+	var ok bool
+	if ad.store, ok = conn.(SiteStore); !ok {
+		return ad, ErrNoSiteStore
+	}
+	var err error
+	if ad.user, err = ad.store.User(ctx, a.Passkey); err != nil {
+		return ad, annErr(err)
+	}
+	if t.compactOnly && !a.CompactOne {
+		return ad, models.ErrCompactOnly
+	}
+	if ok, err := ad.store.Whitelisted(ctx, a.PeerID); err != nil {
+		return ad, annErr(err)
+	} else if !ok {
+		return ad, ErrClientNotWhitelisted
+	}
+	ad.forbidden = !ad.user.CanLeech && !a.Seeder()
+	return ad, nil
+}
+
+// update applies the announce to the swarm: the peer's endpoint in the other family first
+// (which only a spoofing-enabled config lets a client name; it hands out no peers), then the
+// main entry, which picks the peers to hand out into s.res. It returns the previous state to
+// credit from.
+func (t *Tracker) update(ctx context.Context, conn Conn, a *models.Announce, ad *admitted, s *announceScratch, now time.Time) (*PrevPeer, error) {
 	seeder := a.Seeder()
-	forbidden := t.private && !user.CanLeech && !seeder
 	u := &s.u
 	*u = PeerUpdate{
 		Remove:     a.Event == models.Stopped,
 		Seeder:     seeder,
 		Completed:  a.Event == models.Completed,
 		Create:     !t.private,
-		Hidden:     forbidden,
+		Hidden:     ad.forbidden,
 		Counters:   t.counters,
 		Uploaded:   a.Uploaded,
 		Downloaded: a.Downloaded,
 		Corrupt:    a.Corrupt,
 		Time:       now,
 	}
-	uid := uint32(user.ID)
+	uid := uint32(ad.user.ID)
 
-	// The peer's endpoint in the other family, which only a spoofing-enabled config lets a
-	// client name, is stored first and hands out no peers; the main update then reports counts
-	// that include it.
+	// The main update then reports counts that include the other entry.
 	prev := &s.res.Prev
 	if a.Other.IsValid() && models.FamilyOf(a.Other.Addr()) != models.FamilyOf(a.Endpoint.Addr()) {
 		ou := &s.ou
@@ -323,7 +357,7 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 		s.none = Selection{}
 		s.other.IPv4Peers, s.other.IPv6Peers = s.other.IPv4Peers[:0], s.other.IPv6Peers[:0]
 		if err := conn.Announce(ctx, a.InfoHash, ou, &s.none, &s.other); err != nil {
-			return t.unregistered(ctx, store, a.InfoHash, err)
+			return nil, t.unregistered(ctx, ad.store, a.InfoHash, err)
 		}
 		if t.private {
 			// Both entries share one session, which this update has already moved on to the
@@ -342,7 +376,7 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 		IPv6:        t.dualStacked || u.Key.Family == models.IPv6,
 		SkipOwnUser: t.private,
 	}
-	if forbidden {
+	if ad.forbidden {
 		sel.Want = 0
 	}
 	if t.preferSubnet {
@@ -355,24 +389,31 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 	res := &s.res
 	res.IPv4Peers, res.IPv6Peers = res.IPv4Peers[:0], res.IPv6Peers[:0]
 	if err := conn.Announce(ctx, a.InfoHash, u, sel, res); err != nil {
-		return t.unregistered(ctx, store, a.InfoHash, err)
+		return nil, t.unregistered(ctx, ad.store, a.InfoHash, err)
 	}
+	return prev, nil
+}
 
+// record builds the announce's delta, credits it (private mode) and hands it to the backend;
+// a freeleech token that did its work is forgotten. Nothing here fails the announce: the swarm
+// is already updated, and a backend keeps its own queue.
+func (t *Tracker) record(ctx context.Context, a *models.Announce, ad *admitted, s *announceScratch, prev *PrevPeer, now time.Time) {
+	u, res := &s.u, &s.res
 	d := &s.delta
 	*d = models.AnnounceDelta{
 		InfoHash:   a.InfoHash,
 		PeerID:     a.PeerID,
 		Passkey:    a.Passkey,
-		UserID:     user.ID,
+		UserID:     ad.user.ID,
 		TorrentID:  res.TorrentID,
 		Endpoint:   rowEndpoint(u.AddrPort, a.Other),
-		Protected:  user.Protected,
+		Protected:  ad.user.Protected,
 		UserAgent:  a.UserAgent,
 		Event:      a.Event,
 		Created:    !res.Prev.Found && !u.Remove,
 		Snatched:   res.Snatched,
 		Removed:    u.Remove,
-		Seeder:     seeder,
+		Seeder:     u.Seeder,
 		Token:      res.Token && res.Freeleech != models.Neutral,
 		Left:       a.Left,
 		Uploaded:   a.Uploaded,
@@ -391,22 +432,23 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 	t.account(a, prev, res.Freeleech, res.Token, d)
 	if t.backend != nil {
 		if err := t.backend.RecordAnnounce(ctx, d); err != nil {
-			// The swarm is already updated; a backend keeps its own queue (and counts what it
-			// drops), so the client's answer does not depend on it.
+			// The client's answer does not depend on the backend, which counts what it drops.
 			t.logBackendError(now, err)
 		}
 	}
-	if d.Token && d.Snatched && store != nil {
+	if d.Token && d.Snatched && ad.store != nil {
 		// The token did its work: like Ocelot, forget it; the backend tells the site.
-		rm := models.SiteUpdate{Action: models.RemoveToken, User: models.User{ID: user.ID}, Torrent: models.Torrent{InfoHash: a.InfoHash}}
-		if err := store.UpdateSite(ctx, &rm); err != nil {
+		rm := models.SiteUpdate{Action: models.RemoveToken, User: models.User{ID: ad.user.ID}, Torrent: models.Torrent{InfoHash: a.InfoHash}}
+		if err := ad.store.UpdateSite(ctx, &rm); err != nil {
 			glog.Errorf("tracker: drop used token: %v", err)
 		}
 	}
-	if forbidden {
-		return models.ErrLeechingForbidden
-	}
+}
 
+// answer writes the response: the swarm's counts after the update, the intervals and the
+// peers update picked.
+func (t *Tracker) answer(a *models.Announce, s *announceScratch, w AnnounceWriter) error {
+	res := &s.res
 	resp := &s.resp
 	interval, minInterval := t.Intervals()
 	*resp = models.AnnounceResponse{
