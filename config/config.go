@@ -13,6 +13,7 @@ import (
 	"os"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -296,6 +297,40 @@ func keyErr(key, format string, args ...any) error {
 }
 
 var rawMessageType = reflect.TypeOf(json.RawMessage(nil))
+
+// DecodeParams decodes a driver's params (a JSON object; empty or null leaves dst as it is)
+// into dst, a pointer to a struct with json tags holding the defaults, as strictly as the
+// configuration itself: an unknown key or a bad value is a *KeyError naming the key, and an
+// unknown key's error lists the known ones. Drivers call it from their New.
+func DecodeParams(raw json.RawMessage, dst any) error {
+	if t := bytes.TrimSpace(raw); len(t) == 0 || bytes.Equal(t, []byte("null")) {
+		return nil
+	}
+	v := reflect.ValueOf(dst)
+	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+		return fmt.Errorf("params: decode into %T, not a pointer to a struct", dst)
+	}
+	err := decodeStrict(raw, v.Elem(), "")
+	var ke *KeyError
+	if errors.As(err, &ke) && ke.Err.Error() == "unknown key" {
+		ke.Err = fmt.Errorf("unknown key (known keys: %s)", knownKeys(v.Elem().Type()))
+	}
+	if err != nil {
+		return fmt.Errorf("params: %w", err)
+	}
+	return nil
+}
+
+// knownKeys lists the json keys of a struct type, quoted, in field order.
+func knownKeys(t reflect.Type) string {
+	var keys []string
+	for i := 0; i < t.NumField(); i++ {
+		if tag := strings.Split(t.Field(i).Tag.Get("json"), ",")[0]; tag != "" && tag != "-" {
+			keys = append(keys, strconv.Quote(tag))
+		}
+	}
+	return strings.Join(keys, ", ")
+}
 
 // decodeStrict decodes a JSON object into the struct v key by key, so that an unknown key or a
 // bad value is reported with its dotted name.

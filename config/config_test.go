@@ -405,3 +405,40 @@ func TestChanged(t *testing.T) {
 		})
 	}
 }
+
+func TestDecodeParams(t *testing.T) {
+	type params struct {
+		Shards  int      `json:"shards"`
+		Timeout Duration `json:"timeout"`
+		Names   []string `json:"names"`
+	}
+	def := params{Shards: 8, Timeout: Duration{time.Second}}
+	for _, tc := range []struct {
+		raw    string
+		want   params
+		errHas string
+	}{
+		{raw: ``, want: def},
+		{raw: ` null `, want: def},
+		{raw: `{}`, want: def},
+		{raw: `{"shards": 16, "timeout": "2s", "names": ["a"]}`, want: params{Shards: 16, Timeout: Duration{2 * time.Second}, Names: []string{"a"}}},
+		{raw: `{"shard": 16}`, errHas: `params: key "shard": unknown key (known keys: "shards", "timeout", "names")`},
+		{raw: `{"shards": "many"}`, errHas: `params: key "shards": want int, got JSON string`},
+		{raw: `{"timeout": 5}`, errHas: `key "timeout"`},
+		{raw: `[1]`, errHas: `not a JSON object`},
+		{raw: `{"shards": 1} {}`, errHas: `trailing data`},
+	} {
+		t.Run(tc.raw, func(t *testing.T) {
+			p := def
+			err := DecodeParams(json.RawMessage(tc.raw), &p)
+			if tc.errHas != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tc.errHas)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, p)
+		})
+	}
+	assert.Error(t, DecodeParams(json.RawMessage(`{}`), def), "not a pointer")
+}

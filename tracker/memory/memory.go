@@ -15,7 +15,6 @@
 package memory
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -25,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/chihaya/chihaya/config"
 	"github.com/chihaya/chihaya/tracker"
 	"github.com/chihaya/chihaya/tracker/models"
 )
@@ -52,12 +52,8 @@ type Params struct {
 // New decodes params and opens a pool.
 func (Driver) New(raw json.RawMessage) (tracker.Pool, error) {
 	p := Params{Shards: DefaultShards}
-	if len(bytes.TrimSpace(raw)) > 0 && !bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&p); err != nil {
-			return nil, fmt.Errorf("params: %w (known keys: \"shards\", \"max_torrents\", \"max_peers\")", err)
-		}
+	if err := config.DecodeParams(raw, &p); err != nil {
+		return nil, err
 	}
 	if p.Shards < 1 || p.Shards > MaxShards {
 		return nil, fmt.Errorf("params: key \"shards\": must be between 1 and %d, got %d", MaxShards, p.Shards)

@@ -92,7 +92,6 @@
 package redis
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -145,17 +144,11 @@ func DefaultParams() Params {
 	}
 }
 
-const knownKeys = `"addr", "username", "password", "db", "pool_size", "dial_timeout", "read_timeout", "write_timeout", "key_prefix", "cluster_addrs", "site_cache_ttl"`
-
 // ParseParams decodes and checks raw params over the defaults. An error names the key.
 func ParseParams(raw json.RawMessage) (Params, error) {
 	p := DefaultParams()
-	if t := bytes.TrimSpace(raw); len(t) > 0 && !bytes.Equal(t, []byte("null")) {
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&p); err != nil {
-			return p, fmt.Errorf("params: %w (known keys: %s)", err, knownKeys)
-		}
+	if err := config.DecodeParams(raw, &p); err != nil {
+		return p, err
 	}
 	switch {
 	case p.Addr == "" && len(p.ClusterAddrs) == 0:
