@@ -1,6 +1,7 @@
 package http
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -64,7 +65,9 @@ type fastConn struct {
 	fd       int
 	remote   netip.AddrPort
 	hostless bool
-	hand     *handoffListener
+	// tls is the connection while its TLS handshake is to be done, else nil.
+	tls  *tls.Conn
+	hand *handoffListener
 
 	in   []byte // in[r:w] is read and not yet answered
 	r, w int
@@ -111,6 +114,7 @@ func (s *Server) newFastConn() *fastConn {
 func (s *Server) serveConn(nc net.Conn, hostless bool, hand *handoffListener) {
 	c := s.conns.Get().(*fastConn)
 	c.conn, c.hostless, c.hand, c.first = nc, hostless, hand, true
+	c.tls, _ = nc.(*tls.Conn)
 	c.remote = remoteAddrPort(nc)
 	s.serveFast(c)
 }
@@ -158,6 +162,13 @@ func (s *Server) resume(c *fastConn) {
 // serve is the connection's loop: answer what is buffered, write, read more.
 func (c *fastConn) serve() {
 	s := c.s
+	if c.tls != nil {
+		tc := c.tls
+		c.tls = nil
+		if !c.handshake(tc) {
+			return
+		}
+	}
 	if len(c.out) > 0 {
 		// Resumed with output that did not fit in the socket: it goes first.
 		if c.flush() != nil || c.closing {
@@ -505,7 +516,7 @@ func (s *Server) untrack(c *fastConn) {
 
 // release resets c and puts it back in the pool.
 func (s *Server) release(c *fastConn) {
-	c.conn, c.hand, c.fd = nil, nil, -1
+	c.conn, c.hand, c.fd, c.tls = nil, nil, -1, nil
 	c.inline, c.moved, c.tracked, c.handed = false, false, false, false
 	c.r, c.w = 0, 0
 	c.headStart, c.readDeadline, c.writeDeadline = time.Time{}, time.Time{}, time.Time{}

@@ -211,12 +211,15 @@ func (s *Server) route(w nethttp.ResponseWriter, r *nethttp.Request) {
 // Announces and scrapes are answered by the fast path (fast.go); a connection that sends
 // anything else is handed over to net/http, which serves Handler. A listener made by
 // HostlessListener gets its Host lines added on the handed-over connections only: the fast path
-// needs none.
+// needs none. A listener made by TLSListener is served the same way, over TLS.
 func (s *Server) Serve(ln net.Listener) error {
 	hostless := false
 	if hl, ok := ln.(*hostlessListener); ok {
 		ln, hostless = hl.Listener, true
 	}
+	// A TLS listener keeps its wrapping: its connections take the net.Conn path below, the raw
+	// system calls being for plain TCP only.
+	_, isTLS := ln.(*tlsListener)
 	s.mu.Lock()
 	if s.shutting.Load() {
 		s.mu.Unlock()
@@ -231,7 +234,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	handErr := make(chan error, 1)
 	go func() { handErr <- s.srv.Serve(hand) }()
 	var err error
-	if lf, ok := rawListener(ln, max(1, int(s.headerTimeout/time.Second))); ok {
+	if lf, ok := rawListener(ln, max(1, int(s.headerTimeout/time.Second))); ok && !isTLS {
 		if s.listen(lf) {
 			err = s.rawAcceptLoop(lf, hostless, hand)
 		}
