@@ -66,7 +66,7 @@ func (c *Chihaya) reloadCerts() (map[string]any, error) {
 	leaf, err := c.certs.Reload()
 	logCert("reloaded", c.certs, leaf, err)
 	if err != nil {
-		return nil, fmt.Errorf("tls: %w (the certificate in service stays)", err)
+		return nil, fmt.Errorf("tls: %w", err)
 	}
 	return map[string]any{"serial": leaf.SerialNumber.String(), "not_after": leaf.NotAfter}, nil
 }
@@ -74,7 +74,7 @@ func (c *Chihaya) reloadCerts() (map[string]any, error) {
 func logCert(what string, s *tlscert.Store, leaf *x509.Certificate, err error) {
 	certFile, _ := s.Files()
 	if err != nil {
-		glog.Errorf("chihaya: certificate %s: %v (the certificate in service stays)", certFile, err)
+		glog.Errorf("chihaya: certificate %s: %v (the certificate in service stays)", what, err)
 		return
 	}
 	glog.Infof("chihaya: certificate %s %s: subject %q, serial %s, valid until %s",
