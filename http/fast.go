@@ -14,6 +14,7 @@ import (
 
 	"github.com/golang/glog"
 
+	"github.com/chihaya/chihaya/http/fast"
 	"github.com/chihaya/chihaya/stats"
 )
 
@@ -91,7 +92,7 @@ type fastConn struct {
 	dateSec int64
 	date    []byte
 
-	h   head
+	h   fast.Head
 	ctx *reqCtx
 	// ent counts the connection in the budget (conns.go).
 	ent connEntry
@@ -178,9 +179,9 @@ func (c *fastConn) serve() {
 	for {
 	answer:
 		for c.r < c.w {
-			n, v := parseHead(c.in[c.r:c.w], maxHeaderBytes, s.realIPHeader, &c.h)
+			n, v := fast.ParseHead(c.in[c.r:c.w], maxHeaderBytes, s.realIPHeader, &c.h)
 			switch v {
-			case headOK:
+			case fast.HeadOK:
 				setMax(&s.counters.maxHead, int64(n))
 				c.answer()
 				c.r += n
@@ -193,18 +194,18 @@ func (c *fastConn) serve() {
 					return
 				}
 				continue
-			case headHandoff:
+			case fast.HeadHandoff:
 				if c.flush() == nil {
 					c.handoff()
 				}
 				return
-			case headTooLarge:
+			case fast.HeadTooLarge:
 				if c.flush() == nil {
 					c.refuse(nethttp.StatusRequestHeaderFieldsTooLarge)
 				}
 				return
 			}
-			break answer // headIncomplete
+			break answer // fast.HeadIncomplete
 		}
 		if len(c.out) > 0 && c.flush() != nil {
 			return
@@ -306,8 +307,8 @@ func (c *fastConn) answer() {
 	h := &c.h
 	c.first = false
 	c.mark = len(c.out)
-	c.http10 = h.http10
-	c.closing = h.close || !s.keepAlive || s.shutting.Load()
+	c.http10 = h.HTTP10
+	c.closing = h.Close || !s.keepAlive || s.shutting.Load()
 	if sec := start.Unix(); sec != c.dateSec {
 		c.dateSec = sec
 		c.date = start.UTC().AppendFormat(c.date[:0], nethttp.TimeFormat)
@@ -318,19 +319,19 @@ func (c *fastConn) answer() {
 	rq := &sc.rq
 	*rq = request{
 		ctx:       c.ctx,
-		query:     unsafeString(h.query),
-		passkey:   unsafeString(h.passkey),
-		userAgent: unsafeString(h.userAgent),
+		query:     unsafeString(h.Query),
+		passkey:   unsafeString(h.Passkey),
+		userAgent: unsafeString(h.UserAgent),
 		remote:    c.remote.Addr(),
-		realIP:    unsafeString(h.realIP),
-		hasRealIP: h.hasRealIP,
+		realIP:    unsafeString(h.RealIP),
+		hasRealIP: h.HasRealIP,
 		fromAddr:  c.remote,
 	}
 	if glog.V(2) {
 		rq.path = c.pathForLog()
 	}
 	action := stats.Announce
-	if h.route == routeScrape {
+	if h.Route == fast.RouteScrape {
 		action = stats.Scrape
 	}
 	c.ctx.begin(start)
@@ -344,11 +345,11 @@ func (c *fastConn) answer() {
 // pathForLog is the route's path, for logs.
 func (c *fastConn) pathForLog() string {
 	p := "/announce"
-	if c.h.route == routeScrape {
+	if c.h.Route == fast.RouteScrape {
 		p = "/scrape"
 	}
-	if len(c.h.passkey) > 0 {
-		return "/" + string(c.h.passkey) + p
+	if len(c.h.Passkey) > 0 {
+		return "/" + string(c.h.Passkey) + p
 	}
 	return p
 }
@@ -520,7 +521,7 @@ func (s *Server) release(c *fastConn) {
 	c.inline, c.moved, c.tracked, c.handed = false, false, false, false
 	c.r, c.w = 0, 0
 	c.headStart, c.readDeadline, c.writeDeadline = time.Time{}, time.Time{}, time.Time{}
-	c.h = head{}
+	c.h = fast.Head{}
 	if cap(c.out) > maxPooledOut {
 		c.out = make([]byte, 0, 1024)
 	}

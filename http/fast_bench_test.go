@@ -11,6 +11,7 @@ import (
 
 	"github.com/chihaya/chihaya/backend/noop"
 	"github.com/chihaya/chihaya/config"
+	"github.com/chihaya/chihaya/http/fast"
 	"github.com/chihaya/chihaya/tracker"
 	"github.com/chihaya/chihaya/tracker/memory"
 	"github.com/chihaya/chihaya/tracker/models"
@@ -58,8 +59,8 @@ func benchFastAnnounce(b *testing.B, mod func(*config.Config)) {
 	c := s.newFastConn()
 	c.remote = netip.MustParseAddrPort("192.0.2.7:51413")
 	req := benchAnnounce(6881)
-	n, v := parseHead(req, maxHeaderBytes, s.realIPHeader, &c.h)
-	if v != headOK || n != len(req) {
+	n, v := fast.ParseHead(req, maxHeaderBytes, s.realIPHeader, &c.h)
+	if v != fast.HeadOK || n != len(req) {
 		b.Fatalf("parseHead = %d, %v", n, v)
 	}
 	c.answer()
@@ -69,7 +70,7 @@ func benchFastAnnounce(b *testing.B, mod func(*config.Config)) {
 	b.ReportAllocs()
 	for b.Loop() {
 		c.out = c.out[:0]
-		if _, v := parseHead(req, maxHeaderBytes, s.realIPHeader, &c.h); v != headOK {
+		if _, v := fast.ParseHead(req, maxHeaderBytes, s.realIPHeader, &c.h); v != fast.HeadOK {
 			b.Fatal(v)
 		}
 		c.answer()

@@ -29,6 +29,7 @@ import (
 
 	"github.com/chihaya/chihaya/clientip"
 	"github.com/chihaya/chihaya/config"
+	"github.com/chihaya/chihaya/http/fast"
 	"github.com/chihaya/chihaya/http/query"
 	"github.com/chihaya/chihaya/ratelimit"
 	"github.com/chihaya/chihaya/stats"
@@ -36,9 +37,8 @@ import (
 	"github.com/chihaya/chihaya/tracker/models"
 )
 
-// maxHeaderBytes bounds a request's line and headers. A scrape of 74 fully escaped hashes is
-// about 5 KiB.
-const maxHeaderBytes = 16 << 10
+// maxHeaderBytes bounds a request's line and headers (fast.MaxHeadBytes, for net/http too).
+const maxHeaderBytes = fast.MaxHeadBytes
 
 // Server is the HTTP frontend. Its handlers are safe for concurrent use.
 type Server struct {
