@@ -3,6 +3,7 @@ package http
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"net"
 	"net/netip"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	"github.com/chihaya/chihaya/backend/noop"
 	"github.com/chihaya/chihaya/config"
 	"github.com/chihaya/chihaya/http/fast"
+	"github.com/chihaya/chihaya/http/tlscert/tlscerttest"
 	"github.com/chihaya/chihaya/tracker"
 	"github.com/chihaya/chihaya/tracker/memory"
 	"github.com/chihaya/chihaya/tracker/models"
@@ -177,6 +179,61 @@ func BenchmarkLoopbackAnnounce(b *testing.B) {
 	}
 	for range 100 {
 		exchange() // warm the pools and the connection's buffers
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		exchange()
+	}
+}
+
+// BenchmarkLoopbackAnnounceTLS is BenchmarkLoopbackAnnounce over TLS (TLS 1.3, one keep-alive
+// connection); allocs/op count the client's tls.Conn too.
+func BenchmarkLoopbackAnnounceTLS(b *testing.B) {
+	s := benchServer(b, nil)
+	ca := tlscerttest.NewCA(b)
+	chain, key := ca.Issue(b, 1)
+	cert, err := tls.X509KeyPair(chain, key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	tln := TLSListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}})
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(tln) }()
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			b.Error(err)
+		}
+		if err := <-done; err != nil {
+			b.Error(err)
+		}
+	})
+	conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: ca.Pool()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	req := benchAnnounce(6881)
+	rd := &respReader{conn: conn, buf: make([]byte, 64<<10)}
+	exchange := func() {
+		if _, err := conn.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		body, err := rd.next()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !bytes.HasPrefix(body, []byte("d8:complete")) {
+			b.Fatalf("answer %q", body)
+		}
+	}
+	for range 100 {
+		exchange()
 	}
 	b.ReportAllocs()
 	for b.Loop() {
