@@ -48,7 +48,9 @@ func (c *fastConn) handshake(tc *tls.Conn) bool {
 	if s.shutting.Load() || c.ent.shedNow() {
 		return false
 	}
-	err := tc.HandshakeContext(s.base)
+	// Not HandshakeContext: it starts a goroutine per handshake to watch the context, and the
+	// past read deadline of Shutdown and of the budget interrupts a handshake already.
+	err := tc.Handshake()
 	if err == nil {
 		err = tc.SetWriteDeadline(time.Time{})
 	}
