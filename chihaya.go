@@ -115,7 +115,7 @@ func boot(configPath string) error {
 	if cfg.MaxConnections > 0 && limit.soft > 0 && uint64(maxConns)+64 > limit.soft {
 		glog.Warningf("chihaya: max_connections %d leaves less than 64 of the open files limit %d for listeners, drivers and closing connections: the tracker may run out of descriptors before the budget is reached", maxConns, limit.soft)
 	}
-	glog.Infof("chihaya: serving%s (tracker %q, backend %q)", c.listening(), cfg.Tracker.Name, cfg.Backend.Name)
+	glog.Infof("chihaya: serving %s (tracker %q, backend %q)", c.listening(), cfg.Tracker.Name, cfg.Backend.Name)
 	reload := make(chan os.Signal, 1)
 	signal.Notify(reload, syscall.SIGUSR1)
 	defer signal.Stop(reload)

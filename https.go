@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net"
+	"strings"
 
 	"github.com/golang/glog"
 
@@ -91,15 +92,15 @@ func (c *Chihaya) TLSAddr() net.Addr {
 
 // listening names the listeners, for the log line at start.
 func (c *Chihaya) listening() string {
-	var s string
+	var parts []string
 	if a := c.Addr(); a != nil {
-		s += " HTTP on " + a.String()
+		parts = append(parts, "HTTP on "+a.String())
 	}
 	if a := c.TLSAddr(); a != nil {
-		s += " HTTPS on " + a.String()
+		parts = append(parts, "HTTPS on "+a.String())
 	}
 	if a := c.UDPAddr(); a != nil {
-		s += " UDP on " + a.String()
+		parts = append(parts, "UDP on "+a.String())
 	}
-	return s
+	return strings.Join(parts, ", ")
 }
