@@ -315,7 +315,7 @@ func (c *fastConn) answer() {
 	}
 
 	sc := s.scratch.Get().(*scratch)
-	sc.w.w, sc.w.fc, sc.w.sent = nil, c, false
+	sc.w.reset()
 	rq := &sc.rq
 	*rq = request{
 		ctx:       c.ctx,
@@ -337,8 +337,10 @@ func (c *fastConn) answer() {
 	c.ctx.begin(start)
 	s.handle(action, sc, start)
 	c.ctx.end()
+	if sc.w.ready {
+		c.appendAnswer(sc.w.buf)
+	}
 	*rq = request{}
-	sc.w.fc = nil
 	s.scratch.Put(sc)
 }
 

@@ -426,9 +426,10 @@ func (s *Server) serveFullScrape(w nethttp.ResponseWriter, r *nethttp.Request) {
 	err := s.full.serve(w, r)
 	if err != nil {
 		glog.Errorf("http: %s full scrape: %v", rq.from(), err)
-		wr := &writer{w: w}
+		wr := &writer{}
 		interval, minInterval := s.tkr.Intervals()
 		_ = wr.writeFailure(string(models.ErrInternal), interval, minInterval)
+		_ = wr.writeTo(w)
 	}
 	if s.recorder != nil {
 		s.recorder.Record(stats.Request{Transport: stats.HTTP, Action: stats.Scrape, Err: err, Duration: time.Since(start)})
@@ -469,8 +470,7 @@ func (s *Server) serve(action stats.Action, w nethttp.ResponseWriter, r *nethttp
 	start := time.Now()
 	sc := s.scratch.Get().(*scratch)
 	defer s.scratch.Put(sc)
-	sc.w.w, sc.w.fc, sc.w.sent = w, nil, false
-	defer func() { sc.w.w = nil }()
+	sc.w.reset()
 
 	ctx, cancel := context.WithTimeout(r.Context(), s.requestTimeout)
 	defer cancel()
@@ -487,11 +487,17 @@ func (s *Server) serve(action stats.Action, w nethttp.ResponseWriter, r *nethttp
 		}
 	}
 	s.handle(action, sc, start)
+	if sc.w.ready {
+		if err := sc.w.writeTo(w); err != nil && glog.V(2) {
+			// The client is gone: there is no one to answer, and it is not the tracker's failure.
+			glog.Infof("http: write to %s: %v", rq.from(), err)
+		}
+	}
 	sc.rq = request{}
 }
 
 // handle runs the announce or scrape of sc.rq, answers a failure if there was one, and reports
-// the request to the recorder. The answer goes to sc.w.
+// the request to the recorder. The answer goes to sc.w, for the caller to send.
 func (s *Server) handle(action stats.Action, sc *scratch, start time.Time) {
 	rq := &sc.rq
 	var err error
@@ -501,11 +507,11 @@ func (s *Server) handle(action stats.Action, sc *scratch, start time.Time) {
 	} else {
 		err = s.scrape(rq, sc)
 	}
-	if err != nil && sc.w.sent {
-		// The answer went out and writing it failed: the client is gone. There is no one to
-		// answer, and it is not the tracker's failure.
+	if err != nil && sc.w.ready {
+		// The answer is made and the core failed after it: the client gets the answer, and
+		// the error is logged only.
 		if glog.V(2) {
-			glog.Infof("http: write to %s: %v", rq.from(), err)
+			glog.Infof("http: %s after the answer: %v", rq.from(), err)
 		}
 		err = nil
 	} else if err != nil {
@@ -589,7 +595,14 @@ func (s *Server) fail(w *writer, rq *request, err error) {
 		glog.Infof("http: %s %s: %v", rq.from(), rq.path, err)
 	}
 	interval, minInterval := s.tkr.FailureIntervals()
-	if werr := w.writeFailure(string(ce), interval, minInterval); werr != nil && glog.V(2) {
+	_ = w.writeFailure(string(ce), interval, minInterval)
+}
+
+// failHTTP answers err as a bencoded failure through net/http (see fail).
+func (s *Server) failHTTP(w nethttp.ResponseWriter, rq *request, err error) {
+	var wr writer
+	s.fail(&wr, rq, err)
+	if werr := wr.writeTo(w); werr != nil && glog.V(2) {
 		glog.Infof("http: write failure to %s: %v", rq.from(), werr)
 	}
 }
