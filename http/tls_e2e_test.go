@@ -280,3 +280,47 @@ func TestStartRefusesABadCertificate(t *testing.T) {
 		})
 	}
 }
+
+// TestE2EHTTPSBudgetAndRateLimit: the connection budget and the rate limits cover TLS
+// connections as plain ones.
+func TestE2EHTTPSBudgetAndRateLimit(t *testing.T) {
+	h := startHTTPS(t, "127.0.0.1:0", func(c *config.Config) {
+		c.MaxConnectionsPerIP = 2
+		c.RateLimit.AnnounceRate = 0.001
+		c.RateLimit.AnnounceBurst = 3
+	})
+	exchange := func(c *tls.Conn, br *bufio.Reader) (string, error) {
+		if _, err := io.WriteString(c, "GET /announce?"+tlsQ+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			return "", err
+		}
+		res, err := nethttp.ReadResponse(br, nil)
+		if err != nil {
+			return "", err
+		}
+		b, err := io.ReadAll(res.Body)
+		return string(b), err
+	}
+	c1, c2 := h.dialTLS(t, nil), h.dialTLS(t, nil)
+	br1, br2 := bufio.NewReader(c1), bufio.NewReader(c2)
+	for _, cb := range []struct {
+		c  *tls.Conn
+		br *bufio.Reader
+	}{{c1, br1}, {c2, br2}} {
+		body, err := exchange(cb.c, cb.br)
+		require.NoError(t, err)
+		assert.Contains(t, body, "8:intervali1800e")
+	}
+	// A third connection from the address sheds its oldest idle one, c1.
+	c3 := h.dialTLS(t, nil)
+	body, err := exchange(c3, bufio.NewReader(c3))
+	require.NoError(t, err)
+	assert.Contains(t, body, "8:intervali1800e", "the burst of 3 allows a third announce")
+	_, err = br1.ReadByte()
+	require.Error(t, err, "c1 was shed")
+	assert.NotContains(t, err.Error(), "timeout", "closed by the server, not by our deadline")
+
+	// The fourth announce is over the rate.
+	body, err = exchange(c2, br2)
+	require.NoError(t, err)
+	assert.Contains(t, body, "too many requests from your address")
+}
