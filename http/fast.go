@@ -93,7 +93,7 @@ type fastConn struct {
 	date    []byte
 
 	h   fast.Head
-	ctx *reqCtx
+	ctx *fast.RequestContext
 	// ent counts the connection in the budget (conns.go).
 	ent connEntry
 }
@@ -104,7 +104,7 @@ func (s *Server) newFastConn() *fastConn {
 		in:   make([]byte, inSize),
 		out:  make([]byte, 0, 1024),
 		date: make([]byte, 0, len(nethttp.TimeFormat)),
-		ctx:  newReqCtx(s.base, s.requestTimeout),
+		ctx:  fast.NewRequestContext(s.base, s.requestTimeout),
 		fd:   -1,
 	}
 	c.ent.owner = c
@@ -136,7 +136,7 @@ func (s *Server) serveFast(c *fastConn) {
 	defer func() {
 		if v := recover(); v != nil {
 			glog.Errorf("http: panic serving %s: %v", c.remote, v)
-			c.ctx.end()
+			c.ctx.End()
 			c.out = c.out[:c.mark] // the answers before this request's still go out
 			c.inline, c.moved = false, false
 			c.refuse(nethttp.StatusInternalServerError)
@@ -334,9 +334,9 @@ func (c *fastConn) answer() {
 	if h.Route == fast.RouteScrape {
 		action = stats.Scrape
 	}
-	c.ctx.begin(start)
+	c.ctx.Begin(start)
 	s.handle(action, sc, start)
-	c.ctx.end()
+	c.ctx.End()
 	if sc.w.ready {
 		c.appendAnswer(sc.w.buf)
 	}

@@ -331,7 +331,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.cancelBase()
 	s.mu.Lock()
 	for c := range s.active {
-		c.ctx.cancel()
+		c.ctx.Cancel()
 		if c.conn != nil {
 			_ = c.conn.Close()
 		}

@@ -1,8 +1,9 @@
 // Package fast is the HTTP frontend's fast path: what serves announces and scrapes straight
 // from the connection, without net/http. So far it holds the request head parser (ParseHead),
-// whose Head is the parsed request the frontend answers; the connection loop, its buffers and
-// the ways of feeding it (raw TCP system calls on Linux, a net.Conn, a TLS connection) are still
-// in package http (fast.go, fast_linux.go, tls.go).
+// whose Head is the parsed request the frontend answers, and the per-connection request context
+// (RequestContext); the connection loop, its buffers and the ways of feeding it (raw TCP system
+// calls on Linux, a net.Conn, a TLS connection) are still in package http (fast.go,
+// fast_linux.go, tls.go).
 package fast
 
 import "bytes"
