@@ -240,3 +240,49 @@ func BenchmarkLoopbackAnnounceTLS(b *testing.B) {
 		exchange()
 	}
 }
+
+// BenchmarkLoopbackHandshakeTLS opens a TLS connection per announce (full handshake, TLS 1.3,
+// ECDSA P-256); the client's handshake is in the figures too.
+func BenchmarkLoopbackHandshakeTLS(b *testing.B) {
+	s := benchServer(b, nil)
+	ca := tlscerttest.NewCA(b)
+	chain, key := ca.Issue(b, 1)
+	cert, err := tls.X509KeyPair(chain, key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	tln := TLSListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}})
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(tln) }()
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			b.Error(err)
+		}
+		if err := <-done; err != nil {
+			b.Error(err)
+		}
+	})
+	req := benchAnnounce(6881)
+	cfg := &tls.Config{RootCAs: ca.Pool()}
+	b.ReportAllocs()
+	for b.Loop() {
+		conn, err := tls.Dial("tcp", ln.Addr().String(), cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rd := &respReader{conn: conn, buf: make([]byte, 4<<10)}
+		if _, err := conn.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := rd.next(); err != nil {
+			b.Fatal(err)
+		}
+		_ = conn.Close()
+	}
+}
