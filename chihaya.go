@@ -36,6 +36,7 @@ import (
 	_ "github.com/chihaya/chihaya/backend/noop"    // the default backend driver
 	"github.com/chihaya/chihaya/config"
 	"github.com/chihaya/chihaya/http"
+	"github.com/chihaya/chihaya/http/tlscert"
 	"github.com/chihaya/chihaya/ratelimit"
 	"github.com/chihaya/chihaya/stats"
 	"github.com/chihaya/chihaya/tracker"
@@ -114,11 +115,7 @@ func boot(configPath string) error {
 	if cfg.MaxConnections > 0 && limit.soft > 0 && uint64(maxConns)+64 > limit.soft {
 		glog.Warningf("chihaya: max_connections %d leaves less than 64 of the open files limit %d for listeners, drivers and closing connections: the tracker may run out of descriptors before the budget is reached", maxConns, limit.soft)
 	}
-	if ua := c.UDPAddr(); ua != nil {
-		glog.Infof("chihaya: serving HTTP on %s and UDP on %s (tracker %q, backend %q)", c.Addr(), ua, cfg.Tracker.Name, cfg.Backend.Name)
-	} else {
-		glog.Infof("chihaya: serving on %s (tracker %q, backend %q)", c.Addr(), cfg.Tracker.Name, cfg.Backend.Name)
-	}
+	glog.Infof("chihaya: serving %s (tracker %q, backend %q)", c.listening(), cfg.Tracker.Name, cfg.Backend.Name)
 	reload := make(chan os.Signal, 1)
 	signal.Notify(reload, syscall.SIGUSR1)
 	defer signal.Stop(reload)
@@ -206,6 +203,8 @@ type Chihaya struct {
 	tkr       *tracker.Tracker
 	cfg       *config.Config
 	ln        net.Listener
+	tlsLn     net.Listener
+	certs     *tlscert.Store
 	statsLn   net.Listener
 	pool      tracker.Pool
 	backend   backend.Conn
@@ -224,7 +223,7 @@ type Chihaya struct {
 // Start opens the drivers that cfg names, listens on cfg.Addr (and cfg.UDPAddr and
 // cfg.StatsAddr, when set) and serves until Shutdown.
 func Start(cfg *config.Config) (_ *Chihaya, err error) {
-	c := &Chihaya{cfg: cfg, errc: make(chan error, 3)}
+	c := &Chihaya{cfg: cfg, errc: make(chan error, 4)}
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(cfg.GCPercent)
 	}
@@ -233,6 +232,9 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 			c.closeAll()
 		}
 	}()
+	if err := c.openCerts(); err != nil {
+		return nil, err
+	}
 	if c.pool, err = tracker.Open(cfg.Tracker); err != nil {
 		return nil, err
 	}
@@ -349,12 +351,17 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 	if api != nil {
 		c.http.HandlePrefix(admin.Prefix, api)
 	}
-	if c.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	if cfg.Addr != "" {
+		if c.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+		}
+		if cfg.PrivateEnabled {
+			// Legacy Gazelle sends its updates without a Host header.
+			c.ln = http.HostlessListener(c.ln)
+		}
 	}
-	if cfg.PrivateEnabled {
-		// Legacy Gazelle sends its updates without a Host header.
-		c.ln = http.HostlessListener(c.ln)
+	if err := c.listenTLS(); err != nil {
+		return nil, err
 	}
 	if c.udp != nil {
 		if c.udpConn, err = udp.Listen(cfg.UDPAddr); err != nil {
@@ -374,11 +381,16 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 	if d := cfg.MemoryTrimInterval.Duration; d > 0 {
 		c.goRun(func() { trimMemory(ctx, d) })
 	}
-	c.goRun(func() {
-		if err := c.http.Serve(c.ln); err != nil {
-			c.errc <- err
+	c.watchCerts(ctx)
+	for _, ln := range []net.Listener{c.ln, c.tlsLn} {
+		if ln != nil {
+			c.goRun(func() {
+				if err := c.http.Serve(ln); err != nil {
+					c.errc <- err
+				}
+			})
 		}
-	})
+	}
 	if c.udp != nil {
 		c.goRun(func() {
 			if err := c.udp.Serve(c.udpConn); err != nil {
@@ -412,6 +424,9 @@ func (c *Chihaya) closeAll() {
 	if c.ln != nil {
 		_ = c.ln.Close()
 	}
+	if c.tlsLn != nil {
+		_ = c.tlsLn.Close()
+	}
 	if c.udpConn != nil {
 		_ = c.udpConn.Close()
 	}
@@ -425,8 +440,13 @@ func (c *Chihaya) closeAll() {
 	}
 }
 
-// Addr returns the address the HTTP frontend listens on.
-func (c *Chihaya) Addr() net.Addr { return c.ln.Addr() }
+// Addr returns the address the HTTP frontend listens on, or nil when addr is empty (HTTPS only).
+func (c *Chihaya) Addr() net.Addr {
+	if c.ln == nil {
+		return nil
+	}
+	return c.ln.Addr()
+}
 
 // UDPAddr returns the address the UDP frontend listens on, or nil when udp_addr is empty.
 func (c *Chihaya) UDPAddr() net.Addr {

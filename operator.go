@@ -82,7 +82,8 @@ func logAccessList(what string, r accesslist.Report, err error) {
 
 // ReloadOperator does what SIGHUP and POST /admin/reload do: it reads the configuration file
 // again (when Chihaya was started from one) and applies the keys that can change live, then
-// reads the access list again. A file that no longer parses or validates is refused whole,
+// reads the access list and the HTTPS certificate again (a certificate that does not load is
+// refused, and the one in service stays). A file that no longer parses or validates is refused whole,
 // and the running configuration stays. It returns what was done, for the admin API's answer.
 func (c *Chihaya) ReloadOperator(ctx context.Context) (any, error) {
 	c.reloadMu.Lock()
@@ -115,6 +116,13 @@ func (c *Chihaya) ReloadOperator(ctx context.Context) (any, error) {
 			return nil, err
 		}
 		out["access_list"] = map[string]any{"entries": r.Entries, "bad_lines": r.BadLines, "refused": r.Refused, "admitted": r.Admitted}
+	}
+	tls, err := c.reloadCerts()
+	if err != nil {
+		return nil, err
+	}
+	if tls != nil {
+		out["tls"] = tls
 	}
 	return out, nil
 }

@@ -78,9 +78,16 @@ func DefaultMaxConnections(fileLimit uint64) int {
 // Config is the whole configuration of a Chihaya process. The JSON key of each field is in its
 // tag; README.md documents every key and its default.
 type Config struct {
-	Addr    string       `json:"addr"`
-	Tracker DriverConfig `json:"tracker"`
-	Backend DriverConfig `json:"backend"`
+	// Addr is the plain HTTP listener; "" turns it off (then TLSAddr must be set).
+	Addr string `json:"addr"`
+	// TLSAddr is the HTTPS listener, serving the same routes as Addr; "" turns it off. The
+	// certificate (a PEM chain, served whole) and its key are read from TLSCertFile and
+	// TLSKeyFile, and read again on SIGHUP and when either file changes.
+	TLSAddr     string       `json:"tls_addr"`
+	TLSCertFile string       `json:"tls_cert_file"`
+	TLSKeyFile  string       `json:"tls_key_file"`
+	Tracker     DriverConfig `json:"tracker"`
+	Backend     DriverConfig `json:"backend"`
 
 	PrivateEnabled        bool `json:"private_enabled"`
 	FreeleechEnabled      bool `json:"freeleech_enabled"`
@@ -385,8 +392,24 @@ func decodeStrict(data []byte, v reflect.Value, prefix string) error {
 
 // Validate checks every value and reports the first wrong one by its key.
 func (c *Config) Validate() error {
-	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
-		return keyErr("addr", "want host:port such as \":6881\": %v", err)
+	if c.Addr == "" && c.TLSAddr == "" {
+		return keyErr("addr", "both addr and tls_addr are empty: set at least one, such as \":6881\"")
+	}
+	if c.Addr != "" {
+		if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+			return keyErr("addr", "want host:port such as \":6881\", or \"\" for HTTPS only: %v", err)
+		}
+	}
+	if c.TLSAddr != "" {
+		if _, _, err := net.SplitHostPort(c.TLSAddr); err != nil {
+			return keyErr("tls_addr", "want host:port such as \":443\", or \"\" for no HTTPS: %v", err)
+		}
+		if c.TLSCertFile == "" {
+			return keyErr("tls_cert_file", "tls_addr is set: want the path of a PEM certificate (chain)")
+		}
+		if c.TLSKeyFile == "" {
+			return keyErr("tls_key_file", "tls_addr is set: want the path of the certificate's PEM private key")
+		}
 	}
 	if c.UDPAddr != "" {
 		if _, _, err := net.SplitHostPort(c.UDPAddr); err != nil {

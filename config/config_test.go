@@ -63,6 +63,15 @@ func TestLoadNamesTheFile(t *testing.T) {
 	assert.Contains(t, err.Error(), `"announce"`)
 }
 
+func TestParseHTTPSOnly(t *testing.T) {
+	cfg, err := Parse([]byte(`{"addr": "", "tls_addr": ":443", "tls_cert_file": "/c.pem", "tls_key_file": "/k.pem"}`), "test")
+	require.NoError(t, err)
+	assert.Equal(t, "", cfg.Addr)
+	assert.Equal(t, ":443", cfg.TLSAddr)
+	assert.Equal(t, "/c.pem", cfg.TLSCertFile)
+	assert.Equal(t, "/k.pem", cfg.TLSKeyFile)
+}
+
 func TestDefaultIsValid(t *testing.T) {
 	cfg := Default()
 	require.NoError(t, cfg.Validate())
@@ -198,6 +207,10 @@ func TestParseBadKeys(t *testing.T) {
 		{name: "client_whitelist empty string", input: `{"client_whitelist": [""]}`, key: "client_whitelist[0]"},
 		{name: "client_whitelist empty second string", input: `{"client_whitelist_enabled": true, "client_whitelist": ["-qB", ""]}`, key: "client_whitelist[1]"},
 		{name: "addr without port", input: `{"addr": "localhost"}`, key: "addr"},
+		{name: "no listener at all", input: `{"addr": ""}`, key: "addr"},
+		{name: "tls_addr without port", input: `{"tls_addr": "localhost", "tls_cert_file": "c", "tls_key_file": "k"}`, key: "tls_addr"},
+		{name: "tls_addr without cert", input: `{"tls_addr": ":443", "tls_key_file": "k"}`, key: "tls_cert_file"},
+		{name: "tls_addr without key", input: `{"addr": "", "tls_addr": ":443", "tls_cert_file": "c"}`, key: "tls_key_file"},
 		{name: "addr empty", input: `{"addr": ""}`, key: "addr"},
 		{name: "empty tracker driver", input: `{"tracker": {"driver": ""}}`, key: "tracker.driver"},
 		{name: "empty backend driver", input: `{"backend": {"driver": ""}}`, key: "backend.driver"},

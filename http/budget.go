@@ -181,13 +181,15 @@ var (
 		"Waiting connections closed to make room for new ones, by limit and by what they waited for (idle: the next request; head: a request).", []string{"reason", "state"}, nil)
 	descAcceptErrors = prometheus.NewDesc("chihaya_http_accept_errors_total",
 		"Accepts that failed with a temporary error (such as too many open files) and were retried.", nil, nil)
+	descTLSHandshakeErrors = prometheus.NewDesc("chihaya_http_tls_handshake_errors_total",
+		"TLS handshakes on tls_addr that failed or timed out (http_read_header_timeout).", nil, nil)
 )
 
 // connCollector reads the budget's figures under Server.mu when scraped.
 type connCollector struct{ s *Server }
 
 func (c connCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConnsOpen, descConnsIdle, descConnsMax, descConnsPerIP, descRefused, descShed, descAcceptErrors} {
+	for _, d := range []*prometheus.Desc{descConnsOpen, descConnsIdle, descConnsMax, descConnsPerIP, descRefused, descShed, descAcceptErrors, descTLSHandshakeErrors} {
 		ch <- d
 	}
 }
@@ -201,6 +203,7 @@ func (c connCollector) Collect(ch chan<- prometheus.Metric) {
 	acceptErrors := s.acceptErrors
 	s.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(descConnsOpen, prometheus.GaugeValue, float64(open))
+	ch <- prometheus.MustNewConstMetric(descTLSHandshakeErrors, prometheus.CounterValue, float64(s.counters.tlsHandshakeErrors.Load()))
 	ch <- prometheus.MustNewConstMetric(descConnsIdle, prometheus.GaugeValue, float64(idle))
 	ch <- prometheus.MustNewConstMetric(descConnsMax, prometheus.GaugeValue, float64(t.max))
 	ch <- prometheus.MustNewConstMetric(descConnsPerIP, prometheus.GaugeValue, float64(t.perAddr))

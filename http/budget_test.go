@@ -401,7 +401,7 @@ func TestConnCollector(t *testing.T) {
 	for _, mf := range mfs {
 		n += len(mf.GetMetric())
 	}
-	assert.Equal(t, 4+2+3*2+1, n, "gauges, refused by 2 reasons, shed by 3 reasons and 2 states, accept errors")
+	assert.Equal(t, 4+2+3*2+1+1, n, "gauges, refused by 2 reasons, shed by 3 reasons and 2 states, accept errors, TLS handshake errors")
 	assert.Equal(t, float64(7), metric(t, s, "chihaya_http_connections_max"))
 	assert.Equal(t, float64(3), metric(t, s, "chihaya_http_connections_per_ip_max"))
 	assert.Zero(t, metric(t, s, "chihaya_http_connections_open"))

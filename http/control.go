@@ -141,7 +141,7 @@ func (s *Server) denied(w nethttp.ResponseWriter, r *nethttp.Request) {
 	if glog.V(1) {
 		glog.Infof("http: %s %s: wrong secret", r.RemoteAddr, r.URL.Path)
 	}
-	s.fail(&writer{w: w}, &request{fromText: r.RemoteAddr, path: r.URL.Path}, models.ErrAuthentication)
+	s.failHTTP(w, &request{fromText: r.RemoteAddr, path: r.URL.Path}, models.ErrAuthentication)
 }
 
 // writeText answers body with status as plain text with an explicit length, never chunked.
@@ -435,7 +435,7 @@ func (s *Server) serveReport(w nethttp.ResponseWriter, r *nethttp.Request) {
 			s.reportFailure(w, r, models.ErrAnnounceKeyNotFound)
 			return
 		case err != nil:
-			s.fail(&writer{w: w}, &request{fromText: r.RemoteAddr, path: r.URL.Path}, err)
+			s.failHTTP(w, &request{fromText: r.RemoteAddr, path: r.URL.Path}, err)
 			return
 		}
 		writeText(w, nethttp.StatusOK, s.ctl.userReport(u, leeching, seeding))
@@ -450,7 +450,7 @@ func (s *Server) serveReport(w nethttp.ResponseWriter, r *nethttp.Request) {
 func (s *Server) reportFailure(w nethttp.ResponseWriter, r *nethttp.Request, err models.ClientError) {
 	s.counters.failure(err)
 	if s.ctl.jsonReport {
-		s.fail(&writer{w: w}, &request{fromText: r.RemoteAddr, path: r.URL.Path}, err)
+		s.failHTTP(w, &request{fromText: r.RemoteAddr, path: r.URL.Path}, err)
 		return
 	}
 	body := success

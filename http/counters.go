@@ -19,6 +19,8 @@ type counters struct {
 	bytesRead, bytesWritten atomic.Uint64
 	// maxHead is the longest request head the fast path read (announces and scrapes).
 	maxHead atomic.Int64
+	// tlsHandshakeErrors counts TLS handshakes that failed or timed out.
+	tlsHandshakeErrors atomic.Uint64
 	// control counts update and report requests.
 	control atomic.Uint64
 	// Failures as Ocelot counts them: a wrong update or report secret, an unknown passkey (or

@@ -1,6 +1,7 @@
 package http
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/golang/glog"
 
+	"github.com/chihaya/chihaya/http/fast"
 	"github.com/chihaya/chihaya/stats"
 )
 
@@ -64,7 +66,9 @@ type fastConn struct {
 	fd       int
 	remote   netip.AddrPort
 	hostless bool
-	hand     *handoffListener
+	// tls is the connection while its TLS handshake is to be done, else nil.
+	tls  *tls.Conn
+	hand *handoffListener
 
 	in   []byte // in[r:w] is read and not yet answered
 	r, w int
@@ -88,8 +92,8 @@ type fastConn struct {
 	dateSec int64
 	date    []byte
 
-	h   head
-	ctx *reqCtx
+	h   fast.Head
+	ctx *fast.RequestContext
 	// ent counts the connection in the budget (conns.go).
 	ent connEntry
 }
@@ -100,7 +104,7 @@ func (s *Server) newFastConn() *fastConn {
 		in:   make([]byte, inSize),
 		out:  make([]byte, 0, 1024),
 		date: make([]byte, 0, len(nethttp.TimeFormat)),
-		ctx:  newReqCtx(s.base, s.requestTimeout),
+		ctx:  fast.NewRequestContext(s.base, s.requestTimeout),
 		fd:   -1,
 	}
 	c.ent.owner = c
@@ -111,6 +115,7 @@ func (s *Server) newFastConn() *fastConn {
 func (s *Server) serveConn(nc net.Conn, hostless bool, hand *handoffListener) {
 	c := s.conns.Get().(*fastConn)
 	c.conn, c.hostless, c.hand, c.first = nc, hostless, hand, true
+	c.tls, _ = nc.(*tls.Conn)
 	c.remote = remoteAddrPort(nc)
 	s.serveFast(c)
 }
@@ -131,7 +136,7 @@ func (s *Server) serveFast(c *fastConn) {
 	defer func() {
 		if v := recover(); v != nil {
 			glog.Errorf("http: panic serving %s: %v", c.remote, v)
-			c.ctx.end()
+			c.ctx.End()
 			c.out = c.out[:c.mark] // the answers before this request's still go out
 			c.inline, c.moved = false, false
 			c.refuse(nethttp.StatusInternalServerError)
@@ -158,6 +163,13 @@ func (s *Server) resume(c *fastConn) {
 // serve is the connection's loop: answer what is buffered, write, read more.
 func (c *fastConn) serve() {
 	s := c.s
+	if c.tls != nil {
+		tc := c.tls
+		c.tls = nil
+		if !c.handshake(tc) {
+			return
+		}
+	}
 	if len(c.out) > 0 {
 		// Resumed with output that did not fit in the socket: it goes first.
 		if c.flush() != nil || c.closing {
@@ -167,9 +179,9 @@ func (c *fastConn) serve() {
 	for {
 	answer:
 		for c.r < c.w {
-			n, v := parseHead(c.in[c.r:c.w], maxHeaderBytes, s.realIPHeader, &c.h)
+			n, v := fast.ParseHead(c.in[c.r:c.w], maxHeaderBytes, s.realIPHeader, &c.h)
 			switch v {
-			case headOK:
+			case fast.HeadOK:
 				setMax(&s.counters.maxHead, int64(n))
 				c.answer()
 				c.r += n
@@ -182,18 +194,18 @@ func (c *fastConn) serve() {
 					return
 				}
 				continue
-			case headHandoff:
+			case fast.HeadHandoff:
 				if c.flush() == nil {
 					c.handoff()
 				}
 				return
-			case headTooLarge:
+			case fast.HeadTooLarge:
 				if c.flush() == nil {
 					c.refuse(nethttp.StatusRequestHeaderFieldsTooLarge)
 				}
 				return
 			}
-			break answer // headIncomplete
+			break answer // fast.HeadIncomplete
 		}
 		if len(c.out) > 0 && c.flush() != nil {
 			return
@@ -295,49 +307,51 @@ func (c *fastConn) answer() {
 	h := &c.h
 	c.first = false
 	c.mark = len(c.out)
-	c.http10 = h.http10
-	c.closing = h.close || !s.keepAlive || s.shutting.Load()
+	c.http10 = h.HTTP10
+	c.closing = h.Close || !s.keepAlive || s.shutting.Load()
 	if sec := start.Unix(); sec != c.dateSec {
 		c.dateSec = sec
 		c.date = start.UTC().AppendFormat(c.date[:0], nethttp.TimeFormat)
 	}
 
 	sc := s.scratch.Get().(*scratch)
-	sc.w.w, sc.w.fc, sc.w.sent = nil, c, false
+	sc.w.reset()
 	rq := &sc.rq
 	*rq = request{
 		ctx:       c.ctx,
-		query:     unsafeString(h.query),
-		passkey:   unsafeString(h.passkey),
-		userAgent: unsafeString(h.userAgent),
+		query:     unsafeString(h.Query),
+		passkey:   unsafeString(h.Passkey),
+		userAgent: unsafeString(h.UserAgent),
 		remote:    c.remote.Addr(),
-		realIP:    unsafeString(h.realIP),
-		hasRealIP: h.hasRealIP,
+		realIP:    unsafeString(h.RealIP),
+		hasRealIP: h.HasRealIP,
 		fromAddr:  c.remote,
 	}
 	if glog.V(2) {
 		rq.path = c.pathForLog()
 	}
 	action := stats.Announce
-	if h.route == routeScrape {
+	if h.Route == fast.RouteScrape {
 		action = stats.Scrape
 	}
-	c.ctx.begin(start)
+	c.ctx.Begin(start)
 	s.handle(action, sc, start)
-	c.ctx.end()
+	c.ctx.End()
+	if sc.w.ready {
+		c.appendAnswer(sc.w.buf)
+	}
 	*rq = request{}
-	sc.w.fc = nil
 	s.scratch.Put(sc)
 }
 
 // pathForLog is the route's path, for logs.
 func (c *fastConn) pathForLog() string {
 	p := "/announce"
-	if c.h.route == routeScrape {
+	if c.h.Route == fast.RouteScrape {
 		p = "/scrape"
 	}
-	if len(c.h.passkey) > 0 {
-		return "/" + string(c.h.passkey) + p
+	if len(c.h.Passkey) > 0 {
+		return "/" + string(c.h.Passkey) + p
 	}
 	return p
 }
@@ -505,11 +519,11 @@ func (s *Server) untrack(c *fastConn) {
 
 // release resets c and puts it back in the pool.
 func (s *Server) release(c *fastConn) {
-	c.conn, c.hand, c.fd = nil, nil, -1
+	c.conn, c.hand, c.fd, c.tls = nil, nil, -1, nil
 	c.inline, c.moved, c.tracked, c.handed = false, false, false, false
 	c.r, c.w = 0, 0
 	c.headStart, c.readDeadline, c.writeDeadline = time.Time{}, time.Time{}, time.Time{}
-	c.h = head{}
+	c.h = fast.Head{}
 	if cap(c.out) > maxPooledOut {
 		c.out = make([]byte, 0, 1024)
 	}

@@ -3,6 +3,7 @@ package http
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"net"
 	"net/netip"
 	"strconv"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/chihaya/chihaya/backend/noop"
 	"github.com/chihaya/chihaya/config"
+	"github.com/chihaya/chihaya/http/fast"
+	"github.com/chihaya/chihaya/http/tlscert/tlscerttest"
 	"github.com/chihaya/chihaya/ratelimit"
 	"github.com/chihaya/chihaya/tracker"
 	"github.com/chihaya/chihaya/tracker/memory"
@@ -59,8 +62,8 @@ func benchFastAnnounce(b *testing.B, mod func(*config.Config)) {
 	c := s.newFastConn()
 	c.remote = netip.MustParseAddrPort("192.0.2.7:51413")
 	req := benchAnnounce(6881)
-	n, v := parseHead(req, maxHeaderBytes, s.realIPHeader, &c.h)
-	if v != headOK || n != len(req) {
+	n, v := fast.ParseHead(req, maxHeaderBytes, s.realIPHeader, &c.h)
+	if v != fast.HeadOK || n != len(req) {
 		b.Fatalf("parseHead = %d, %v", n, v)
 	}
 	c.answer()
@@ -70,7 +73,7 @@ func benchFastAnnounce(b *testing.B, mod func(*config.Config)) {
 	b.ReportAllocs()
 	for b.Loop() {
 		c.out = c.out[:0]
-		if _, v := parseHead(req, maxHeaderBytes, s.realIPHeader, &c.h); v != headOK {
+		if _, v := fast.ParseHead(req, maxHeaderBytes, s.realIPHeader, &c.h); v != fast.HeadOK {
 			b.Fatal(v)
 		}
 		c.answer()
@@ -212,11 +215,112 @@ func BenchmarkFastAnnounceLimiter(b *testing.B) {
 				c.remote = remotes[i%len(remotes)]
 				i++
 				c.out = c.out[:0]
-				if _, v := parseHead(req, maxHeaderBytes, s.realIPHeader, &c.h); v != headOK {
+				if _, v := fast.ParseHead(req, maxHeaderBytes, s.realIPHeader, &c.h); v != fast.HeadOK {
 					b.Fatal(v)
 				}
 				c.answer()
 			}
 		})
+	}
+}
+
+// BenchmarkLoopbackAnnounceTLS is BenchmarkLoopbackAnnounce over TLS (TLS 1.3, one keep-alive
+// connection); allocs/op count the client's tls.Conn too.
+func BenchmarkLoopbackAnnounceTLS(b *testing.B) {
+	s := benchServer(b, nil)
+	ca := tlscerttest.NewCA(b)
+	chain, key := ca.Issue(b, 1)
+	cert, err := tls.X509KeyPair(chain, key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	tln := TLSListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}})
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(tln) }()
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			b.Error(err)
+		}
+		if err := <-done; err != nil {
+			b.Error(err)
+		}
+	})
+	conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: ca.Pool()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	req := benchAnnounce(6881)
+	rd := &respReader{conn: conn, buf: make([]byte, 64<<10)}
+	exchange := func() {
+		if _, err := conn.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		body, err := rd.next()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !bytes.HasPrefix(body, []byte("d8:complete")) {
+			b.Fatalf("answer %q", body)
+		}
+	}
+	for range 100 {
+		exchange()
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		exchange()
+	}
+}
+
+// BenchmarkLoopbackHandshakeTLS opens a TLS connection per announce (full handshake, TLS 1.3,
+// ECDSA P-256); the client's handshake is in the figures too.
+func BenchmarkLoopbackHandshakeTLS(b *testing.B) {
+	s := benchServer(b, nil)
+	ca := tlscerttest.NewCA(b)
+	chain, key := ca.Issue(b, 1)
+	cert, err := tls.X509KeyPair(chain, key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	tln := TLSListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}})
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(tln) }()
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			b.Error(err)
+		}
+		if err := <-done; err != nil {
+			b.Error(err)
+		}
+	})
+	req := benchAnnounce(6881)
+	cfg := &tls.Config{RootCAs: ca.Pool()}
+	b.ReportAllocs()
+	for b.Loop() {
+		conn, err := tls.Dial("tcp", ln.Addr().String(), cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rd := &respReader{conn: conn, buf: make([]byte, 4<<10)}
+		if _, err := conn.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := rd.next(); err != nil {
+			b.Fatal(err)
+		}
+		_ = conn.Close()
 	}
 }

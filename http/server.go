@@ -29,6 +29,7 @@ import (
 
 	"github.com/chihaya/chihaya/clientip"
 	"github.com/chihaya/chihaya/config"
+	"github.com/chihaya/chihaya/http/fast"
 	"github.com/chihaya/chihaya/http/query"
 	"github.com/chihaya/chihaya/ratelimit"
 	"github.com/chihaya/chihaya/stats"
@@ -36,9 +37,8 @@ import (
 	"github.com/chihaya/chihaya/tracker/models"
 )
 
-// maxHeaderBytes bounds a request's line and headers. A scrape of 74 fully escaped hashes is
-// about 5 KiB.
-const maxHeaderBytes = 16 << 10
+// maxHeaderBytes bounds a request's line and headers (fast.MaxHeadBytes, for net/http too).
+const maxHeaderBytes = fast.MaxHeadBytes
 
 // Server is the HTTP frontend. Its handlers are safe for concurrent use.
 type Server struct {
@@ -211,12 +211,15 @@ func (s *Server) route(w nethttp.ResponseWriter, r *nethttp.Request) {
 // Announces and scrapes are answered by the fast path (fast.go); a connection that sends
 // anything else is handed over to net/http, which serves Handler. A listener made by
 // HostlessListener gets its Host lines added on the handed-over connections only: the fast path
-// needs none.
+// needs none. A listener made by TLSListener is served the same way, over TLS.
 func (s *Server) Serve(ln net.Listener) error {
 	hostless := false
 	if hl, ok := ln.(*hostlessListener); ok {
 		ln, hostless = hl.Listener, true
 	}
+	// A TLS listener keeps its wrapping: its connections take the net.Conn path below, the raw
+	// system calls being for plain TCP only.
+	_, isTLS := ln.(*tlsListener)
 	s.mu.Lock()
 	if s.shutting.Load() {
 		s.mu.Unlock()
@@ -231,7 +234,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	handErr := make(chan error, 1)
 	go func() { handErr <- s.srv.Serve(hand) }()
 	var err error
-	if lf, ok := rawListener(ln, max(1, int(s.headerTimeout/time.Second))); ok {
+	if lf, ok := rawListener(ln, max(1, int(s.headerTimeout/time.Second))); ok && !isTLS {
 		if s.listen(lf) {
 			err = s.rawAcceptLoop(lf, hostless, hand)
 		}
@@ -328,7 +331,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.cancelBase()
 	s.mu.Lock()
 	for c := range s.active {
-		c.ctx.cancel()
+		c.ctx.Cancel()
 		if c.conn != nil {
 			_ = c.conn.Close()
 		}
@@ -423,9 +426,10 @@ func (s *Server) serveFullScrape(w nethttp.ResponseWriter, r *nethttp.Request) {
 	err := s.full.serve(w, r)
 	if err != nil {
 		glog.Errorf("http: %s full scrape: %v", rq.from(), err)
-		wr := &writer{w: w}
+		wr := &writer{}
 		interval, minInterval := s.tkr.Intervals()
 		_ = wr.writeFailure(string(models.ErrInternal), interval, minInterval)
+		_ = wr.writeTo(w)
 	}
 	if s.recorder != nil {
 		s.recorder.Record(stats.Request{Transport: stats.HTTP, Action: stats.Scrape, Err: err, Duration: time.Since(start)})
@@ -466,8 +470,7 @@ func (s *Server) serve(action stats.Action, w nethttp.ResponseWriter, r *nethttp
 	start := time.Now()
 	sc := s.scratch.Get().(*scratch)
 	defer s.scratch.Put(sc)
-	sc.w.w, sc.w.fc, sc.w.sent = w, nil, false
-	defer func() { sc.w.w = nil }()
+	sc.w.reset()
 
 	ctx, cancel := context.WithTimeout(r.Context(), s.requestTimeout)
 	defer cancel()
@@ -484,11 +487,17 @@ func (s *Server) serve(action stats.Action, w nethttp.ResponseWriter, r *nethttp
 		}
 	}
 	s.handle(action, sc, start)
+	if sc.w.ready {
+		if err := sc.w.writeTo(w); err != nil && glog.V(2) {
+			// The client is gone: there is no one to answer, and it is not the tracker's failure.
+			glog.Infof("http: write to %s: %v", rq.from(), err)
+		}
+	}
 	sc.rq = request{}
 }
 
 // handle runs the announce or scrape of sc.rq, answers a failure if there was one, and reports
-// the request to the recorder. The answer goes to sc.w.
+// the request to the recorder. The answer goes to sc.w, for the caller to send.
 func (s *Server) handle(action stats.Action, sc *scratch, start time.Time) {
 	rq := &sc.rq
 	var err error
@@ -498,11 +507,11 @@ func (s *Server) handle(action stats.Action, sc *scratch, start time.Time) {
 	} else {
 		err = s.scrape(rq, sc)
 	}
-	if err != nil && sc.w.sent {
-		// The answer went out and writing it failed: the client is gone. There is no one to
-		// answer, and it is not the tracker's failure.
+	if err != nil && sc.w.ready {
+		// The answer is made and the core failed after it: the client gets the answer, and
+		// the error is logged only.
 		if glog.V(2) {
-			glog.Infof("http: write to %s: %v", rq.from(), err)
+			glog.Infof("http: %s after the answer: %v", rq.from(), err)
 		}
 		err = nil
 	} else if err != nil {
@@ -586,7 +595,14 @@ func (s *Server) fail(w *writer, rq *request, err error) {
 		glog.Infof("http: %s %s: %v", rq.from(), rq.path, err)
 	}
 	interval, minInterval := s.tkr.FailureIntervals()
-	if werr := w.writeFailure(string(ce), interval, minInterval); werr != nil && glog.V(2) {
+	_ = w.writeFailure(string(ce), interval, minInterval)
+}
+
+// failHTTP answers err as a bencoded failure through net/http (see fail).
+func (s *Server) failHTTP(w nethttp.ResponseWriter, rq *request, err error) {
+	var wr writer
+	s.fail(&wr, rq, err)
+	if werr := wr.writeTo(w); werr != nil && glog.V(2) {
 		glog.Infof("http: write failure to %s: %v", rq.from(), werr)
 	}
 }

@@ -17,29 +17,32 @@ var (
 )
 
 // writer is the HTTP frontend's tracker.AnnounceWriter and tracker.ScrapeWriter: it bencodes
-// the core's answer into a reused buffer and sends it with an explicit Content-Length, through
-// net/http (w) or the fast path's connection (fc), whichever is set.
+// the core's answer, or a failure, into a reused buffer, its one sink. Whoever serves the
+// request then sends the body: the fast path appends it to the connection's output with its
+// own head, net/http sends it with writeTo.
 type writer struct {
-	w     nethttp.ResponseWriter
-	fc    *fastConn
 	buf   []byte
 	files []models.TorrentStats
-	// sent is set once an answer went to w, so that an error writing it is not answered again.
-	sent bool
+	// ready is set once buf holds the request's answer, so that a request is answered once.
+	ready bool
 }
 
+// reset readies w for the next request.
+func (w *writer) reset() { w.buf, w.ready = w.buf[:0], false }
+
 func (w *writer) send() error {
-	w.sent = true
-	if w.fc != nil {
-		w.fc.appendAnswer(w.buf)
-		return nil
-	}
-	h := w.w.Header()
+	w.ready = true
+	return nil
+}
+
+// writeTo sends the answer through net/http: status 200 with an explicit Content-Length.
+func (w *writer) writeTo(rw nethttp.ResponseWriter) error {
+	h := rw.Header()
 	h["Content-Type"] = textPlain
 	h["Cache-Control"] = noCache
 	h["Content-Length"] = []string{strconv.Itoa(len(w.buf))}
-	w.w.WriteHeader(nethttp.StatusOK)
-	_, err := w.w.Write(w.buf)
+	rw.WriteHeader(nethttp.StatusOK)
+	_, err := rw.Write(w.buf)
 	return err
 }
 

@@ -386,8 +386,10 @@ func TestWriterHeaders(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := httptest.NewRecorder()
-			w := &writer{w: rec, buf: []byte("stale bytes from an earlier answer")}
+			w := &writer{buf: []byte("stale bytes from an earlier answer")}
 			require.NoError(t, tc.write(w))
+			assert.True(t, w.ready)
+			require.NoError(t, w.writeTo(rec))
 			res := rec.Result()
 			assert.Equal(t, 200, res.StatusCode)
 			assert.Equal(t, "text/plain", res.Header.Get("Content-Type"))
@@ -403,7 +405,7 @@ func TestWriterHeaders(t *testing.T) {
 // request order.
 func TestWriteScrapeKeepsRequestOrder(t *testing.T) {
 	files := []models.TorrentStats{{InfoHash: models.InfoHash{0xff}}, {InfoHash: models.InfoHash{0x01}}}
-	w := &writer{w: httptest.NewRecorder()}
+	w := &writer{}
 	require.NoError(t, w.WriteScrape(&models.ScrapeResponse{Files: files}))
 	assert.Equal(t, byte(0xff), files[0].InfoHash[0])
 	assert.Equal(t, byte(0x01), files[1].InfoHash[0])
@@ -416,8 +418,7 @@ var errWrite = errors.New("connection reset")
 func (failingResponseWriter) Write([]byte) (int, error) { return 0, errWrite }
 
 func TestWriterReportsWriteErrors(t *testing.T) {
-	w := &writer{w: failingResponseWriter{httptest.NewRecorder()}}
-	assert.ErrorIs(t, w.WriteAnnounce(&models.AnnounceResponse{}), errWrite)
-	assert.ErrorIs(t, w.WriteScrape(&models.ScrapeResponse{}), errWrite)
-	assert.ErrorIs(t, w.writeFailure("x", 0, 0), errWrite)
+	w := &writer{}
+	require.NoError(t, w.WriteAnnounce(&models.AnnounceResponse{}))
+	assert.ErrorIs(t, w.writeTo(failingResponseWriter{httptest.NewRecorder()}), errWrite)
 }

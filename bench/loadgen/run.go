@@ -25,13 +25,17 @@ type Config struct {
 	Mode   string
 	Target string // host:port of the tracker, on loopback
 
-	KeepAlive    bool // HTTP: reuse connections; false opens one per request
-	Conns        int  // HTTP: connections (workers); UDP: requests in flight, over all sockets
-	Sockets      int  // UDP: sockets, each from its own source address (1..MaxHosts)
-	Torrents     int  // torrents in the pool the workload draws from
-	Peers        int  // distinct simulated peers
-	NumWant      int  // announce numwant
-	ScrapeHashes int  // HTTP scrape: hashes per scrape
+	KeepAlive bool // HTTP: reuse connections; false opens one per request
+	// TLS is "" for plain HTTP, "full" for HTTPS with a full handshake on every connection, or
+	// "resume" for HTTPS resuming each worker's last session (TLS 1.3 tickets). The
+	// generator does not verify the certificate: a client's verification is its own cost.
+	TLS          string
+	Conns        int // HTTP: connections (workers); UDP: requests in flight, over all sockets
+	Sockets      int // UDP: sockets, each from its own source address (1..MaxHosts)
+	Torrents     int // torrents in the pool the workload draws from
+	Peers        int // distinct simulated peers
+	NumWant      int // announce numwant
+	ScrapeHashes int // HTTP scrape: hashes per scrape
 
 	Warmup       time.Duration // unmeasured run-in
 	Duration     time.Duration // measured window
@@ -88,6 +92,8 @@ type Result struct {
 	P50us      float64            `json:"p50_us"`
 	P99us      float64            `json:"p99_us"`
 	Reconnects uint64             `json:"reconnects,omitempty"` // HTTP keep-alive: connections the server closed
+	Resumed    uint64             `json:"resumed,omitempty"`    // HTTPS: connections that resumed a session
+	Handshakes uint64             `json:"handshakes,omitempty"` // HTTPS: connections made
 	Kinds      map[string]uint64  `json:"kinds,omitempty"`      // UDP: OK answers per action
 	WarmupErrs uint64             `json:"warmup_errors,omitempty"`
 	Verify     *VerifyResult      `json:"verify,omitempty"`
@@ -115,6 +121,8 @@ type stats struct {
 	verdicts   [numVerdicts]uint64
 	kinds      [4]uint64
 	reconnects uint64
+	resumed    uint64
+	handshakes uint64
 	warmupErrs uint64
 	firstErr   string
 }
@@ -162,6 +170,9 @@ func Run(ctx context.Context, cfg Config, mark Marker) (*Result, error) {
 	}
 	if cfg.Sockets > MaxHosts {
 		return nil, fmt.Errorf("loadgen: %d sockets: at most %d source addresses", cfg.Sockets, MaxHosts)
+	}
+	if cfg.TLS != "" && cfg.TLS != "full" && cfg.TLS != "resume" {
+		return nil, fmt.Errorf("loadgen: tls %q: want \"\", \"full\" or \"resume\"", cfg.TLS)
 	}
 	r := &run{cfg: cfg, pop: NewPopularity(cfg.Torrents, cfg.Peers)}
 	switch cfg.Mode {
@@ -246,6 +257,8 @@ func summarize(mode string, all []stats, elapsed time.Duration) *Result {
 			sum.kinds[k] += c
 		}
 		sum.reconnects += s.reconnects
+		sum.resumed += s.resumed
+		sum.handshakes += s.handshakes
 		sum.warmupErrs += s.warmupErrs
 		if res.FirstError == "" {
 			res.FirstError = s.firstErr
@@ -273,6 +286,7 @@ func summarize(mode string, all []stats, elapsed time.Duration) *Result {
 	res.P50us = float64(sum.hist.Quantile(0.50)) / 1e3
 	res.P99us = float64(sum.hist.Quantile(0.99)) / 1e3
 	res.Reconnects = sum.reconnects
+	res.Resumed, res.Handshakes = sum.resumed, sum.handshakes
 	res.WarmupErrs = sum.warmupErrs
 	return res
 }

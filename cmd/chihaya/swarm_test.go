@@ -26,6 +26,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chihaya/chihaya/http/tlscert/tlscerttest"
 )
 
 const (
@@ -125,6 +127,9 @@ var clientKinds = map[string]*clientKind{
 			} else {
 				argv = append(argv, "--enable-dht=false")
 			}
+			if s.caFile != "" {
+				argv = append(argv, "--ca-certificate="+s.caFile)
+			}
 			return append(argv, s.torrent), nil
 		},
 	},
@@ -202,6 +207,9 @@ var clientKinds = map[string]*clientKind{
 				"log.add_output = info, main",
 				"log.add_output = tracker_debug, main",
 			}, "\n") + "\n"
+			if s.caFile != "" {
+				rc += "network.http.cacert.set = " + strconv.Quote(s.caFile) + "\n"
+			}
 			if err := os.WriteFile(filepath.Join(c.home, ".rtorrent.rc"), []byte(rc), 0o644); err != nil {
 				return nil, err
 			}
@@ -253,12 +261,17 @@ var swarmClients = []struct {
 
 // swarm is the state of one run.
 type swarm struct {
-	t       *testing.T
-	root    string // temp dir for everything
-	scheme  string // the announce URL's: "http" or "udp"
+	t      *testing.T
+	root   string // temp dir for everything
+	scheme string // the announce URL's: "http", "https" or "udp"
+	// caFile is the throwaway CA every client trusts (https only): libtorrent through
+	// OpenSSL's SSL_CERT_FILE, transmission through CURL_CA_BUNDLE, aria2 with
+	// --ca-certificate, rtorrent with network.http.cacert.set, WebTorrent through
+	// NODE_EXTRA_CA_CERTS.
+	caFile  string
 	tracker string // http://127.0.0.1:PORT, for scrapes and metrics
-	// announce is the announce URL in the torrent: http://127.0.0.1:PORT/announce, or
-	// udp://127.0.0.1:UDPPORT/announce.
+	// announce is the announce URL in the torrent: http://127.0.0.1:PORT/announce,
+	// https://127.0.0.1:TLSPORT/announce or udp://127.0.0.1:UDPPORT/announce.
 	announce    string
 	torrent     string // path of the .torrent
 	trackerProc *proc  // the tracker's process
@@ -293,8 +306,9 @@ func (c *client) file() string { return filepath.Join(c.dir, payloadName) }
 // UPnP/NAT-PMP are off in every client). It passes when every leecher holds the payload byte for byte, a scrape
 // counts every client as a seeder (complete = all clients, incomplete = 0), the tracker's
 // metrics show that the clients announced over the torrent's scheme only, and the tracker then
-// shuts down cleanly on SIGTERM without having logged an error. It runs twice: with an
-// http:// announce URL and with a udp:// one (BEP 15).
+// shuts down cleanly on SIGTERM without having logged an error. It runs three times: with an
+// http:// announce URL, with an https:// one (a throwaway CA every client trusts), and with a
+// udp:// one (BEP 15).
 //
 // The clients come from Debian packages and, for webtorrent-cli, from npm into
 // testdata/webtorrent; `bash .ci/run` installs them (see installHint). Without them the test
@@ -312,7 +326,7 @@ func TestSwarm(t *testing.T) {
 	t.Logf("built tracker (race detector: %v) in %v", raceEnabled(), time.Since(start).Round(time.Millisecond))
 	cancel()
 
-	for _, scheme := range []string{"http", "udp"} {
+	for _, scheme := range []string{"http", "https", "udp"} {
 		t.Run(scheme, func(t *testing.T) { runSwarm(t, bin, scheme) })
 	}
 }
@@ -538,6 +552,19 @@ func (s *swarm) startTracker(ctx context.Context, bin string) {
 		cfg["udp_addr"] = udpAddr
 		s.announce = "udp://" + udpAddr + "/announce"
 	}
+	if s.scheme == "https" {
+		// Scrapes and metrics still go to the plain listener; the torrent announces over TLS.
+		dir := filepath.Join(s.root, "tls")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		ca := tlscerttest.NewCA(t)
+		s.caFile = ca.WriteFile(t, dir)
+		certFile, keyFile := ca.IssueFiles(t, dir, 1)
+		tlsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+		cfg["tls_addr"], cfg["tls_cert_file"], cfg["tls_key_file"] = tlsAddr, certFile, keyFile
+		s.announce = "https://" + tlsAddr + "/announce"
+	}
 	data, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
 		t.Fatal(err)
@@ -615,6 +642,9 @@ func (s *swarm) startClient(ctx context.Context, c *client) {
 		s.t.Fatalf("%s: %v", c.name, err)
 	}
 	env := []string{"HOME=" + c.home}
+	if s.caFile != "" {
+		env = append(env, "SSL_CERT_FILE="+s.caFile, "CURL_CA_BUNDLE="+s.caFile, "NODE_EXTRA_CA_CERTS="+s.caFile)
+	}
 	if argv[0] == systemPython {
 		env = append(pythonEnv(), env...)
 	}
@@ -902,6 +932,9 @@ func portFree(port int) bool {
 // transportMetric matches the tracker's announce counters by transport in /metrics.
 var transportMetric = regexp.MustCompile(`(?m)^chihaya_requests_total\{action="announce",family="ipv4",transport="(http|udp)"\} (\d+)$`)
 
+// handshakeErrors matches the tracker's count of failed TLS handshakes in /metrics.
+var handshakeErrors = regexp.MustCompile(`(?m)^chihaya_http_tls_handshake_errors_total (\d+)$`)
+
 // checkTransport checks in the tracker's /metrics that the clients announced over the
 // torrent's scheme, and only over it.
 func (s *swarm) checkTransport(ctx context.Context) {
@@ -914,11 +947,18 @@ func (s *swarm) checkTransport(ctx context.Context) {
 		announces[string(m[1])] = n
 	}
 	t.Logf("announces by transport: %v", announces)
+	want := strings.TrimSuffix(s.scheme, "s") // https's announces are counted as http's
+	if s.scheme == "https" {
+		// The torrent names only the TLS port; the plain one sees scrapes and metrics only.
+		if m := handshakeErrors.FindSubmatch(body); m == nil || string(m[1]) != "0" {
+			t.Errorf("TLS handshakes failed: %q", m)
+		}
+	}
 	for _, transport := range []string{"http", "udp"} {
-		if transport == s.scheme && announces[transport] < len(swarmClients) {
+		if transport == want && announces[transport] < len(swarmClients) {
 			t.Errorf("%d announces over %s, want at least one per client (%d)", announces[transport], transport, len(swarmClients))
 		}
-		if transport != s.scheme && announces[transport] != 0 {
+		if transport != want && announces[transport] != 0 {
 			t.Errorf("%d announces over %s, want none: the torrent announces over %s", announces[transport], transport, s.scheme)
 		}
 	}

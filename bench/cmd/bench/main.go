@@ -90,8 +90,10 @@ func main() {
 // left out by default: opentracker closes every connection, so loading 1M peers into it over
 // HTTP takes minutes.
 var (
-	allWorkloads     = []string{"http-keepalive", "http-close", "http-scrape-1", "http-scrape-10", "udp", "memory", "memory-http"}
+	allWorkloads = []string{"http-keepalive", "http-close", "http-scrape-1", "http-scrape-10", "udp",
+		"https-keepalive", "https-close", "https-resume", "memory", "memory-http"}
 	defaultWorkloads = allWorkloads[:len(allWorkloads)-1]
+	httpsWorkloads   = []string{"https-keepalive", "https-close", "https-resume"}
 )
 
 // Tracker names.
@@ -107,6 +109,7 @@ type workload struct {
 	trackers []string
 	args     []string // loadgen flags
 	prefill  bool     // announce scrape-prefill peers before the warm-up
+	tls      string   // loadgen -tls for the trackers measured over HTTPS (isTLS)
 }
 
 func workloads(o options) []workload {
@@ -122,6 +125,13 @@ func workloads(o options) []workload {
 			args: []string{"-mode", "http-scrape", "-keepalive", "-scrape-hashes", "10", "-torrents", c(o.scrapePool), "-conns", c(o.httpConns)}},
 		{name: "udp", trackers: []string{chihaya, opentracker},
 			args: []string{"-mode", "udp", "-conns", c(o.udpConns)}},
+		// Plain Chihaya runs beside the HTTPS trackers in https-keepalive: what TLS costs.
+		{name: "https-keepalive", trackers: []string{chihaya, chihayaTLS, nginxOT}, tls: "full",
+			args: []string{"-mode", "http-announce", "-keepalive", "-conns", c(o.httpConns)}},
+		{name: "https-close", trackers: []string{chihayaTLS, nginxOT}, tls: "full",
+			args: []string{"-mode", "http-announce", "-conns", c(o.httpConns)}},
+		{name: "https-resume", trackers: []string{chihayaTLS, nginxOT}, tls: "resume",
+			args: []string{"-mode", "http-announce", "-conns", c(o.httpConns)}},
 	}
 }
 
@@ -133,6 +143,8 @@ type env struct {
 	whitelist string
 	exampleCf map[string]any
 	starts    int
+	// certFile and keyFile are the HTTPS workloads' self-signed certificate.
+	certFile, keyFile string
 }
 
 func run(ctx context.Context, o options) error {
@@ -146,6 +158,11 @@ func run(ctx context.Context, o options) error {
 			return fmt.Errorf("unknown workload %q (have %s)", w, strings.Join(allWorkloads, ", "))
 		}
 		want[w] = true
+	}
+	for _, w := range httpsWorkloads {
+		if _, err := exec.LookPath("nginx"); want[w] && err != nil {
+			return fmt.Errorf("missing:\n  - nginx (for %s): apt-get install -y nginx-light, or leave the https workloads out (-workloads)\nnothing was installed", w)
+		}
 	}
 	e, err := prepare(ctx, o)
 	if err != nil {
@@ -297,6 +314,9 @@ func prepare(ctx context.Context, o options) (*env, error) {
 	if err := json.Unmarshal(raw, &e.exampleCf); err != nil {
 		return nil, fmt.Errorf("parse example config: %w", err)
 	}
+	if e.certFile, e.keyFile, err = writeCert(dir); err != nil {
+		return nil, fmt.Errorf("certificate: %w", err)
+	}
 	if o.chihayaKeys != "" {
 		var extra map[string]any
 		if err := json.Unmarshal([]byte(o.chihayaKeys), &extra); err != nil {
@@ -350,14 +370,47 @@ func (e *env) startTracker(ctx context.Context, t string) (*proc, string, error)
 	e.starts++
 	base := filepath.Join(e.dir, fmt.Sprintf("%s-%d", t, e.starts))
 	var args []string
+	var tlsAddr string
+	if isTLS(t) {
+		tlsPort, err := freePort()
+		if err != nil {
+			return nil, "", err
+		}
+		tlsAddr = fmt.Sprintf("127.0.0.1:%d", tlsPort)
+	}
 	switch t {
-	case chihaya:
+	case nginxOT:
+		ot, _, err := e.startTracker(ctx, opentracker)
+		if err != nil {
+			return nil, "", err
+		}
+		conf := nginxConf(e.dir, base, tlsAddr, ot.target, e.certFile, e.keyFile)
+		if err := os.WriteFile(base+".conf", []byte(conf), 0o644); err != nil {
+			ot.stop()
+			return nil, "", fmt.Errorf("nginx config: %w", err)
+		}
+		p, err := startPinned(e.o.trackerCPU, base+".log", e.dir, "nginx", "-e", base+".error.log", "-c", base+".conf")
+		if err != nil {
+			ot.stop()
+			return nil, "", err
+		}
+		p.also = []*proc{ot}
+		p.target = tlsAddr
+		if err := waitReadyTLS(ctx, p, tlsAddr); err != nil {
+			p.stop()
+			return nil, "", fmt.Errorf("%w (log: %s)", err, tail(base+".error.log"))
+		}
+		return p, tlsAddr, nil
+	case chihaya, chihayaTLS:
 		cf := map[string]any{}
 		for k, v := range e.exampleCf {
 			cf[k] = v
 		}
 		cf["addr"] = addr
 		cf["udp_addr"] = addr
+		if t == chihayaTLS {
+			cf["tls_addr"], cf["tls_cert_file"], cf["tls_key_file"] = tlsAddr, e.certFile, e.keyFile
+		}
 		b, err := json.MarshalIndent(cf, "", "  ")
 		if err != nil {
 			return nil, "", fmt.Errorf("chihaya config: %w", err)
@@ -385,7 +438,15 @@ func (e *env) startTracker(ctx context.Context, t string) (*proc, string, error)
 		p.stop()
 		return nil, "", fmt.Errorf("%w (log: %s)", err, tail(base+".log"))
 	}
-	return p, addr, nil
+	p.target = addr
+	if tlsAddr != "" {
+		if err := waitReadyTLS(ctx, p, tlsAddr); err != nil {
+			p.stop()
+			return nil, "", fmt.Errorf("%w (log: %s)", err, tail(base+".log"))
+		}
+		p.target = tlsAddr
+	}
+	return p, p.target, nil
 }
 
 // probeTorrent is the pool torrent the readiness probe announces to: the last of the whitelist,
@@ -397,6 +458,15 @@ const probeTorrent = 999_999
 // opentracker refuses every torrent until it has read its whitelist (but answers stopped
 // announces regardless, so the probe must be a regular one).
 func waitReady(ctx context.Context, p *proc, addr string) error {
+	return waitReadyVia(ctx, p, addr, probe)
+}
+
+// waitReadyTLS is waitReady over TLS.
+func waitReadyTLS(ctx context.Context, p *proc, addr string) error {
+	return waitReadyVia(ctx, p, addr, probeTLS)
+}
+
+func waitReadyVia(ctx context.Context, p *proc, addr string, probe func(string, []byte, *loadgen.ResponseReader) error) error {
 	a := loadgen.AnnounceParams{InfoHash: loadgen.InfoHash(probeTorrent), PeerID: [20]byte{'-', 'P', 'R', 'O', 'B', 'E', '-'}, Port: 1}
 	req := loadgen.AppendAnnounce(nil, addr, &a, true)
 	rr := loadgen.NewResponseReader(loadgen.MaxResponse)
@@ -448,7 +518,8 @@ type row struct {
 	workload, tracker string
 	round             int
 	res               loadgen.Result
-	cpuTicks          uint64 // tracker utime+stime over the window
+	cpuTicks          uint64 // tracker utime+stime over the window (all its processes)
+	firstTicks        uint64 // the same, of its first process only (nginx in front of opentracker)
 	genTicks          uint64 // generator utime+stime over the window
 	rssKB             uint64 // tracker VmRSS at the end of the window
 }
@@ -481,22 +552,25 @@ func (e *env) measure(ctx context.Context, w workload, t string) (row, error) {
 		}
 	}
 	m := row{workload: w.name, tracker: t}
-	var c0, g0 uint64
+	var c0, f0, g0 uint64
 	args := append(slices.Clone(w.args), "-target", addr, "-marks",
 		"-warmup", e.o.warmup.String(), "-duration", e.o.duration.String())
+	if isTLS(t) && w.tls != "" {
+		args = append(args, "-tls", w.tls)
+	}
 	res, err := e.loadgen(ctx, func(ev string, gen int) {
 		switch ev {
 		case "start":
-			c0, g0 = cpuTicks(p.pid()), cpuTicks(gen)
+			c0, f0, g0 = p.cpuTicks(), cpuTicks(p.pid()), cpuTicks(gen)
 		case "end":
-			m.cpuTicks, m.genTicks = cpuTicks(p.pid())-c0, cpuTicks(gen)-g0
-			m.rssKB = rssKB(p.pid())
+			m.cpuTicks, m.firstTicks, m.genTicks = p.cpuTicks()-c0, cpuTicks(p.pid())-f0, cpuTicks(gen)-g0
+			m.rssKB = p.rssKB()
 		}
 	}, args...)
 	if err != nil {
 		return row{}, err
 	}
-	if p.exited() {
+	if p.exited() || slices.ContainsFunc(p.also, (*proc).exited) {
 		return row{}, fmt.Errorf("tracker exited during the run (log: %s)", tail(p.log))
 	}
 	m.res = *res
@@ -643,9 +717,32 @@ type proc struct {
 	log  string
 	done chan struct{}
 	once sync.Once
+	// also are the processes that serve with it (opentracker behind nginx): measured with it,
+	// stopped after it.
+	also []*proc
+	// target is the address the generator loads.
+	target string
 }
 
 func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// cpuTicks is the utime+stime of p and its companions.
+func (p *proc) cpuTicks() uint64 {
+	n := cpuTicks(p.pid())
+	for _, a := range p.also {
+		n += cpuTicks(a.pid())
+	}
+	return n
+}
+
+// rssKB is the VmRSS of p and its companions.
+func (p *proc) rssKB() uint64 {
+	n := rssKB(p.pid())
+	for _, a := range p.also {
+		n += rssKB(a.pid())
+	}
+	return n
+}
 
 func (p *proc) exited() bool {
 	select {
@@ -667,6 +764,9 @@ func (p *proc) stop() {
 			<-p.done
 		}
 		procs.remove(p)
+		for _, a := range p.also {
+			a.stop()
+		}
 	})
 }
 

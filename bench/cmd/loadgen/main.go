@@ -33,6 +33,7 @@ func run() error {
 	flag.StringVar(&c.Mode, "mode", loadgen.ModeHTTPAnnounce, "http-announce, http-scrape, udp, udp-fill or udp-verify")
 	flag.StringVar(&c.Target, "target", "127.0.0.1:6881", "tracker address (host:port)")
 	flag.BoolVar(&c.KeepAlive, "keepalive", false, "HTTP: keep connections open (default: one connection per request)")
+	flag.StringVar(&c.TLS, "tls", "", `HTTP: "full" for HTTPS with a full handshake per connection, "resume" to resume sessions (default: plain HTTP)`)
 	flag.IntVar(&c.Conns, "conns", 64, "HTTP: connections; UDP: requests in flight over all sockets")
 	flag.IntVar(&c.Sockets, "sockets", 32, "UDP: sockets, one per source address 127.0.0.2...")
 	flag.IntVar(&c.Torrents, "torrents", 1_000_000, "torrents in the pool")

@@ -1,113 +1,127 @@
-package http
+// Package fast is the HTTP frontend's fast path: what serves announces and scrapes straight
+// from the connection, without net/http. So far it holds the request head parser (ParseHead),
+// whose Head is the parsed request the frontend answers, and the per-connection request context
+// (RequestContext); the connection loop, its buffers and the ways of feeding it (raw TCP system
+// calls on Linux, a net.Conn, a TLS connection) are still in package http (fast.go,
+// fast_linux.go, tls.go).
+package fast
 
 import "bytes"
 
-// route is what the fast path makes of a request line.
-type route uint8
+// MaxHeadBytes bounds a request's line and headers. A scrape of 74 fully escaped hashes is
+// about 5 KiB.
+const MaxHeadBytes = 16 << 10
 
+// Route is what the fast path makes of a request line.
+type Route uint8
+
+// The fast path's routes.
 const (
-	routeNone     route = iota // not the fast path's: hand the connection to net/http
-	routeAnnounce              // GET /announce or GET /:passkey/announce
-	routeScrape                // GET /scrape or GET /:passkey/scrape
+	RouteNone     Route = iota // not the fast path's: hand the connection to net/http
+	RouteAnnounce              // GET /announce or GET /:passkey/announce
+	RouteScrape                // GET /scrape or GET /:passkey/scrape
 )
 
-// verdict is what parseHead decided about the bytes it was given.
-type verdict uint8
+// Verdict is what ParseHead decided about the bytes it was given.
+type Verdict uint8
 
+// ParseHead's verdicts.
 const (
-	headIncomplete verdict = iota // more bytes are needed
-	headOK                        // h holds a complete request for the fast path
-	headHandoff                   // net/http must answer this request and the rest of the connection
-	headTooLarge                  // a fast-path head longer than the limit: answer 431 and close
+	HeadIncomplete Verdict = iota // more bytes are needed
+	HeadOK                        // h holds a complete request for the fast path
+	HeadHandoff                   // net/http must answer this request and the rest of the connection
+	HeadTooLarge                  // a fast-path head longer than the limit: answer 431 and close
 )
 
-// head is one parsed request head of the fast path. Its byte slices alias the connection's read
-// buffer and are valid until the buffer is compacted or refilled.
-type head struct {
-	route   route
-	passkey []byte // the first path segment of /:passkey/announce, or nil
-	query   []byte // the raw query string, without the "?"
-	http10  bool
-	// close is set when the client asked for the connection to close after this request
+// Head is one parsed request head of the fast path: the request the tracker answers (route,
+// passkey, raw query, user agent, real-IP header value) and what the connection needs to know
+// (protocol version, whether to close). Its byte slices alias the connection's read buffer and
+// are valid until the buffer is compacted or refilled.
+type Head struct {
+	Route   Route
+	Passkey []byte // the first path segment of /:passkey/announce, or nil
+	Query   []byte // the raw query string, without the "?"
+	HTTP10  bool
+	// Close is set when the client asked for the connection to close after this request
 	// (HTTP/1.1 "Connection: close", or HTTP/1.0 without "Connection: keep-alive").
-	close     bool
-	userAgent []byte
-	// realIP is the value of the last real_ip_header line; hasRealIP tells an empty one from none.
-	realIP    []byte
-	hasRealIP bool
+	Close     bool
+	UserAgent []byte
+	// RealIP is the value of the last real_ip_header line; HasRealIP tells an empty one from none.
+	RealIP    []byte
+	HasRealIP bool
 }
 
-// parseHead reads the request head at the start of b. It answers headOK with the length of the
+// ParseHead reads the request head at the start of b. It answers HeadOK with the length of the
 // head when b holds a complete head the fast path serves: a GET of one of its routes, in
 // HTTP/1.0 or 1.1, without a body, whose every header line it could read. Everything else is
-// headHandoff, decided as early as possible (a request line that is not the fast path's is
+// HeadHandoff, decided as early as possible (a request line that is not the fast path's is
 // handed over before its headers arrive), so that net/http answers it exactly as it answers any
-// request. A fast-path head that does not end within limit bytes is headTooLarge; a request line
+// request. A fast-path head that does not end within limit bytes is HeadTooLarge; a request line
 // that does not end within limit bytes is handed over, for net/http to refuse.
 //
-// realIPHeader is the configured real_ip_header, or "" for none. parseHead does not allocate.
-func parseHead(b []byte, limit int, realIPHeader string, h *head) (int, verdict) {
+// realIPHeader is the configured real_ip_header, or "" for none. ParseHead does not allocate.
+func ParseHead(b []byte, limit int, realIPHeader string, h *Head) (int, Verdict) {
 	if len(b) > limit {
 		b = b[:limit+1] // one byte more than allowed tells "too long" from "incomplete"
 	}
 	eol := bytes.IndexByte(b, '\n')
 	if eol < 0 {
 		if len(b) > limit {
-			return 0, headHandoff
+			return 0, HeadHandoff
 		}
 		// A request line is "GET /": anything that cannot become one is net/http's at once.
 		if !couldBeGet(b) {
-			return 0, headHandoff
+			return 0, HeadHandoff
 		}
-		return 0, headIncomplete
+		return 0, HeadIncomplete
 	}
 	if !parseRequestLine(trimCR(b[:eol]), h) {
-		return 0, headHandoff
+		return 0, HeadHandoff
 	}
-	h.userAgent, h.realIP, h.hasRealIP = nil, nil, false
+	h.UserAgent, h.RealIP, h.HasRealIP = nil, nil, false
 	closeTok, keepAliveTok := false, false
 	for pos := eol + 1; ; {
 		i := bytes.IndexByte(b[pos:], '\n')
 		if i < 0 {
 			if len(b) > limit {
-				return 0, headTooLarge
+				return 0, HeadTooLarge
 			}
-			return 0, headIncomplete
+			return 0, HeadIncomplete
 		}
 		line := trimCR(b[pos : pos+i])
 		pos += i + 1
 		if pos > limit {
-			return 0, headTooLarge
+			return 0, HeadTooLarge
 		}
 		if len(line) == 0 {
 			// HTTP/1.0 keeps the connection only when asked to (RFC 9112 §9.3).
-			h.close = closeTok || (h.http10 && !keepAliveTok)
-			return pos, headOK
+			h.Close = closeTok || (h.HTTP10 && !keepAliveTok)
+			return pos, HeadOK
 		}
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 || !validName(line[:colon]) {
 			// Folded lines, lines without a name: net/http decides what they mean.
-			return 0, headHandoff
+			return 0, HeadHandoff
 		}
 		name, value := line[:colon], trimSpace(line[colon+1:])
 		switch {
 		case equalFold(name, "connection"):
 			c, ka, ok := connectionTokens(value)
 			if !ok {
-				return 0, headHandoff
+				return 0, HeadHandoff
 			}
 			closeTok, keepAliveTok = closeTok || c, keepAliveTok || ka
 		case equalFold(name, "user-agent"):
-			h.userAgent = value
+			h.UserAgent = value
 		case equalFold(name, "content-length"):
 			if len(value) != 1 || value[0] != '0' {
-				return 0, headHandoff
+				return 0, HeadHandoff
 			}
 		case equalFold(name, "transfer-encoding"), equalFold(name, "expect"), equalFold(name, "upgrade"):
-			return 0, headHandoff
+			return 0, HeadHandoff
 		}
 		if realIPHeader != "" && equalFold(name, realIPHeader) {
-			h.realIP, h.hasRealIP = value, true
+			h.RealIP, h.HasRealIP = value, true
 		}
 	}
 }
@@ -129,7 +143,7 @@ func couldBeGet(b []byte) bool {
 
 // parseRequestLine reads "GET <path>[?<query>] HTTP/1.x" into h; it reports false for anything
 // the fast path does not serve.
-func parseRequestLine(line []byte, h *head) bool {
+func parseRequestLine(line []byte, h *Head) bool {
 	const method = "GET "
 	if len(line) < len(method) || string(line[:len(method)]) != method {
 		return false
@@ -142,9 +156,9 @@ func parseRequestLine(line []byte, h *head) bool {
 	target, proto := line[:sp], line[sp+1:]
 	switch string(proto) {
 	case "HTTP/1.1":
-		h.http10 = false
+		h.HTTP10 = false
 	case "HTTP/1.0":
-		h.http10 = true
+		h.HTTP10 = true
 	default:
 		return false
 	}
@@ -156,30 +170,30 @@ func parseRequestLine(line []byte, h *head) bool {
 		}
 	}
 	path := target
-	h.query = nil
+	h.Query = nil
 	q := bytes.IndexByte(target, '?')
 	if q >= 0 {
-		path, h.query = target[:q], target[q+1:]
+		path, h.Query = target[:q], target[q+1:]
 	}
 	if len(path) == 0 || path[0] != '/' || bytes.IndexByte(path, '%') >= 0 {
 		return false
 	}
 	path = path[1:]
-	h.passkey = nil
+	h.Passkey = nil
 	if slash := bytes.IndexByte(path, '/'); slash >= 0 {
 		if slash == 0 || q < 0 {
 			// A passkey path without a query string is no client's: private mode answers it
 			// with a page (Server.serveTwo).
 			return false
 		}
-		h.passkey, path = path[:slash], path[slash+1:]
+		h.Passkey, path = path[:slash], path[slash+1:]
 	}
 	switch string(path) {
 	case "announce":
-		h.route = routeAnnounce
+		h.Route = RouteAnnounce
 	case "scrape":
-		h.route = routeScrape
-		if len(h.passkey) == 0 && !bytes.Contains(h.query, infoHashKey) {
+		h.Route = RouteScrape
+		if len(h.Passkey) == 0 && !bytes.Contains(h.Query, infoHashKey) {
 			// A scrape of nothing is a full scrape (full_scrape_enabled), which may be served
 			// gzipped: net/http reads Accept-Encoding.
 			return false

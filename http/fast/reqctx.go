@@ -1,4 +1,4 @@
-package http
+package fast
 
 import (
 	"context"
@@ -6,16 +6,16 @@ import (
 	"time"
 )
 
-// reqCtx is the context of the fast path's requests: one per connection, reused by each of its
+// RequestContext is the context of the fast path's requests: one per connection, reused by each of its
 // requests in turn, so that request_timeout costs a timer reset rather than the timer, the
 // cancelCtx and the goroutine-free propagation that context.WithTimeout allocates per request.
 //
-// Between begin and end it behaves as context.WithTimeout(base, timeout) would: Deadline
+// Between Begin and End it behaves as context.WithTimeout(base, timeout) would: Deadline
 // reports the deadline, and Done closes (Err turns to context.DeadlineExceeded) when the
-// deadline passes, or (Err turns to context.Canceled) when cancel is called because Shutdown
+// deadline passes, or (Err turns to context.Canceled) when Cancel is called because Shutdown
 // gave up waiting. Values come from base. A driver must not keep it past the call it was given
 // to, which the tracker.Conn contract already forbids for everything of a request.
-type reqCtx struct {
+type RequestContext struct {
 	base    context.Context
 	timeout time.Duration
 
@@ -29,8 +29,10 @@ type reqCtx struct {
 	live bool
 }
 
-func newReqCtx(base context.Context, timeout time.Duration) *reqCtx {
-	c := &reqCtx{base: base, timeout: timeout, done: make(chan struct{})}
+// NewRequestContext returns the context of one connection's requests, each bounded by timeout
+// (request_timeout; 0 is none), under base.
+func NewRequestContext(base context.Context, timeout time.Duration) *RequestContext {
+	c := &RequestContext{base: base, timeout: timeout, done: make(chan struct{})}
 	if timeout > 0 {
 		c.timer = time.AfterFunc(time.Hour, c.expire)
 		c.timer.Stop()
@@ -38,8 +40,8 @@ func newReqCtx(base context.Context, timeout time.Duration) *reqCtx {
 	return c
 }
 
-// begin starts a request at now.
-func (c *reqCtx) begin(now time.Time) {
+// Begin starts a request at now.
+func (c *RequestContext) Begin(now time.Time) {
 	c.mu.Lock()
 	c.live = true
 	if c.timer != nil {
@@ -51,8 +53,8 @@ func (c *reqCtx) begin(now time.Time) {
 	}
 }
 
-// end finishes the request; a context whose Done was closed gets a new channel for the next.
-func (c *reqCtx) end() {
+// End finishes the request; a context whose Done was closed gets a new channel for the next.
+func (c *RequestContext) End() {
 	if c.timer != nil {
 		c.timer.Stop()
 	}
@@ -67,12 +69,12 @@ func (c *reqCtx) end() {
 
 // expire is the timer's function. A timer of an earlier request that fired as it ended may run
 // late, during a later request: the deadline check tells it apart.
-func (c *reqCtx) expire() { c.stop(context.DeadlineExceeded, true) }
+func (c *RequestContext) expire() { c.stop(context.DeadlineExceeded, true) }
 
-// cancel ends the request in flight, if any, with context.Canceled.
-func (c *reqCtx) cancel() { c.stop(context.Canceled, false) }
+// Cancel ends the request in flight, if any, with context.Canceled.
+func (c *RequestContext) Cancel() { c.stop(context.Canceled, false) }
 
-func (c *reqCtx) stop(err error, timer bool) {
+func (c *RequestContext) stop(err error, timer bool) {
 	c.mu.Lock()
 	if c.live && c.err == nil && (!timer || !time.Now().Before(c.deadline)) {
 		c.err = err
@@ -82,7 +84,7 @@ func (c *reqCtx) stop(err error, timer bool) {
 }
 
 // Deadline reports the request's deadline, when request_timeout is set.
-func (c *reqCtx) Deadline() (time.Time, bool) {
+func (c *RequestContext) Deadline() (time.Time, bool) {
 	if c.timer == nil {
 		return time.Time{}, false
 	}
@@ -93,7 +95,7 @@ func (c *reqCtx) Deadline() (time.Time, bool) {
 }
 
 // Done is closed when the request times out or is cancelled.
-func (c *reqCtx) Done() <-chan struct{} {
+func (c *RequestContext) Done() <-chan struct{} {
 	c.mu.Lock()
 	d := c.done
 	c.mu.Unlock()
@@ -101,7 +103,7 @@ func (c *reqCtx) Done() <-chan struct{} {
 }
 
 // Err reports why Done was closed, or nil.
-func (c *reqCtx) Err() error {
+func (c *RequestContext) Err() error {
 	c.mu.Lock()
 	err := c.err
 	c.mu.Unlock()
@@ -109,4 +111,4 @@ func (c *reqCtx) Err() error {
 }
 
 // Value returns base's value for key.
-func (c *reqCtx) Value(key any) any { return c.base.Value(key) }
+func (c *RequestContext) Value(key any) any { return c.base.Value(key) }
