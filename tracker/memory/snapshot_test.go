@@ -1,0 +1,324 @@
+package memory
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/chihaya/chihaya/tracker"
+	"github.com/chihaya/chihaya/tracker/models"
+)
+
+// storedPeer is one peer as the pool holds it, for comparing two pools.
+type storedPeer struct {
+	ih       models.InfoHash
+	key      models.PeerKey
+	addr     netip.AddrPort
+	seeder   bool
+	hidden   bool
+	seen     uint32
+	up, down int64
+}
+
+// dump lists every peer and every torrent's snatches in a pool, sorted.
+func dump(p *Pool) ([]storedPeer, map[models.InfoHash]uint32) {
+	var out []storedPeer
+	snatches := make(map[models.InfoHash]uint32)
+	for i := range p.shards {
+		s := &p.shards[i]
+		s.mu.RLock()
+		for ti := range s.recs {
+			t := &s.recs[ti]
+			if !t.used {
+				continue
+			}
+			snatches[t.ih] = t.snatches
+			for j := range t.ents() {
+				up, down := t.counters(j)
+				out = append(out, storedPeer{ih: t.ih, key: t.key(j), addr: t.addrPort(j), seeder: j < t.seeders(),
+					hidden: t.ents()[j].flags&flagHidden != 0, seen: t.ents()[j].seen, up: up, down: down})
+			}
+		}
+		s.mu.RUnlock()
+	}
+	sort.Slice(out, func(a, b int) bool {
+		return fmt.Sprint(out[a].ih, out[a].key) < fmt.Sprint(out[b].ih, out[b].key)
+	})
+	return out, snatches
+}
+
+// mixedPool holds every kind of peer a snapshot must keep: IPv4 and IPv6, seeders and leechers,
+// hidden ones, users, zero, small and huge counters, swarms small and past indexAt, snatches.
+func mixedPool(t *testing.T) *Pool {
+	t.Helper()
+	p := NewPool(16)
+	for tn := 0; tn < 40; tn++ {
+		n := 1 + tn*3 // up to 118 peers: past indexAt
+		for i := 0; i < n; i++ {
+			u := peer(i, models.Family(i%2), i%3 == 0)
+			u.Time = t0.Add(time.Duration(i) * time.Second)
+			u.Hidden = i%7 == 0
+			u.Key.User = uint32(i % 4)
+			u.Uploaded, u.Downloaded = int64(i*1000), int64(i*7)
+			if i%11 == 0 {
+				u.Uploaded = 1 << 50 // past an acct
+			}
+			u.Completed = u.Seeder && i%2 == 0
+			announce(t, p, hash(tn), u, all(0))
+		}
+	}
+	return p
+}
+
+func TestSnapshotRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "swarms.snap")
+	src := mixedPool(t)
+	src.SetSnapshot(path, time.Minute)
+	n, err := src.WriteSnapshot(context.Background())
+	require.NoError(t, err)
+	fi, err := os.Stat(path)
+	require.NoError(t, err)
+	assert.Equal(t, fi.Size(), n)
+
+	dst := NewPool(7) // another shard count: the file does not depend on it
+	dst.SetSnapshot(path, time.Minute)
+	r, err := dst.Restore(context.Background(), t0.Add(-time.Hour), false)
+	require.NoError(t, err)
+	want, wantSn := dump(src)
+	got, gotSn := dump(dst)
+	assert.Equal(t, want, got)
+	assert.Equal(t, wantSn, gotSn)
+	assert.Equal(t, len(want), r.Peers)
+	assert.Zero(t, r.Stale)
+	assert.Zero(t, r.Skipped)
+	// The pool serves as before: the restored index finds a peer of a large swarm.
+	st := scrape(t, dst, hash(39))
+	assert.Equal(t, 118, st.Seeders+st.Leechers)
+}
+
+func TestSnapshotDropsStale(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "swarms.snap")
+	src := NewPool(4)
+	src.SetSnapshot(path, time.Minute)
+	for i := 0; i < 10; i++ {
+		u := peer(i, models.IPv4, false)
+		u.Time = t0.Add(time.Duration(i) * time.Minute)
+		announce(t, src, hash(1), u, all(0))
+	}
+	_, err := src.WriteSnapshot(context.Background())
+	require.NoError(t, err)
+	dst := NewPool(4)
+	dst.SetSnapshot(path, time.Minute)
+	r, err := dst.Restore(context.Background(), t0.Add(4*time.Minute), false)
+	require.NoError(t, err)
+	assert.Equal(t, 6, r.Peers)
+	assert.Equal(t, 4, r.Stale)
+	assert.Equal(t, 6, scrape(t, dst, hash(1)).Leechers)
+}
+
+func TestSnapshotRegisteredOnlyCreatesNothing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "swarms.snap")
+	src := mixedPool(t)
+	src.SetSnapshot(path, time.Minute)
+	_, err := src.WriteSnapshot(context.Background())
+	require.NoError(t, err)
+	dst := NewPool(4)
+	dst.SetSnapshot(path, time.Minute)
+	r, err := dst.Restore(context.Background(), time.Time{}, true)
+	require.NoError(t, err)
+	assert.Zero(t, r.Peers)
+	assert.Positive(t, r.Skipped)
+	assert.False(t, scrape(t, dst, hash(3)).Registered)
+}
+
+func TestSnapshotMissingFileStartsEmpty(t *testing.T) {
+	p := NewPool(4)
+	p.SetSnapshot(filepath.Join(t.TempDir(), "none.snap"), time.Minute)
+	r, err := p.Restore(context.Background(), time.Time{}, false)
+	require.NoError(t, err)
+	assert.Zero(t, r.Peers)
+}
+
+// validSnapshot returns the bytes of mixedPool's snapshot.
+func validSnapshot(t testing.TB, p *Pool) []byte {
+	path := filepath.Join(t.TempDir(), "ok.snap")
+	p.SetSnapshot(path, time.Minute)
+	_, err := p.WriteSnapshot(context.Background())
+	require.NoError(t, err)
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return b
+}
+
+// fixCRC sets b's trailer to the checksum of the rest, so that a test reaches the parser.
+func fixCRC(b []byte) {
+	if len(b) >= snapHeader+snapTrailer {
+		binary.LittleEndian.PutUint32(b[len(b)-4:], crc32.Checksum(b[:len(b)-4], castagnoli))
+	}
+}
+
+func TestSnapshotRefusesBadFiles(t *testing.T) {
+	good := validSnapshot(t, mixedPool(t))
+	tests := []struct {
+		name string
+		data func() []byte
+		want error
+	}{
+		{"empty", func() []byte { return []byte{} }, ErrSnapshotTruncated},
+		{"foreign", func() []byte { return []byte(`{"not":"a snapshot"}`) }, ErrSnapshotForeign},
+		{"magic only", func() []byte { return []byte(snapMagic[:5]) }, ErrSnapshotTruncated},
+		{"header only", func() []byte { return slices.Clone(good[:snapHeader]) }, ErrSnapshotTruncated},
+		{"truncated", func() []byte { return slices.Clone(good[:len(good)/2]) }, ErrSnapshotChecksum},
+		{"flipped bit", func() []byte { b := slices.Clone(good); b[len(b)/3] ^= 4; return b }, ErrSnapshotChecksum},
+		{"version", func() []byte { b := slices.Clone(good); b[8] = 9; fixCRC(b); return b }, ErrSnapshotVersion},
+		{"peer count", func() []byte {
+			b := slices.Clone(good)
+			b[len(b)-snapTrailer+8]++
+			fixCRC(b)
+			return b
+		}, ErrSnapshotCorrupt},
+		{"trailing bytes", func() []byte {
+			b := slices.Clone(good[:len(good)-snapTrailer])
+			b = append(b, 0, 0, 0)
+			b = append(b, good[len(good)-snapTrailer:]...)
+			fixCRC(b)
+			return b
+		}, ErrSnapshotCorrupt},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "swarms.snap")
+			data := tt.data()
+			require.NoError(t, os.WriteFile(path, data, 0o600))
+			p := NewPool(4)
+			p.SetSnapshot(path, time.Minute)
+			_, err := p.Restore(context.Background(), time.Time{}, false)
+			require.ErrorIs(t, err, tt.want)
+			var se *SnapshotError
+			require.ErrorAs(t, err, &se)
+			assert.Equal(t, path, se.Path)
+			assert.Contains(t, err.Error(), path)
+			assert.Contains(t, err.Error(), "moved aside")
+			// Moved aside, whole, never deleted; the pool is empty.
+			_, err = os.Stat(path)
+			assert.ErrorIs(t, err, os.ErrNotExist)
+			ents, err := os.ReadDir(dir)
+			require.NoError(t, err)
+			require.Len(t, ents, 1)
+			assert.True(t, strings.HasPrefix(ents[0].Name(), "swarms.snap.bad-"), ents[0].Name())
+			kept, err := os.ReadFile(filepath.Join(dir, ents[0].Name()))
+			require.NoError(t, err)
+			assert.Equal(t, data, kept)
+			got, _ := dump(p)
+			assert.Empty(t, got)
+		})
+	}
+}
+
+func TestSnapshotWriteLeavesNoTempFile(t *testing.T) {
+	dir := t.TempDir()
+	p := mixedPool(t)
+	p.SetSnapshot(filepath.Join(dir, "swarms.snap"), time.Minute)
+	for i := 0; i < 2; i++ {
+		_, err := p.WriteSnapshot(context.Background())
+		require.NoError(t, err)
+	}
+	ents, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, ents, 1)
+	assert.Equal(t, "swarms.snap", ents[0].Name())
+}
+
+func TestDriverSnapshotParams(t *testing.T) {
+	tests := []struct {
+		name, params string
+		path         string
+		interval     time.Duration
+		err          string
+	}{
+		{name: "off", params: `{}`, interval: DefaultSnapshotInterval},
+		{name: "on", params: `{"snapshot_path": "/tmp/x.snap"}`, path: "/tmp/x.snap", interval: DefaultSnapshotInterval},
+		{name: "interval", params: `{"snapshot_path": "/tmp/x.snap", "snapshot_interval": "30s"}`, path: "/tmp/x.snap", interval: 30 * time.Second},
+		{name: "too short", params: `{"snapshot_path": "/tmp/x.snap", "snapshot_interval": "10ms"}`, err: "snapshot_interval"},
+		{name: "not a duration", params: `{"snapshot_interval": 5}`, err: "duration"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pl, err := Driver{}.New([]byte(tt.params))
+			if tt.err != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tt.err)
+				return
+			}
+			require.NoError(t, err)
+			p := pl.(*Pool)
+			assert.Equal(t, tt.path, p.snap.path)
+			assert.Equal(t, tt.interval, p.snap.interval)
+		})
+	}
+}
+
+// FuzzSnapshot feeds the reader arbitrary files. The checksum is made right first, so that
+// the fuzzer reaches the parser; a file the reader accepts must load without breaking the
+// pool's invariants, and writing the pool again must give a file that reads back the same.
+func FuzzSnapshot(f *testing.F) {
+	var seeds [][]byte
+	small := NewPool(2)
+	for i := 0; i < 3; i++ {
+		u := peer(i, models.Family(i%2), i == 0)
+		u.Key.User = uint32(i)
+		u.Uploaded = int64(i) << 40
+		announce(f, small, hash(i%2), u, all(0))
+	}
+	seeds = append(seeds, validSnapshot(f, small), []byte(snapMagic), nil)
+	for _, s := range seeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		b = slices.Clone(b)
+		fixCRC(b)
+		if _, err := decodeSnapshot(b, nil); err != nil {
+			return
+		}
+		dir := t.TempDir()
+		path := filepath.Join(dir, "in.snap")
+		require.NoError(t, os.WriteFile(path, b, 0o600))
+		p := NewPool(3)
+		p.SetSnapshot(path, time.Minute)
+		_, err := p.Restore(context.Background(), time.Time{}, false)
+		require.NoError(t, err)
+		before, sn := dump(p)
+		// Every restored swarm answers an announce and a scrape.
+		for ih := range sn {
+			var res tracker.AnnounceResult
+			sel := all(50)
+			u := peer(1_000_000, models.IPv4, false)
+			require.NoError(t, p.Announce(context.Background(), ih, &u, &sel, &res))
+			u.Remove = true
+			require.NoError(t, p.Announce(context.Background(), ih, &u, &sel, &res))
+		}
+		out := filepath.Join(dir, "out.snap")
+		p.SetSnapshot(out, time.Minute)
+		_, err = p.WriteSnapshot(context.Background())
+		require.NoError(t, err)
+		q := NewPool(5)
+		q.SetSnapshot(out, time.Minute)
+		_, err = q.Restore(context.Background(), time.Time{}, false)
+		require.NoError(t, err)
+		after, _ := dump(q)
+		require.Len(t, after, len(before))
+	})
+}
