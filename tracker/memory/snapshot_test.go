@@ -322,3 +322,104 @@ func FuzzSnapshot(f *testing.F) {
 		require.Len(t, after, len(before))
 	})
 }
+
+// BenchmarkSnapshot is issue 17's measurement at 1,000,000 IPv4 peers over 100,000 torrents,
+// seen over the last 30 minutes, with counters: the time to write a snapshot (budget 2 s), to
+// read it into an empty pool (budget 2 s), and the bytes per peer on disk (budget 32).
+func BenchmarkSnapshot(b *testing.B) {
+	const torrents, perTorrent = 100_000, 10
+	src := NewPool(DefaultShards)
+	loadPublic(b, src, torrents, perTorrent, load{counters: true})
+	now := t0.Add(1800 * time.Second)
+	path := filepath.Join(b.TempDir(), "swarms.snap")
+	src.SetSnapshot(path, time.Minute)
+	ctx := context.Background()
+	b.Run("write", func(b *testing.B) {
+		var n int64
+		for i := 0; i < b.N; i++ {
+			var err error
+			if n, err = src.writeSnapshotFile(ctx, path, now); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(n)/float64(torrents*perTorrent), "bytes/peer")
+		b.ReportMetric(float64(n), "bytes")
+	})
+	b.Run("read", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			dst := NewPool(DefaultShards)
+			dst.SetSnapshot(path, time.Minute)
+			b.StartTimer()
+			r, err := dst.Restore(ctx, t0.Add(-time.Second), false)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if r.Peers != torrents*perTorrent {
+				b.Fatalf("restored %d peers, want %d", r.Peers, torrents*perTorrent)
+			}
+		}
+	})
+}
+
+// BenchmarkAnnounceDuringSnapshot reports the 50th and 99th percentile of an announce into
+// the 1,000,000-peer pool while snapshots are written back to back, and without: it measures
+// and reports, and asserts nothing about timing.
+func BenchmarkAnnounceDuringSnapshot(b *testing.B) {
+	const torrents, perTorrent = 100_000, 10
+	p := NewPool(DefaultShards)
+	loadPublic(b, p, torrents, perTorrent, load{counters: true})
+	p.SetSnapshot(filepath.Join(b.TempDir(), "swarms.snap"), time.Minute)
+	ctx := context.Background()
+	for _, during := range []bool{false, true} {
+		name := "idle"
+		if during {
+			name = "snapshotting"
+		}
+		b.Run(name, func(b *testing.B) {
+			stop := make(chan struct{})
+			done := make(chan int)
+			go func() {
+				n := 0
+				for during {
+					select {
+					case <-stop:
+						done <- n
+						return
+					default:
+					}
+					if _, err := p.WriteSnapshot(ctx); err != nil {
+						panic(err)
+					}
+					n++
+				}
+				done <- n
+			}()
+			lat := make([]time.Duration, 0, b.N)
+			u := tracker.PeerUpdate{Create: true, Key: models.PeerKey{Family: models.IPv4}, Time: t0}
+			sel := tracker.Selection{Want: 50, IPv4: true}
+			var res tracker.AnnounceResult
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				n := (i * 7919) % (torrents * perTorrent)
+				binary.BigEndian.PutUint64(u.Key.ID[:8], 0x2d5453303030312d)
+				binary.BigEndian.PutUint64(u.Key.ID[8:16], uint64(n))
+				u.AddrPort = v4(n)
+				res.IPv4Peers = res.IPv4Peers[:0]
+				start := time.Now()
+				if err := p.Announce(ctx, hash(n%torrents), &u, &sel, &res); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(start))
+			}
+			b.StopTimer()
+			close(stop)
+			snaps := <-done
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "p50-ns")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds()), "p99-ns")
+			b.ReportMetric(float64(lat[len(lat)-1].Nanoseconds()), "max-ns")
+			b.ReportMetric(float64(snaps), "snapshots")
+		})
+	}
+}
