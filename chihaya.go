@@ -39,7 +39,7 @@ import (
 	"github.com/chihaya/chihaya/ratelimit"
 	"github.com/chihaya/chihaya/stats"
 	"github.com/chihaya/chihaya/tracker"
-	_ "github.com/chihaya/chihaya/tracker/memory" // the default tracker driver
+	"github.com/chihaya/chihaya/tracker/memory" // the default tracker driver
 	_ "github.com/chihaya/chihaya/tracker/redis"  // swarms shared by several instances
 	"github.com/chihaya/chihaya/udp"
 )
@@ -299,6 +299,7 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 			return nil, err
 		}
 	}
+	c.restoreSnapshot()
 	if c.stats != nil {
 		c.stats.SetSwarm(tkr)
 		if mc, ok := c.backend.(metricsCollector); ok {
@@ -368,6 +369,9 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 		c.goRun(func() { c.stats.Run(ctx) })
 	}
 	c.goRun(func() { tkr.RunReaper(ctx) })
+	if sn, ok := c.pool.(snapshotter); ok {
+		c.goRun(func() { sn.RunSnapshots(ctx) })
+	}
 	if err := c.watchAccessList(ctx); err != nil {
 		glog.Warningf("chihaya: %v; the list is read again only on SIGHUP and POST /admin/reload", err)
 	}
@@ -469,6 +473,10 @@ func (c *Chihaya) Shutdown(ctx context.Context) error {
 		}
 		c.cancel()
 		c.wg.Wait()
+		// Every request has been answered: the final snapshot holds all of them.
+		if err := c.writeSnapshot(ctx); err != nil {
+			errs = append(errs, err)
+		}
 		if err := c.pool.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close tracker driver: %w", err))
 		}
@@ -477,4 +485,50 @@ func (c *Chihaya) Shutdown(ctx context.Context) error {
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// snapshotter is an optional capability of a tracker driver: swarms saved to a file and read
+// back at start (the memory driver's snapshot_path).
+type snapshotter interface {
+	SnapshotPath() string
+	Restore(ctx context.Context, cutoff time.Time, registeredOnly bool) (memory.RestoreResult, error)
+	RunSnapshots(ctx context.Context)
+	WriteSnapshot(ctx context.Context) (int64, error)
+}
+
+// restoreSnapshot loads the driver's snapshot, if it keeps one, before anything is served. A
+// bad file is logged and moved aside by the driver, and the tracker starts empty.
+func (c *Chihaya) restoreSnapshot() {
+	sn, ok := c.pool.(snapshotter)
+	if !ok || sn.SnapshotPath() == "" {
+		return
+	}
+	start := time.Now()
+	cutoff := start.Add(-c.cfg.PeerTimeout.Duration)
+	r, err := sn.Restore(context.Background(), cutoff, c.cfg.PrivateEnabled)
+	if err != nil {
+		glog.Errorf("chihaya: %v", err)
+		return
+	}
+	if r.Taken.IsZero() {
+		glog.Infof("chihaya: no snapshot at %s: starting empty", sn.SnapshotPath())
+		return
+	}
+	glog.Infof("chihaya: restored %d peers of %d torrents from snapshot %s (%d bytes, written %s ago) in %s; dropped %d stale, %d skipped",
+		r.Peers, r.Torrents, sn.SnapshotPath(), r.Bytes, start.Sub(r.Taken).Round(time.Second), time.Since(start).Round(time.Millisecond), r.Stale, r.Skipped)
+}
+
+// writeSnapshot writes the driver's snapshot now, if it keeps one.
+func (c *Chihaya) writeSnapshot(ctx context.Context) error {
+	sn, ok := c.pool.(snapshotter)
+	if !ok || sn.SnapshotPath() == "" {
+		return nil
+	}
+	start := time.Now()
+	n, err := sn.WriteSnapshot(ctx)
+	if err != nil {
+		return fmt.Errorf("final snapshot: %w", err)
+	}
+	glog.Infof("chihaya: snapshot %s written: %d bytes in %s", sn.SnapshotPath(), n, time.Since(start).Round(time.Millisecond))
+	return nil
 }
