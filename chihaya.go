@@ -39,8 +39,8 @@ import (
 	"github.com/chihaya/chihaya/ratelimit"
 	"github.com/chihaya/chihaya/stats"
 	"github.com/chihaya/chihaya/tracker"
-	"github.com/chihaya/chihaya/tracker/memory" // the default tracker driver
-	_ "github.com/chihaya/chihaya/tracker/redis"  // swarms shared by several instances
+	"github.com/chihaya/chihaya/tracker/memory"  // the default tracker driver
+	_ "github.com/chihaya/chihaya/tracker/redis" // swarms shared by several instances
 	"github.com/chihaya/chihaya/udp"
 )
 
