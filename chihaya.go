@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cloudflare/tableflip"
 	"github.com/golang/glog"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -56,6 +57,7 @@ var DefaultConfig []byte
 // With -version it prints the binary's version on one line and exits 0.
 func Boot() {
 	configPath := flag.String("config", "", "path to a JSON configuration file (default: the embedded example_config.json)")
+	pidFile := flag.String("pidfile", "", "write the PID of the serving process to this file once it is ready, and again after each upgrade (SIGUSR2)")
 	showVersion := flag.Bool("version", false, "print the version (module, VCS revision and time, Go version) and exit")
 	_ = flag.Set("logtostderr", "true")
 	flag.Parse()
@@ -65,14 +67,14 @@ func Boot() {
 	}
 	defer glog.Flush()
 
-	if err := boot(*configPath); err != nil {
+	if err := boot(*configPath, *pidFile); err != nil {
 		glog.Errorf("chihaya: %v", err)
 		glog.Flush()
 		os.Exit(1)
 	}
 }
 
-func boot(configPath string) error {
+func boot(configPath, pidFile string) error {
 	var (
 		cfg *config.Config
 		err error
@@ -98,9 +100,26 @@ func boot(configPath string) error {
 		glog.Infof("chihaya: open files limit: soft %d, hard %d", limit.soft, limit.hard)
 	}
 
-	c, err := Start(cfg)
+	// The upgrader hands the listening sockets to the process SIGUSR2 starts, and takes them
+	// from the process this one replaces.
+	upg, err := tableflip.New(tableflip.Options{PIDFile: pidFile, UpgradeTimeout: upgradeTimeout})
+	if err != nil {
+		return fmt.Errorf("upgrader: %w", err)
+	}
+	defer upg.Stop()
+	if upg.HasParent() {
+		glog.Infof("chihaya: started by an upgrade (SIGUSR2) of the process %d: taking over its sockets", os.Getppid())
+	}
+	c, err := start(cfg, listeners{upg: upg})
 	if err != nil {
 		return err
+	}
+	if err := upg.Ready(); err != nil {
+		_ = c.Shutdown(context.Background())
+		return err
+	}
+	if err := notifyReady(); err != nil {
+		glog.Warningf("chihaya: %v", err)
 	}
 	c.reloadMu.Lock()
 	c.configPath = configPath // read again on SIGHUP
@@ -125,9 +144,31 @@ func boot(configPath string) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
+	defer signal.Stop(usr2)
+	upgraded := make(chan error, 1)
+	upgrading := false
 wait:
 	for {
 		select {
+		case <-usr2:
+			if upgrading {
+				glog.Infof("chihaya: SIGUSR2 ignored: an upgrade is under way")
+				continue
+			}
+			upgrading = true
+			glog.Infof("chihaya: SIGUSR2: upgrading: starting a new process from %s", os.Args[0])
+			go func() { upgraded <- c.upgrade(ctx, upg) }()
+		case err := <-upgraded:
+			upgrading = false
+			if err != nil {
+				glog.Errorf("chihaya: upgrade failed, this process (%d) goes on serving: %v", os.Getpid(), err)
+				continue
+			}
+			c.handedOver.Store(true)
+			glog.Infof("chihaya: upgrade: the new process is ready; this one (%d) stops accepting, answers what it holds and exits", os.Getpid())
+			break wait
 		case <-ctx.Done():
 			glog.Infof("chihaya: shutting down")
 			break wait
@@ -218,12 +259,17 @@ type Chihaya struct {
 	wg        sync.WaitGroup
 	errc      chan error
 	once      sync.Once
+	handedOver
 	operatorState
 }
 
 // Start opens the drivers that cfg names, listens on cfg.Addr (and cfg.UDPAddr and
 // cfg.StatsAddr, when set) and serves until Shutdown.
-func Start(cfg *config.Config) (_ *Chihaya, err error) {
+func Start(cfg *config.Config) (*Chihaya, error) {
+	return start(cfg, listeners{})
+}
+
+func start(cfg *config.Config, lis listeners) (_ *Chihaya, err error) {
 	c := &Chihaya{cfg: cfg, errc: make(chan error, 3)}
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(cfg.GCPercent)
@@ -290,6 +336,13 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 		return nil, err
 	}
 	if cfg.UDPAddr != "" {
+		key, ok, err := lis.connIDKey()
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			udpOpts = append(udpOpts, udp.WithConnectionIDKey(key))
+		}
 		if c.udp, err = udp.NewServer(cfg, tkr, udpOpts...); err != nil {
 			return nil, err
 		}
@@ -342,7 +395,7 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 				ReadHeaderTimeout: cfg.HTTPReadHeaderTimeout.Duration,
 				IdleTimeout:       cfg.HTTPIdleTimeout.Duration,
 			}
-			if c.statsLn, err = net.Listen("tcp", cfg.StatsAddr); err != nil {
+			if c.statsLn, err = lis.tcp(cfg.StatsAddr); err != nil {
 				return nil, fmt.Errorf("listen on stats_addr %s: %w", cfg.StatsAddr, err)
 			}
 		}
@@ -350,7 +403,7 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 	if api != nil {
 		c.http.HandlePrefix(admin.Prefix, api)
 	}
-	if c.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+	if c.ln, err = lis.tcp(cfg.Addr); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
 	if cfg.PrivateEnabled {
@@ -358,7 +411,7 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 		c.ln = http.HostlessListener(c.ln)
 	}
 	if c.udp != nil {
-		if c.udpConn, err = udp.Listen(cfg.UDPAddr); err != nil {
+		if c.udpConn, err = lis.udp(cfg.UDPAddr); err != nil {
 			return nil, fmt.Errorf("listen on udp_addr %s: %w", cfg.UDPAddr, err)
 		}
 	}
@@ -473,9 +526,12 @@ func (c *Chihaya) Shutdown(ctx context.Context) error {
 		}
 		c.cancel()
 		c.wg.Wait()
-		// Every request has been answered: the final snapshot holds all of them.
-		if err := c.writeSnapshot(ctx); err != nil {
-			errs = append(errs, err)
+		// Every request has been answered: the final snapshot holds all of them. After an
+		// upgrade the new process owns the snapshot.
+		if !c.handedOver.Load() {
+			if err := c.writeSnapshot(ctx); err != nil {
+				errs = append(errs, err)
+			}
 		}
 		if err := c.pool.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close tracker driver: %w", err))

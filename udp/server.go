@@ -51,6 +51,17 @@ func WithRecorder(r Recorder) Option {
 	return func(s *Server) { s.recorder = r }
 }
 
+// WithConnectionIDKey has the server issue and accept connection IDs under key instead of a
+// fresh random secret, so that a process that takes over the socket in an upgrade accepts the
+// IDs its predecessor issued (see Server.ConnectionIDKey).
+func WithConnectionIDKey(key [16]byte) Option {
+	return func(s *Server) {
+		if ids, err := newConnIDs(key[:]); err == nil {
+			s.ids, s.key = ids, key
+		}
+	}
+}
+
 // Server is the UDP frontend. One Server may serve several sockets.
 type Server struct {
 	tkr       *tracker.Tracker
@@ -62,6 +73,7 @@ type Server struct {
 	batch     int
 	recorder  Recorder
 	ids       *connIDs
+	key       [16]byte // ids' secret
 	metrics   *metrics
 
 	// now is the clock of connection IDs; tests replace it.
@@ -103,6 +115,7 @@ func NewServer(cfg *config.Config, tkr *tracker.Tracker, opts ...Option) (*Serve
 		readers:   cfg.UDPReaders,
 		batch:     max(cfg.UDPBatchSize, 1),
 		ids:       ids,
+		key:       key,
 		metrics:   newMetrics(),
 		now:       time.Now,
 	}
@@ -115,6 +128,10 @@ func NewServer(cfg *config.Config, tkr *tracker.Tracker, opts ...Option) (*Serve
 	}
 	return s, nil
 }
+
+// ConnectionIDKey returns the secret the server's connection IDs are keyed with, for a
+// successor process's WithConnectionIDKey. It must not leave the host.
+func (s *Server) ConnectionIDKey() [16]byte { return s.key }
 
 // Collectors returns the frontend's own metrics (chihaya_udp_*), to register on a registry.
 func (s *Server) Collectors() []prometheus.Collector { return s.metrics.collectors() }

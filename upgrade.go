@@ -1,0 +1,143 @@
+package chihaya
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/cloudflare/tableflip"
+	"github.com/golang/glog"
+
+	"github.com/chihaya/chihaya/udp"
+)
+
+// listeners opens the sockets Start serves on. The zero value listens anew; with an upgrader,
+// sockets handed over by the process this one replaces are taken first.
+type listeners struct {
+	upg *tableflip.Upgrader
+}
+
+func (l listeners) tcp(addr string) (net.Listener, error) {
+	if l.upg == nil {
+		return net.Listen("tcp", addr)
+	}
+	return l.upg.Fds.Listen("tcp", addr)
+}
+
+// connIDKeyFile names the pipe that carries the UDP frontend's connection-ID secret to the new
+// process, so that the IDs clients hold stay valid across an upgrade.
+const connIDKeyFile = "udp-connection-id-key"
+
+// connIDKey returns the connection-ID secret handed over by the process this one replaces, or
+// false.
+func (l listeners) connIDKey() ([16]byte, bool, error) {
+	var key [16]byte
+	if l.upg == nil {
+		return key, false, nil
+	}
+	f, err := l.upg.Fds.File(connIDKeyFile)
+	if err != nil || f == nil {
+		return key, false, err
+	}
+	defer f.Close()
+	if _, err := io.ReadFull(f, key[:]); err != nil {
+		return key, false, fmt.Errorf("read the UDP connection ID secret handed over: %w", err)
+	}
+	return key, true, nil
+}
+
+// passConnIDKey puts the UDP frontend's connection-ID secret in a pipe the next process
+// inherits.
+func (c *Chihaya) passConnIDKey(upg *tableflip.Upgrader) error {
+	if c.udp == nil {
+		return nil
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	key := c.udp.ConnectionIDKey()
+	_, err = w.Write(key[:])
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return upg.Fds.AddFile(connIDKeyFile, r)
+}
+
+func (l listeners) udp(addr string) (*net.UDPConn, error) {
+	if l.upg == nil {
+		return udp.Listen(addr)
+	}
+	pc, err := l.upg.Fds.ListenPacketWithCallback("udp", addr, func(_, a string) (net.PacketConn, error) {
+		return udp.Listen(a)
+	})
+	if err != nil {
+		return nil, err
+	}
+	conn, ok := pc.(*net.UDPConn)
+	if !ok {
+		_ = pc.Close()
+		return nil, fmt.Errorf("inherited socket for %s is a %T, not UDP", addr, pc)
+	}
+	return conn, nil
+}
+
+// upgradeTimeout is how long a new process has to load the swarms and report ready before
+// the old one gives up on it, kills it, and goes on serving.
+const upgradeTimeout = 2 * time.Minute
+
+// upgrade hands this process's sockets and swarms to a new process started from the binary's
+// path with the same arguments: it writes a snapshot (when the tracker driver keeps one), starts
+// the new process with the listening sockets, and returns once the new process has reported
+// ready, or with why it did not. The caller then stops serving; on an error it goes on.
+func (c *Chihaya) upgrade(ctx context.Context, upg *tableflip.Upgrader) error {
+	if sn, ok := c.pool.(snapshotter); ok {
+		if sn.SnapshotPath() == "" {
+			glog.Warningf("chihaya: upgrade: the tracker driver's snapshot_path is empty: the new process starts with empty swarms")
+		} else if err := c.writeSnapshot(ctx); err != nil {
+			return fmt.Errorf("swarms not handed over, upgrade abandoned: %w", err)
+		}
+	}
+	if err := c.passConnIDKey(upg); err != nil {
+		return fmt.Errorf("hand over the UDP connection ID secret: %w", err)
+	}
+	if err := upg.Upgrade(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// notifyReady tells the service manager that this process serves: systemd's READY=1 with
+// MAINPID, so that a unit with NotifyAccess=all follows the process an upgrade started. It
+// does nothing without $NOTIFY_SOCKET.
+func notifyReady() error {
+	sock := os.Getenv("NOTIFY_SOCKET")
+	if sock == "" {
+		return nil
+	}
+	if sock[0] == '@' {
+		sock = "\x00" + sock[1:] // an abstract socket
+	}
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		return fmt.Errorf("notify systemd: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("READY=1\nMAINPID=" + strconv.Itoa(os.Getpid()) + "\n")); err != nil {
+		return fmt.Errorf("notify systemd: %w", err)
+	}
+	return nil
+}
+
+// handedOver is set once a new process serves in this one's place: its shutdown then writes
+// no snapshot, which would replace the one the new process loaded and keeps up to date.
+type handedOver struct{ atomic.Bool }
