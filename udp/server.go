@@ -247,32 +247,41 @@ func (s *Server) read(io packetIO, w *worker) {
 	}
 }
 
-// Shutdown closes the sockets, so that no datagram is read any more, and waits for the readers
-// to answer what they had read, or for ctx to end. Requests still running then see their
-// context cancelled.
+// Shutdown stops the readers, waits for them to answer what they had read, or for ctx to end,
+// and then closes the sockets. Requests still running then see their context cancelled. The
+// readers are woken by a read deadline rather than by closing the sockets, so that the answers
+// to the batches they hold can still be sent; datagrams not yet read stay queued on the socket,
+// for another process that shares it (an upgrade) to answer.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.shutdown = true
 	conns := s.conns
 	s.conns = nil
 	s.mu.Unlock()
-	var errs []error
 	for _, c := range conns {
-		if err := c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
-			errs = append(errs, err)
-		}
+		_ = c.SetReadDeadline(time.Now())
 	}
 	done := make(chan struct{})
 	go func() {
 		s.wg.Wait()
 		close(done)
 	}()
+	var errs []error
+	closeAll := func() {
+		for _, c := range conns {
+			if err := c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+				errs = append(errs, err)
+			}
+		}
+	}
 	select {
 	case <-done:
 	case <-ctx.Done():
+		closeAll()
 		s.cancel()
 		return ctx.Err()
 	}
+	closeAll()
 	s.cancel()
 	return errors.Join(errs...)
 }
