@@ -94,6 +94,10 @@ type snapshotState struct {
 	failed   prometheus.Counter
 	restored prometheus.Counter
 	stale    prometheus.Counter
+
+	// base holds the downloaded counts Restore set, by torrent, while a delta is expected
+	// (ExpectDelta): MergeDelta adds what the old process counted beyond them.
+	base map[models.InfoHash]uint32
 }
 
 func (s *snapshotState) init() {
@@ -201,26 +205,7 @@ func (p *Pool) writeSnapshotFile(ctx context.Context, path string, now time.Time
 		}
 	}()
 	w := bufio.NewWriterSize(f, 1<<20)
-	var hdr [snapHeader]byte
-	copy(hdr[:], snapMagic)
-	binary.LittleEndian.PutUint32(hdr[8:], snapVersion)
-	binary.LittleEndian.PutUint64(hdr[12:], uint64(now.Unix()))
-	crc := crc32.Update(0, castagnoli, hdr[:])
-	if _, err = w.Write(hdr[:]); err != nil {
-		return 0, err
-	}
-	// The counts are known only at the end, so they go in the trailer, and the file is
-	// written in one pass.
-	torrents, peers, crc, body, err := p.encodeShards(ctx, w, now.Unix(), crc)
-	if err != nil {
-		return 0, err
-	}
-	var tr [snapTrailer]byte
-	binary.LittleEndian.PutUint64(tr[0:], torrents)
-	binary.LittleEndian.PutUint64(tr[8:], peers)
-	crc = crc32.Update(crc, castagnoli, tr[:16])
-	binary.LittleEndian.PutUint32(tr[16:], crc)
-	if _, err = w.Write(tr[:]); err != nil {
+	if n, err = p.writeSnapshotTo(ctx, w, now, 0); err != nil {
 		return 0, err
 	}
 	if err = w.Flush(); err != nil {
@@ -240,12 +225,41 @@ func (p *Pool) writeSnapshotFile(ctx context.Context, path string, now time.Time
 		_ = d.Sync()
 		_ = d.Close()
 	}
+	return n, nil
+}
+
+// writeSnapshotTo writes a snapshot taken at now to w: every peer, or with since > 0 only the
+// peers whose last announce is at since (unix seconds) or later, and only the torrents that
+// have such peers. It returns the bytes written.
+func (p *Pool) writeSnapshotTo(ctx context.Context, w io.Writer, now time.Time, since int64) (int64, error) {
+	var hdr [snapHeader]byte
+	copy(hdr[:], snapMagic)
+	binary.LittleEndian.PutUint32(hdr[8:], snapVersion)
+	binary.LittleEndian.PutUint64(hdr[12:], uint64(now.Unix()))
+	crc := crc32.Update(0, castagnoli, hdr[:])
+	if _, err := w.Write(hdr[:]); err != nil {
+		return 0, err
+	}
+	// The counts are known only at the end, so they go in the trailer, and the file is
+	// written in one pass.
+	torrents, peers, crc, body, err := p.encodeShards(ctx, w, now.Unix(), since, crc)
+	if err != nil {
+		return 0, err
+	}
+	var tr [snapTrailer]byte
+	binary.LittleEndian.PutUint64(tr[0:], torrents)
+	binary.LittleEndian.PutUint64(tr[8:], peers)
+	crc = crc32.Update(crc, castagnoli, tr[:16])
+	binary.LittleEndian.PutUint32(tr[16:], crc)
+	if _, err := w.Write(tr[:]); err != nil {
+		return 0, err
+	}
 	return snapHeader + body + snapTrailer, nil
 }
 
 // encodeShards writes every shard's torrents to w and returns the counts, crc updated with
 // what it wrote, and its length.
-func (p *Pool) encodeShards(ctx context.Context, w io.Writer, now int64, crc uint32) (torrents, peers uint64, _ uint32, n int64, err error) {
+func (p *Pool) encodeShards(ctx context.Context, w io.Writer, now, since int64, crc uint32) (torrents, peers uint64, _ uint32, n int64, err error) {
 	var buf []byte
 	for i := range p.shards {
 		if err := ctx.Err(); err != nil {
@@ -259,9 +273,11 @@ func (p *Pool) encodeShards(ctx context.Context, w io.Writer, now int64, crc uin
 			if !t.used || (t.n == 0 && t.snatches == 0) {
 				continue
 			}
-			buf = appendTorrent(buf, t, now)
-			torrents++
-			peers += uint64(t.n)
+			var k int
+			if buf, k = appendTorrent(buf, t, now, since); k >= 0 {
+				torrents++
+				peers += uint64(k)
+			}
 		}
 		s.mu.RUnlock()
 		crc = crc32.Update(crc, castagnoli, buf)
@@ -273,14 +289,34 @@ func (p *Pool) encodeShards(ctx context.Context, w io.Writer, now int64, crc uin
 	return torrents, peers, crc, n, nil
 }
 
-func appendTorrent(b []byte, t *torrent, now int64) []byte {
-	b = append(b, t.ih[:]...)
-	b = binary.AppendUvarint(b, uint64(t.n))
-	b = binary.AppendUvarint(b, uint64(t.nSeed))
-	b = binary.AppendUvarint(b, uint64(t.snatches))
+// appendTorrent appends t and its peers seen at since or later (all with since 0), and returns
+// how many peers it wrote, or -1 when since > 0 and none qualifies (nothing is appended).
+func appendTorrent(b []byte, t *torrent, now, since int64) ([]byte, int) {
 	ents, hi6, users := t.ents(), t.hi6(), t.users()
+	n, nSeed := len(ents), t.seeders()
+	if since > 0 {
+		n, nSeed = 0, 0
+		for i := range ents {
+			if int64(ents[i].seen) >= since {
+				n++
+				if i < t.seeders() {
+					nSeed++
+				}
+			}
+		}
+		if n == 0 {
+			return b, -1
+		}
+	}
+	b = append(b, t.ih[:]...)
+	b = binary.AppendUvarint(b, uint64(n))
+	b = binary.AppendUvarint(b, uint64(nSeed))
+	b = binary.AppendUvarint(b, uint64(t.snatches))
 	for i := range ents {
 		e := &ents[i]
+		if since > 0 && int64(e.seen) < since {
+			continue
+		}
 		b = append(b, e.id[:]...)
 		b = append(b, e.addr[:]...)
 		b = binary.BigEndian.AppendUint16(b, e.port)
@@ -318,7 +354,7 @@ func appendTorrent(b []byte, t *torrent, now int64) []byte {
 			b = binary.AppendUvarint(b, uint64(down))
 		}
 	}
-	return b
+	return b, n
 }
 
 // snapPeer is one peer as decoded from a snapshot.
@@ -533,6 +569,9 @@ func (p *Pool) restoreTorrent(ih models.InfoHash, snatches uint32, peers []snapP
 	if t.x == nil || t.x.site == nil {
 		// A registered torrent's downloaded count is the site's.
 		t.snatches = max(t.snatches, snatches)
+		if p.snap.base != nil {
+			p.snap.base[ih] = snatches
+		}
 	}
 	for i := range peers {
 		sp := &peers[i]
@@ -540,6 +579,111 @@ func (p *Pool) restoreTorrent(ih models.InfoHash, snatches uint32, peers []snapP
 		case int64(sp.pe.e.seen) < limit:
 			r.Stale++
 		case int(t.n) >= maxSwarm || t.find(sp.pe.key) >= 0 || s.usage.admit(false) != nil:
+			r.Skipped++
+		default:
+			t.insert(&sp.pe, sp.seeder)
+			s.usage.addPeers(1)
+			r.Peers++
+		}
+	}
+}
+
+// maxDelta bounds the bytes MergeDelta reads.
+const maxDelta = 1 << 32
+
+// ExpectDelta makes the next Restore remember the downloaded counts it sets, for MergeDelta.
+// Call it before Restore in a process that an upgrade started.
+func (p *Pool) ExpectDelta() { p.snap.base = make(map[models.InfoHash]uint32) }
+
+// WriteDelta writes to w, in the snapshot format, the peers whose last announce was at since or
+// later, with their torrents' downloaded counts: what changed after the snapshot taken at since.
+// An upgrade's old process writes it, once it has answered its last request, for the new process
+// to merge (MergeDelta). It holds one shard's read lock at a time.
+func (p *Pool) WriteDelta(ctx context.Context, w io.Writer, since time.Time) (int64, error) {
+	bw := bufio.NewWriterSize(w, 1<<20)
+	n, err := p.writeSnapshotTo(ctx, bw, time.Now(), max(since.Unix(), 1))
+	if err == nil {
+		err = bw.Flush()
+	}
+	return n, err
+}
+
+// MergeDelta reads a delta (WriteDelta) from r and merges it into the serving pool: a peer is
+// stored unless the pool holds it already with a later or equal last announce, peers older than
+// cutoff are dropped, and each torrent's downloaded count grows by what the delta counted beyond
+// the snapshot Restore read. With registeredOnly, torrents that do not exist are not created. A
+// delta that is not whole is refused and nothing is merged.
+func (p *Pool) MergeDelta(ctx context.Context, r io.Reader, cutoff time.Time, registeredOnly bool) (RestoreResult, error) {
+	var res RestoreResult
+	defer func() { p.snap.base = nil }()
+	b, err := io.ReadAll(io.LimitReader(r, maxDelta))
+	if err != nil {
+		return res, fmt.Errorf("read delta: %w", err)
+	}
+	res.Bytes = int64(len(b))
+	if _, err := decodeSnapshot(b, nil); err != nil {
+		return res, fmt.Errorf("delta of %d bytes: %w", len(b), err)
+	}
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	limit := cutoff.Unix()
+	taken, err := decodeSnapshot(b, func(ih models.InfoHash, snatches uint32, peers []snapPeer) error {
+		p.mergeTorrent(ih, snatches, peers, limit, registeredOnly, &res)
+		return nil
+	})
+	if err != nil {
+		return res, err
+	}
+	res.Taken = time.Unix(taken, 0)
+	p.snap.restored.Add(float64(res.Peers))
+	p.snap.stale.Add(float64(res.Stale))
+	return res, nil
+}
+
+func (p *Pool) mergeTorrent(ih models.InfoHash, snatches uint32, peers []snapPeer, limit int64, registeredOnly bool, r *RestoreResult) {
+	s := p.shardFor(ih)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.get(ih)
+	if t == nil {
+		if registeredOnly || s.usage.admit(true) != nil {
+			r.Skipped += len(peers)
+			return
+		}
+		var err error
+		if t, err = s.add(ih); err != nil {
+			r.Skipped += len(peers)
+			return
+		}
+	}
+	r.Torrents++
+	if t.x == nil || t.x.site == nil {
+		if base := p.snap.base[ih]; snatches > base {
+			t.snatches += snatches - base
+		}
+	}
+	for i := range peers {
+		sp := &peers[i]
+		if int64(sp.pe.e.seen) < limit {
+			r.Stale++
+			continue
+		}
+		j := t.find(sp.pe.key)
+		switch {
+		case j >= 0 && t.ents()[j].seen >= sp.pe.e.seen:
+			r.Skipped++ // this process has heard from the peer since
+		case j >= 0 && (j < t.seeders()) == sp.seeder:
+			if t.ents()[j].flags&flagBig != 0 {
+				delete(t.x.big, sp.pe.key)
+			}
+			t.set(j, &sp.pe)
+			r.Peers++
+		case j >= 0:
+			t.remove(j)
+			t.insert(&sp.pe, sp.seeder)
+			r.Peers++
+		case int(t.n) >= maxSwarm || s.usage.admit(false) != nil:
 			r.Skipped++
 		default:
 			t.insert(&sp.pe, sp.seeder)

@@ -423,3 +423,75 @@ func BenchmarkAnnounceDuringSnapshot(b *testing.B) {
 		})
 	}
 }
+
+// TestSnapshotDeltaMerge is an upgrade's handover: the old pool's snapshot is restored in the
+// new one, both go on serving for a while, and the old pool's delta (what changed since its
+// snapshot) is merged into the new: peers that arrived or changed on the old side are there,
+// the new side's later announces win, and downloaded counts add up.
+func TestSnapshotDeltaMerge(t *testing.T) {
+	ih := hash(1)
+	path := filepath.Join(t.TempDir(), "swarms.snap")
+	old := NewPool(4)
+	old.SetSnapshot(path, time.Minute)
+	for i := 0; i < 6; i++ {
+		u := peer(i, models.IPv4, i == 0)
+		u.Completed = i == 0
+		announce(t, old, ih, u, all(0))
+	}
+	require.Equal(t, 1, scrape(t, old, ih).Snatches)
+	_, err := old.WriteSnapshot(context.Background())
+	require.NoError(t, err)
+	since := t0.Add(time.Hour)
+
+	// The old process after its snapshot: a new peer, a leecher that completes, a re-announce.
+	later := func(n int, seeder, completed bool, at time.Time, port uint16) tracker.PeerUpdate {
+		u := peer(n, models.IPv4, seeder)
+		u.Completed, u.Time = completed, at
+		u.AddrPort = netip.AddrPortFrom(u.AddrPort.Addr(), port)
+		return u
+	}
+	announce(t, old, ih, later(10, false, false, since, 1010), all(0))
+	announce(t, old, ih, later(1, true, true, since, 1001), all(0))
+	announce(t, old, ih, later(2, false, false, since, 1002), all(0))
+	announce(t, old, hash(2), later(20, true, true, since, 1020), all(0)) // a torrent new since
+
+	// The new process restored the snapshot and serves: peer 2 announces again (later), peer 3
+	// completes.
+	nu := NewPool(8)
+	nu.SetSnapshot(path, time.Minute)
+	nu.ExpectDelta()
+	r, err := nu.Restore(context.Background(), t0.Add(-time.Hour), false)
+	require.NoError(t, err)
+	require.Equal(t, 6, r.Peers)
+	announce(t, nu, ih, later(2, false, false, since.Add(time.Minute), 2002), all(0))
+	announce(t, nu, ih, later(3, true, true, since.Add(time.Minute), 2003), all(0))
+
+	var buf strings.Builder
+	_, err = old.WriteDelta(context.Background(), &buf, since)
+	require.NoError(t, err)
+	m, err := nu.MergeDelta(context.Background(), strings.NewReader(buf.String()), t0.Add(-time.Hour), false)
+	require.NoError(t, err)
+	assert.Equal(t, 3, m.Peers, "peers 10, 1 and 20")
+	assert.Equal(t, 1, m.Skipped, "peer 2: the new process heard from it later")
+
+	got, _ := dump(nu)
+	ports := make(map[models.PeerID]uint16)
+	seeders := make(map[models.PeerID]bool)
+	for _, sp := range got {
+		ports[sp.key.ID], seeders[sp.key.ID] = sp.addr.Port(), sp.seeder
+	}
+	assert.Equal(t, uint16(1010), ports[key(10, models.IPv4).ID], "a peer that arrived on the old side")
+	assert.Equal(t, uint16(1001), ports[key(1, models.IPv4).ID])
+	assert.True(t, seeders[key(1, models.IPv4).ID], "completed on the old side")
+	assert.Equal(t, uint16(2002), ports[key(2, models.IPv4).ID], "the later announce wins")
+	assert.Equal(t, uint16(1020), ports[key(20, models.IPv4).ID])
+	st := scrape(t, nu, ih)
+	assert.Equal(t, 3, st.Snatches, "1 before the snapshot, 1 on each side after")
+	assert.Equal(t, 3, st.Seeders)
+	assert.Equal(t, 4, st.Leechers)
+	assert.Equal(t, 1, scrape(t, nu, hash(2)).Snatches)
+
+	// A delta cut short is refused whole.
+	_, err = nu.MergeDelta(context.Background(), strings.NewReader(buf.String()[:buf.Len()-1]), time.Time{}, false)
+	require.ErrorIs(t, err, ErrSnapshotChecksum)
+}
