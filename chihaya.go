@@ -260,6 +260,7 @@ type Chihaya struct {
 	errc      chan error
 	once      sync.Once
 	handedOver
+	deltaOut *deltaPipe // the pipe the new process reads the swarms' last changes from, after an upgrade
 	operatorState
 }
 
@@ -352,6 +353,10 @@ func start(cfg *config.Config, lis listeners) (_ *Chihaya, err error) {
 			return nil, err
 		}
 	}
+	deltaIn, err := c.expectDelta(lis)
+	if err != nil {
+		return nil, err
+	}
 	c.restoreSnapshot()
 	if c.stats != nil {
 		c.stats.SetSwarm(tkr)
@@ -424,6 +429,9 @@ func start(cfg *config.Config, lis listeners) (_ *Chihaya, err error) {
 	c.goRun(func() { tkr.RunReaper(ctx) })
 	if sn, ok := c.pool.(snapshotter); ok {
 		c.goRun(func() { sn.RunSnapshots(ctx) })
+	}
+	if deltaIn != nil {
+		c.goRun(func() { c.mergeDelta(ctx, deltaIn) })
 	}
 	if err := c.watchAccessList(ctx); err != nil {
 		glog.Warningf("chihaya: %v; the list is read again only on SIGHUP and POST /admin/reload", err)
@@ -532,6 +540,8 @@ func (c *Chihaya) Shutdown(ctx context.Context) error {
 			if err := c.writeSnapshot(ctx); err != nil {
 				errs = append(errs, err)
 			}
+		} else if err := c.writeDelta(ctx); err != nil {
+			errs = append(errs, err)
 		}
 		if err := c.pool.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close tracker driver: %w", err))

@@ -13,6 +13,7 @@ import (
 	"github.com/cloudflare/tableflip"
 	"github.com/golang/glog"
 
+	"github.com/chihaya/chihaya/tracker/memory"
 	"github.com/chihaya/chihaya/udp"
 )
 
@@ -100,20 +101,115 @@ const upgradeTimeout = 2 * time.Minute
 // the new process with the listening sockets, and returns once the new process has reported
 // ready, or with why it did not. The caller then stops serving; on an error it goes on.
 func (c *Chihaya) upgrade(ctx context.Context, upg *tableflip.Upgrader) error {
+	var delta *deltaPipe
 	if sn, ok := c.pool.(snapshotter); ok {
+		since := time.Now()
 		if sn.SnapshotPath() == "" {
 			glog.Warningf("chihaya: upgrade: the tracker driver's snapshot_path is empty: the new process starts with empty swarms")
 		} else if err := c.writeSnapshot(ctx); err != nil {
 			return fmt.Errorf("swarms not handed over, upgrade abandoned: %w", err)
+		} else if _, ok := c.pool.(deltaHandover); ok {
+			// What changes between the snapshot and this process's last answer goes to the new
+			// process through a pipe, once this one has stopped (Shutdown).
+			r, w, err := os.Pipe()
+			if err != nil {
+				return fmt.Errorf("delta pipe: %w", err)
+			}
+			err = upg.Fds.AddFile(deltaFile, r)
+			_ = r.Close()
+			if err != nil {
+				_ = w.Close()
+				return fmt.Errorf("delta pipe: %w", err)
+			}
+			delta = &deltaPipe{w: w, since: since}
 		}
 	}
 	if err := c.passConnIDKey(upg); err != nil {
+		if delta != nil {
+			_ = delta.w.Close()
+		}
 		return fmt.Errorf("hand over the UDP connection ID secret: %w", err)
 	}
 	if err := upg.Upgrade(); err != nil {
+		if delta != nil {
+			_ = delta.w.Close()
+		}
 		return err
 	}
+	c.deltaOut = delta
 	return nil
+}
+
+// deltaFile names the pipe that carries the swarms' changes after the upgrade's snapshot.
+const deltaFile = "swarm-delta"
+
+// deltaHandover is an optional capability of a tracker driver that keeps snapshots: the
+// changes after a snapshot, written by an upgrade's old process once it has stopped and merged
+// by the new one while it serves.
+type deltaHandover interface {
+	ExpectDelta()
+	WriteDelta(ctx context.Context, w io.Writer, since time.Time) (int64, error)
+	MergeDelta(ctx context.Context, r io.Reader, cutoff time.Time, registeredOnly bool) (memory.RestoreResult, error)
+}
+
+// deltaPipe is the write end of the delta pipe, and the time of the snapshot it follows.
+type deltaPipe struct {
+	w     *os.File
+	since time.Time
+}
+
+// writeDelta writes the swarms' changes since the upgrade's snapshot to the new process, after
+// the last request was answered, within ctx.
+func (c *Chihaya) writeDelta(ctx context.Context) error {
+	d := c.deltaOut
+	dh, ok := c.pool.(deltaHandover)
+	if d == nil || !ok {
+		return nil
+	}
+	defer d.w.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = d.w.SetWriteDeadline(dl)
+	}
+	start := time.Now()
+	n, err := dh.WriteDelta(ctx, d.w, d.since)
+	if err != nil {
+		return fmt.Errorf("upgrade: hand the swarms' last changes to the new process: %w", err)
+	}
+	glog.Infof("chihaya: upgrade: handed the swarms' changes since the snapshot to the new process: %d bytes in %s", n, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// expectDelta returns the delta pipe inherited from the process this one replaces, if any, and
+// readies the driver to merge it.
+func (c *Chihaya) expectDelta(lis listeners) (*os.File, error) {
+	dh, ok := c.pool.(deltaHandover)
+	if !ok || lis.upg == nil {
+		return nil, nil
+	}
+	f, err := lis.upg.Fds.File(deltaFile)
+	if err != nil || f == nil {
+		return nil, err
+	}
+	dh.ExpectDelta()
+	return f, nil
+}
+
+// mergeDelta reads the old process's delta, which comes once that process has answered its last
+// request, and merges it into the swarms while this process serves. It gives up when ctx ends.
+func (c *Chihaya) mergeDelta(ctx context.Context, f *os.File) {
+	defer f.Close()
+	stop := context.AfterFunc(ctx, func() { _ = f.SetReadDeadline(time.Now()) })
+	defer stop()
+	dh := c.pool.(deltaHandover)
+	cutoff := time.Now().Add(-c.cfg.PeerTimeout.Duration)
+	start := time.Now()
+	r, err := dh.MergeDelta(ctx, f, cutoff, c.cfg.PrivateEnabled)
+	if err != nil {
+		glog.Errorf("chihaya: upgrade: the old process's last changes were not merged: %v", err)
+		return
+	}
+	glog.Infof("chihaya: upgrade: merged the old process's last changes: %d peers of %d torrents (%d bytes) in %s; %d already newer here or skipped, %d stale",
+		r.Peers, r.Torrents, r.Bytes, time.Since(start).Round(time.Millisecond), r.Skipped, r.Stale)
 }
 
 // notifyReady tells the service manager that this process serves: systemd's READY=1 with

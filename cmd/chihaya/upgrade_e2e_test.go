@@ -307,6 +307,14 @@ func runUpgrade(t *testing.T, s *swarm, real string, tracker map[string]any) {
 	assert.Contains(t, log, "started by an upgrade (SIGUSR2) of the process "+strconv.Itoa(oldPID))
 	if tracker["driver"] == "memory" {
 		assert.Contains(t, log, "restored ")
+		// The announces the old process answered after its snapshot reach the new one.
+		assert.Contains(t, log, "handed the swarms' changes since the snapshot to the new process")
+		assert.Contains(t, log, "merged the old process's last changes")
+		for _, l := range strings.Split(log, "\n") {
+			if strings.Contains(l, "upgrade: merged") || strings.Contains(l, "upgrade: handed") {
+				t.Log(l)
+			}
+		}
 	}
 	assert.NotContains(t, log, "DATA RACE")
 
