@@ -495,3 +495,46 @@ func TestSnapshotDeltaMerge(t *testing.T) {
 	_, err = nu.MergeDelta(context.Background(), strings.NewReader(buf.String()[:buf.Len()-1]), time.Time{}, false)
 	require.ErrorIs(t, err, ErrSnapshotChecksum)
 }
+
+// TestSnapshotPrivateMode restores into a pool whose site is loaded first, as private mode
+// does: the peers of registered torrents come back with their users and counters, the
+// downloaded count stays the site's, and a torrent the site no longer lists is not created.
+func TestSnapshotPrivateMode(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "swarms.snap")
+	src := NewPool(4)
+	src.SetSnapshot(path, time.Minute)
+	addTorrent(t, src, 1, hash(1), models.Normal)
+	addTorrent(t, src, 2, hash(2), models.Normal)
+	for i := 0; i < 4; i++ {
+		for _, ih := range []models.InfoHash{hash(1), hash(2)} {
+			u := peer(i, models.IPv4, i == 0)
+			u.Create = false
+			u.Key.User = uint32(10 + i)
+			u.Uploaded, u.Downloaded = int64(100*i), int64(7*i)
+			announce(t, src, ih, u, all(0))
+		}
+	}
+	_, err := src.WriteSnapshot(context.Background())
+	require.NoError(t, err)
+
+	dst := NewPool(4)
+	dst.SetSnapshot(path, time.Minute)
+	siteUpdate(t, dst, models.SiteUpdate{Action: models.AddTorrent, Torrent: models.Torrent{ID: 1, InfoHash: hash(1), Snatches: 42}})
+	r, err := dst.Restore(context.Background(), time.Time{}, true)
+	require.NoError(t, err)
+	assert.Equal(t, 4, r.Peers)
+	assert.Equal(t, 4, r.Skipped, "torrent 2 is no longer registered")
+	st := scrape(t, dst, hash(1))
+	assert.Equal(t, []int{1, 3, 42}, []int{st.Seeders, st.Leechers, st.Snatches})
+	assert.False(t, scrape(t, dst, hash(2)).Registered)
+
+	want, _ := dump(src)
+	got, _ := dump(dst)
+	var want1 []storedPeer
+	for _, sp := range want {
+		if sp.ih == hash(1) {
+			want1 = append(want1, sp)
+		}
+	}
+	assert.Equal(t, want1, got, "users, counters, addresses and times as they were")
+}
