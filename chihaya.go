@@ -163,9 +163,11 @@ wait:
 		case err := <-upgraded:
 			upgrading = false
 			if err != nil {
+				c.upgrades.WithLabelValues("failed").Inc()
 				glog.Errorf("chihaya: upgrade failed, this process (%d) goes on serving: %v", os.Getpid(), err)
 				continue
 			}
+			c.upgrades.WithLabelValues("succeeded").Inc()
 			c.handedOver.Store(true)
 			glog.Infof("chihaya: upgrade: the new process is ready; this one (%d) stops accepting, answers what it holds and exits", os.Getpid())
 			break wait
@@ -261,6 +263,7 @@ type Chihaya struct {
 	once      sync.Once
 	handedOver
 	deltaOut *deltaPipe // the pipe the new process reads the swarms' last changes from, after an upgrade
+	upgrades *prometheus.CounterVec
 	operatorState
 }
 
@@ -271,7 +274,7 @@ func Start(cfg *config.Config) (*Chihaya, error) {
 }
 
 func start(cfg *config.Config, lis listeners) (_ *Chihaya, err error) {
-	c := &Chihaya{cfg: cfg, errc: make(chan error, 3)}
+	c := &Chihaya{cfg: cfg, errc: make(chan error, 3), upgrades: newUpgradeCounter()}
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(cfg.GCPercent)
 	}
@@ -369,6 +372,9 @@ func start(cfg *config.Config, lis listeners) (_ *Chihaya, err error) {
 			if err := c.stats.Registry().Register(multiCollector(mc.Collectors())); err != nil {
 				return nil, fmt.Errorf("register tracker driver metrics: %w", err)
 			}
+		}
+		if err := c.stats.Registry().Register(c.upgrades); err != nil {
+			return nil, fmt.Errorf("register upgrade metrics: %w", err)
 		}
 		if err := c.stats.Registry().Register(multiCollector(c.http.Collectors())); err != nil {
 			return nil, fmt.Errorf("register http metrics: %w", err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cloudflare/tableflip"
 	"github.com/golang/glog"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/chihaya/chihaya/tracker/memory"
 	"github.com/chihaya/chihaya/udp"
@@ -90,6 +91,19 @@ func (l listeners) udp(addr string) (*net.UDPConn, error) {
 		return nil, fmt.Errorf("inherited socket for %s is a %T, not UDP", addr, pc)
 	}
 	return conn, nil
+}
+
+// newUpgradeCounter returns chihaya_upgrades_total{result}: SIGUSR2 upgrades this process
+// attempted, "succeeded" (the new process serves; this one is on its way out) or "failed"
+// (this one goes on serving).
+func newUpgradeCounter() *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "chihaya", Name: "upgrades_total",
+		Help: "SIGUSR2 upgrades this process attempted, by result: succeeded (the new process serves) or failed (this one goes on serving).",
+	}, []string{"result"})
+	c.WithLabelValues("succeeded")
+	c.WithLabelValues("failed")
+	return c
 }
 
 // upgradeTimeout is how long a new process has to load the swarms and report ready before

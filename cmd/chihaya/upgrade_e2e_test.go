@@ -260,6 +260,9 @@ func runUpgrade(t *testing.T, s *swarm, real string, tracker map[string]any) {
 	pid, err := readPID(pidFile)
 	require.NoError(t, err)
 	assert.Equal(t, oldPID, pid, "the PID file still names the old process")
+	code, metrics := do(ctx, t, http.MethodGet, tr.http+"/metrics", "")
+	require.Equal(t, http.StatusOK, code)
+	assert.Contains(t, metrics, `chihaya_upgrades_total{result="failed"} 1`)
 
 	// The real binary: the sockets and swarms go over; the old process exits cleanly.
 	swapBinary(t, real, bin)
