@@ -51,10 +51,12 @@ import (
 //go:embed example_config.json
 var DefaultConfig []byte
 
-// Boot is the whole main of a Chihaya binary. It parses the command line (-config PATH and
-// glog's flags; logs go to standard error unless -logtostderr=false), starts the tracker, and
-// on SIGINT or SIGTERM shuts it down gracefully. It exits the process with status 1 on error.
-// With -version it prints the binary's version on one line and exits 0.
+// Boot is the whole main of a Chihaya binary. It parses the command line (-config PATH,
+// -pidfile PATH and glog's flags; logs go to standard error unless -logtostderr=false), starts
+// the tracker, and on SIGINT or SIGTERM shuts it down gracefully. On SIGUSR2 it hands the
+// listening sockets and the swarms to a new process started from the binary's path with the
+// same arguments, and exits once that one serves (see upgrade.go). It exits the process with
+// status 1 on error. With -version it prints the binary's version on one line and exits 0.
 func Boot() {
 	configPath := flag.String("config", "", "path to a JSON configuration file (default: the embedded example_config.json)")
 	pidFile := flag.String("pidfile", "", "write the PID of the serving process to this file once it is ready, and again after each upgrade (SIGUSR2)")
