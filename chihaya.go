@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cloudflare/tableflip"
 	"github.com/golang/glog"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -40,8 +41,8 @@ import (
 	"github.com/chihaya/chihaya/ratelimit"
 	"github.com/chihaya/chihaya/stats"
 	"github.com/chihaya/chihaya/tracker"
-	_ "github.com/chihaya/chihaya/tracker/memory" // the default tracker driver
-	_ "github.com/chihaya/chihaya/tracker/redis"  // swarms shared by several instances
+	"github.com/chihaya/chihaya/tracker/memory"  // the default tracker driver
+	_ "github.com/chihaya/chihaya/tracker/redis" // swarms shared by several instances
 	"github.com/chihaya/chihaya/udp"
 )
 
@@ -51,12 +52,15 @@ import (
 //go:embed example_config.json
 var DefaultConfig []byte
 
-// Boot is the whole main of a Chihaya binary. It parses the command line (-config PATH and
-// glog's flags; logs go to standard error unless -logtostderr=false), starts the tracker, and
-// on SIGINT or SIGTERM shuts it down gracefully. It exits the process with status 1 on error.
-// With -version it prints the binary's version on one line and exits 0.
+// Boot is the whole main of a Chihaya binary. It parses the command line (-config PATH,
+// -pidfile PATH and glog's flags; logs go to standard error unless -logtostderr=false), starts
+// the tracker, and on SIGINT or SIGTERM shuts it down gracefully. On SIGUSR2 it hands the
+// listening sockets and the swarms to a new process started from the binary's path with the
+// same arguments, and exits once that one serves (see upgrade.go). It exits the process with
+// status 1 on error. With -version it prints the binary's version on one line and exits 0.
 func Boot() {
 	configPath := flag.String("config", "", "path to a JSON configuration file (default: the embedded example_config.json)")
+	pidFile := flag.String("pidfile", "", "write the PID of the serving process to this file once it is ready, and again after each upgrade (SIGUSR2)")
 	showVersion := flag.Bool("version", false, "print the version (module, VCS revision and time, Go version) and exit")
 	_ = flag.Set("logtostderr", "true")
 	flag.Parse()
@@ -66,14 +70,14 @@ func Boot() {
 	}
 	defer glog.Flush()
 
-	if err := boot(*configPath); err != nil {
+	if err := boot(*configPath, *pidFile); err != nil {
 		glog.Errorf("chihaya: %v", err)
 		glog.Flush()
 		os.Exit(1)
 	}
 }
 
-func boot(configPath string) error {
+func boot(configPath, pidFile string) error {
 	var (
 		cfg *config.Config
 		err error
@@ -99,9 +103,26 @@ func boot(configPath string) error {
 		glog.Infof("chihaya: open files limit: soft %d, hard %d", limit.soft, limit.hard)
 	}
 
-	c, err := Start(cfg)
+	// The upgrader hands the listening sockets to the process SIGUSR2 starts, and takes them
+	// from the process this one replaces.
+	upg, err := tableflip.New(tableflip.Options{PIDFile: pidFile, UpgradeTimeout: upgradeTimeout})
+	if err != nil {
+		return fmt.Errorf("upgrader: %w", err)
+	}
+	defer upg.Stop()
+	if upg.HasParent() {
+		glog.Infof("chihaya: started by an upgrade (SIGUSR2) of the process %d: taking over its sockets", os.Getppid())
+	}
+	c, err := start(cfg, listeners{upg: upg})
 	if err != nil {
 		return err
+	}
+	if err := upg.Ready(); err != nil {
+		_ = c.Shutdown(context.Background())
+		return err
+	}
+	if err := notifyReady(); err != nil {
+		glog.Warningf("chihaya: %v", err)
 	}
 	c.reloadMu.Lock()
 	c.configPath = configPath // read again on SIGHUP
@@ -122,9 +143,33 @@ func boot(configPath string) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
+	defer signal.Stop(usr2)
+	upgraded := make(chan error, 1)
+	upgrading := false
 wait:
 	for {
 		select {
+		case <-usr2:
+			if upgrading {
+				glog.Infof("chihaya: SIGUSR2 ignored: an upgrade is under way")
+				continue
+			}
+			upgrading = true
+			glog.Infof("chihaya: SIGUSR2: upgrading: starting a new process from %s", os.Args[0])
+			go func() { upgraded <- c.upgrade(ctx, upg) }()
+		case err := <-upgraded:
+			upgrading = false
+			if err != nil {
+				c.upgrades.WithLabelValues("failed").Inc()
+				glog.Errorf("chihaya: upgrade failed, this process (%d) goes on serving: %v", os.Getpid(), err)
+				continue
+			}
+			c.upgrades.WithLabelValues("succeeded").Inc()
+			c.handedOver.Store(true)
+			glog.Infof("chihaya: upgrade: the new process is ready; this one (%d) stops accepting, answers what it holds and exits", os.Getpid())
+			break wait
 		case <-ctx.Done():
 			glog.Infof("chihaya: shutting down")
 			break wait
@@ -217,13 +262,20 @@ type Chihaya struct {
 	wg        sync.WaitGroup
 	errc      chan error
 	once      sync.Once
+	handedOver
+	deltaOut *deltaPipe // the pipe the new process reads the swarms' last changes from, after an upgrade
+	upgrades *prometheus.CounterVec
 	operatorState
 }
 
 // Start opens the drivers that cfg names, listens on cfg.Addr (and cfg.UDPAddr and
 // cfg.StatsAddr, when set) and serves until Shutdown.
-func Start(cfg *config.Config) (_ *Chihaya, err error) {
-	c := &Chihaya{cfg: cfg, errc: make(chan error, 4)}
+func Start(cfg *config.Config) (*Chihaya, error) {
+	return start(cfg, listeners{})
+}
+
+func start(cfg *config.Config, lis listeners) (_ *Chihaya, err error) {
+	c := &Chihaya{cfg: cfg, errc: make(chan error, 4), upgrades: newUpgradeCounter()}
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(cfg.GCPercent)
 	}
@@ -292,6 +344,13 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 		return nil, err
 	}
 	if cfg.UDPAddr != "" {
+		key, ok, err := lis.connIDKey()
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			udpOpts = append(udpOpts, udp.WithConnectionIDKey(key))
+		}
 		if c.udp, err = udp.NewServer(cfg, tkr, udpOpts...); err != nil {
 			return nil, err
 		}
@@ -301,6 +360,11 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 			return nil, err
 		}
 	}
+	deltaIn, err := c.expectDelta(lis)
+	if err != nil {
+		return nil, err
+	}
+	c.restoreSnapshot()
 	if c.stats != nil {
 		c.stats.SetSwarm(tkr)
 		if mc, ok := c.backend.(metricsCollector); ok {
@@ -312,6 +376,9 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 			if err := c.stats.Registry().Register(multiCollector(mc.Collectors())); err != nil {
 				return nil, fmt.Errorf("register tracker driver metrics: %w", err)
 			}
+		}
+		if err := c.stats.Registry().Register(c.upgrades); err != nil {
+			return nil, fmt.Errorf("register upgrade metrics: %w", err)
 		}
 		if err := c.stats.Registry().Register(multiCollector(c.http.Collectors())); err != nil {
 			return nil, fmt.Errorf("register http metrics: %w", err)
@@ -343,7 +410,7 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 				ReadHeaderTimeout: cfg.HTTPReadHeaderTimeout.Duration,
 				IdleTimeout:       cfg.HTTPIdleTimeout.Duration,
 			}
-			if c.statsLn, err = net.Listen("tcp", cfg.StatsAddr); err != nil {
+			if c.statsLn, err = lis.tcp(cfg.StatsAddr); err != nil {
 				return nil, fmt.Errorf("listen on stats_addr %s: %w", cfg.StatsAddr, err)
 			}
 		}
@@ -352,7 +419,7 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 		c.http.HandlePrefix(admin.Prefix, api)
 	}
 	if cfg.Addr != "" {
-		if c.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+		if c.ln, err = lis.tcp(cfg.Addr); err != nil {
 			return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 		}
 		if cfg.PrivateEnabled {
@@ -360,11 +427,11 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 			c.ln = http.HostlessListener(c.ln)
 		}
 	}
-	if err := c.listenTLS(); err != nil {
+	if err := c.listenTLS(lis); err != nil {
 		return nil, err
 	}
 	if c.udp != nil {
-		if c.udpConn, err = udp.Listen(cfg.UDPAddr); err != nil {
+		if c.udpConn, err = lis.udp(cfg.UDPAddr); err != nil {
 			return nil, fmt.Errorf("listen on udp_addr %s: %w", cfg.UDPAddr, err)
 		}
 	}
@@ -375,6 +442,12 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 		c.goRun(func() { c.stats.Run(ctx) })
 	}
 	c.goRun(func() { tkr.RunReaper(ctx) })
+	if sn, ok := c.pool.(snapshotter); ok {
+		c.goRun(func() { sn.RunSnapshots(ctx) })
+	}
+	if deltaIn != nil {
+		c.goRun(func() { c.mergeDelta(ctx, deltaIn) })
+	}
 	if err := c.watchAccessList(ctx); err != nil {
 		glog.Warningf("chihaya: %v; the list is read again only on SIGHUP and POST /admin/reload", err)
 	}
@@ -489,6 +562,15 @@ func (c *Chihaya) Shutdown(ctx context.Context) error {
 		}
 		c.cancel()
 		c.wg.Wait()
+		// Every request has been answered: the final snapshot holds all of them. After an
+		// upgrade the new process owns the snapshot.
+		if !c.handedOver.Load() {
+			if err := c.writeSnapshot(ctx); err != nil {
+				errs = append(errs, err)
+			}
+		} else if err := c.writeDelta(ctx); err != nil {
+			errs = append(errs, err)
+		}
 		if err := c.pool.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close tracker driver: %w", err))
 		}
@@ -497,4 +579,50 @@ func (c *Chihaya) Shutdown(ctx context.Context) error {
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// snapshotter is an optional capability of a tracker driver: swarms saved to a file and read
+// back at start (the memory driver's snapshot_path).
+type snapshotter interface {
+	SnapshotPath() string
+	Restore(ctx context.Context, cutoff time.Time, registeredOnly bool) (memory.RestoreResult, error)
+	RunSnapshots(ctx context.Context)
+	WriteSnapshot(ctx context.Context) (int64, error)
+}
+
+// restoreSnapshot loads the driver's snapshot, if it keeps one, before anything is served. A
+// bad file is logged and moved aside by the driver, and the tracker starts empty.
+func (c *Chihaya) restoreSnapshot() {
+	sn, ok := c.pool.(snapshotter)
+	if !ok || sn.SnapshotPath() == "" {
+		return
+	}
+	start := time.Now()
+	cutoff := start.Add(-c.cfg.PeerTimeout.Duration)
+	r, err := sn.Restore(context.Background(), cutoff, c.cfg.PrivateEnabled)
+	if err != nil {
+		glog.Errorf("chihaya: %v", err)
+		return
+	}
+	if r.Taken.IsZero() {
+		glog.Infof("chihaya: no snapshot at %s: starting empty", sn.SnapshotPath())
+		return
+	}
+	glog.Infof("chihaya: restored %d peers of %d torrents from snapshot %s (%d bytes, written %s ago) in %s; dropped %d stale, %d skipped",
+		r.Peers, r.Torrents, sn.SnapshotPath(), r.Bytes, start.Sub(r.Taken).Round(time.Second), time.Since(start).Round(time.Millisecond), r.Stale, r.Skipped)
+}
+
+// writeSnapshot writes the driver's snapshot now, if it keeps one.
+func (c *Chihaya) writeSnapshot(ctx context.Context) error {
+	sn, ok := c.pool.(snapshotter)
+	if !ok || sn.SnapshotPath() == "" {
+		return nil
+	}
+	start := time.Now()
+	n, err := sn.WriteSnapshot(ctx)
+	if err != nil {
+		return fmt.Errorf("final snapshot: %w", err)
+	}
+	glog.Infof("chihaya: snapshot %s written: %d bytes in %s", sn.SnapshotPath(), n, time.Since(start).Round(time.Millisecond))
+	return nil
 }

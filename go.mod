@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/anacrolix/torrent v1.62.0
+	github.com/cloudflare/tableflip v1.2.3
 	github.com/fsnotify/fsnotify v1.10.1
 	github.com/go-sql-driver/mysql v1.10.1
 	github.com/golang/glog v1.2.5

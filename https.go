@@ -31,12 +31,13 @@ func (c *Chihaya) openCerts() error {
 	return nil
 }
 
-// listenTLS opens the HTTPS listener.
-func (c *Chihaya) listenTLS() error {
+// listenTLS opens the HTTPS listener (taking it over from the process it replaces in an
+// upgrade).
+func (c *Chihaya) listenTLS(lis listeners) error {
 	if c.certs == nil {
 		return nil
 	}
-	ln, err := net.Listen("tcp", c.cfg.TLSAddr)
+	ln, err := lis.tcp(c.cfg.TLSAddr)
 	if err != nil {
 		return fmt.Errorf("listen on tls_addr %s: %w", c.cfg.TLSAddr, err)
 	}

@@ -68,7 +68,8 @@ func (u unit) last(section, key string) string {
 
 // TestSystemdUnit checks the unit's hardening and its commands: its own user (DynamicUser or
 // User), no new privileges, a read-only system, a raised open-file limit, restart on failure,
-// SIGHUP for reload, and the binary started on /etc/chihaya/chihaya.json.
+// SIGHUP for reload, the binary started on /etc/chihaya/chihaya.json, and Type=notify with
+// NotifyAccess=all, which a SIGUSR2 upgrade needs.
 func TestSystemdUnit(t *testing.T) {
 	u := parseUnit(t, unitPath)
 	svc := "Service"
@@ -95,6 +96,8 @@ func TestSystemdUnit(t *testing.T) {
 			return soft == "infinity" || (err == nil && n >= 65536)
 		}, "at least 65536 open files"},
 		{"KillSignal", func(v string) bool { return v == "" || v == "SIGTERM" }, "SIGTERM stops it gracefully"},
+		{"Type", func(v string) bool { return v == "notify" }, "the tracker reports READY=1 and its MAINPID"},
+		{"NotifyAccess", func(v string) bool { return v == "all" }, "the process an upgrade (SIGUSR2) starts may become the main process"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.key, func(t *testing.T) {

@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/chihaya/chihaya/config"
 )
 
 func newTestIDs(t testing.TB) *connIDs {
@@ -98,4 +100,24 @@ func TestConnIDMatchesTwoBlockMAC(t *testing.T) {
 			assert.Equal(t, want, ids.tail(&s, w), "tail again, as valid calls it")
 		}
 	}
+}
+
+// TestConnectionIDKeyHandover checks what an upgrade relies on: a server given another's
+// ConnectionIDKey accepts the IDs that one issued, and a server with a fresh key does not.
+func TestConnectionIDKeyHandover(t *testing.T) {
+	cfg := config.Default()
+	old := newEnv(t, nil)
+	now := time.Unix(1_700_000_000, 0)
+	var s idScratch
+	id := old.s.ids.issue(&s, v4Client, now)
+
+	successor, err := NewServer(&cfg, old.tkr, WithConnectionIDKey(old.s.ConnectionIDKey()))
+	require.NoError(t, err)
+	assert.Equal(t, old.s.ConnectionIDKey(), successor.ConnectionIDKey())
+	assert.True(t, successor.ids.valid(&s, v4Client, id, now), "the successor accepts the old IDs")
+
+	stranger, err := NewServer(&cfg, old.tkr)
+	require.NoError(t, err)
+	assert.NotEqual(t, old.s.ConnectionIDKey(), stranger.ConnectionIDKey())
+	assert.False(t, stranger.ids.valid(&s, v4Client, id, now), "a fresh key refuses them")
 }

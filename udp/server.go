@@ -51,6 +51,17 @@ func WithRecorder(r Recorder) Option {
 	return func(s *Server) { s.recorder = r }
 }
 
+// WithConnectionIDKey has the server issue and accept connection IDs under key instead of a
+// fresh random secret, so that a process that takes over the socket in an upgrade accepts the
+// IDs its predecessor issued (see Server.ConnectionIDKey).
+func WithConnectionIDKey(key [16]byte) Option {
+	return func(s *Server) {
+		if ids, err := newConnIDs(key[:]); err == nil {
+			s.ids, s.key = ids, key
+		}
+	}
+}
+
 // Server is the UDP frontend. One Server may serve several sockets.
 type Server struct {
 	tkr       *tracker.Tracker
@@ -62,6 +73,7 @@ type Server struct {
 	batch     int
 	recorder  Recorder
 	ids       *connIDs
+	key       [16]byte // ids' secret
 	metrics   *metrics
 
 	// now is the clock of connection IDs; tests replace it.
@@ -103,6 +115,7 @@ func NewServer(cfg *config.Config, tkr *tracker.Tracker, opts ...Option) (*Serve
 		readers:   cfg.UDPReaders,
 		batch:     max(cfg.UDPBatchSize, 1),
 		ids:       ids,
+		key:       key,
 		metrics:   newMetrics(),
 		now:       time.Now,
 	}
@@ -115,6 +128,10 @@ func NewServer(cfg *config.Config, tkr *tracker.Tracker, opts ...Option) (*Serve
 	}
 	return s, nil
 }
+
+// ConnectionIDKey returns the secret the server's connection IDs are keyed with, for a
+// successor process's WithConnectionIDKey. It must not leave the host.
+func (s *Server) ConnectionIDKey() [16]byte { return s.key }
 
 // Collectors returns the frontend's own metrics (chihaya_udp_*), to register on a registry.
 func (s *Server) Collectors() []prometheus.Collector { return s.metrics.collectors() }
@@ -230,32 +247,41 @@ func (s *Server) read(io packetIO, w *worker) {
 	}
 }
 
-// Shutdown closes the sockets, so that no datagram is read any more, and waits for the readers
-// to answer what they had read, or for ctx to end. Requests still running then see their
-// context cancelled.
+// Shutdown stops the readers, waits for them to answer what they had read, or for ctx to end,
+// and then closes the sockets. Requests still running then see their context cancelled. The
+// readers are woken by a read deadline rather than by closing the sockets, so that the answers
+// to the batches they hold can still be sent; datagrams not yet read stay queued on the socket,
+// for another process that shares it (an upgrade) to answer.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.shutdown = true
 	conns := s.conns
 	s.conns = nil
 	s.mu.Unlock()
-	var errs []error
 	for _, c := range conns {
-		if err := c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
-			errs = append(errs, err)
-		}
+		_ = c.SetReadDeadline(time.Now())
 	}
 	done := make(chan struct{})
 	go func() {
 		s.wg.Wait()
 		close(done)
 	}()
+	var errs []error
+	closeAll := func() {
+		for _, c := range conns {
+			if err := c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+				errs = append(errs, err)
+			}
+		}
+	}
 	select {
 	case <-done:
 	case <-ctx.Done():
+		closeAll()
 		s.cancel()
 		return ctx.Err()
 	}
+	closeAll()
 	s.cancel()
 	return errors.Join(errs...)
 }

@@ -196,9 +196,10 @@ func startRedisTracker(ctx context.Context, s *swarm, bin, name string, params m
 	})
 }
 
-// startConfigured starts the tracker with the keys of cfg, HTTP and UDP on free loopback
-// ports (one UDP reader), and waits until it answers HTTP. s's cleanup stops it.
-func startConfigured(ctx context.Context, s *swarm, bin, name string, cfg map[string]any) *redisTracker {
+// startConfigured starts the tracker with the keys of cfg and extraArgs after -config, HTTP and
+// UDP on free loopback ports (one UDP reader), and waits until it answers HTTP. s's cleanup
+// stops it.
+func startConfigured(ctx context.Context, s *swarm, bin, name string, cfg map[string]any, extraArgs ...string) *redisTracker {
 	t := s.t
 	t.Helper()
 	tr := &redisTracker{
@@ -219,7 +220,7 @@ func startConfigured(ctx context.Context, s *swarm, bin, name string, cfg map[st
 	require.NoError(t, err)
 	cfgPath := filepath.Join(s.root, name+".json")
 	require.NoError(t, os.WriteFile(cfgPath, data, 0o600))
-	tr.proc = s.start(ctx, name, s.root, nil, bin, "-config", cfgPath)
+	tr.proc = s.start(ctx, name, s.root, nil, bin, append([]string{"-config", cfgPath}, extraArgs...)...)
 
 	hc := &http.Client{Timeout: 2 * time.Second}
 	s.waitFor(ctx, name+" to answer on "+tr.http, func() (bool, string, error) {

@@ -8,10 +8,13 @@
 //
 //	import _ "github.com/chihaya/chihaya/tracker/memory"
 //
-// Its params are {"shards": N, "max_torrents": T, "max_peers": P}: the number of shards
-// (default 1024), and the most torrents and peers announces may create (0, the default: no
-// limit). Past a limit an announce that would add a torrent or a peer is refused with
-// models.ErrTorrentLimit or models.ErrPeerLimit; swarms and peers already there go on as before.
+// Its params are {"shards": N, "max_torrents": T, "max_peers": P, "snapshot_path": F,
+// "snapshot_interval": D}: the number of shards (default 1024), and the most torrents and peers
+// announces may create (0, the default: no limit). Past a limit an announce that would add a
+// torrent or a peer is refused with models.ErrTorrentLimit or models.ErrPeerLimit; swarms and
+// peers already there go on as before. With snapshot_path set, the swarms are written to that
+// file every snapshot_interval (default 5m) and at shutdown, and read back at start
+// (snapshot.go).
 package memory
 
 import (
@@ -47,11 +50,18 @@ type Params struct {
 	Shards      int   `json:"shards"`
 	MaxTorrents int64 `json:"max_torrents"`
 	MaxPeers    int64 `json:"max_peers"`
+	// SnapshotPath is the file the swarms are saved to and restored from; empty: none.
+	SnapshotPath string `json:"snapshot_path"`
+	// SnapshotInterval is how often a snapshot is written while serving.
+	SnapshotInterval config.Duration `json:"snapshot_interval"`
 }
+
+// DefaultSnapshotInterval is how often a snapshot is written when params do not say.
+const DefaultSnapshotInterval = 5 * time.Minute
 
 // New decodes params and opens a pool.
 func (Driver) New(raw json.RawMessage) (tracker.Pool, error) {
-	p := Params{Shards: DefaultShards}
+	p := Params{Shards: DefaultShards, SnapshotInterval: config.Duration{Duration: DefaultSnapshotInterval}}
 	if err := config.DecodeParams(raw, &p); err != nil {
 		return nil, err
 	}
@@ -64,8 +74,12 @@ func (Driver) New(raw json.RawMessage) (tracker.Pool, error) {
 	if p.MaxPeers < 0 {
 		return nil, fmt.Errorf("params: key \"max_peers\": must be 0 (no limit) or more, got %d", p.MaxPeers)
 	}
+	if p.SnapshotPath != "" && p.SnapshotInterval.Duration < time.Second {
+		return nil, fmt.Errorf("params: key \"snapshot_interval\": must be at least 1s, got %s", p.SnapshotInterval.Duration)
+	}
 	pool := NewPool(p.Shards)
 	pool.SetLimits(p.MaxTorrents, p.MaxPeers)
+	pool.SetSnapshot(p.SnapshotPath, p.SnapshotInterval.Duration)
 	return pool, nil
 }
 
@@ -97,12 +111,14 @@ func (p *Pool) SetLimits(maxTorrents, maxPeers int64) {
 type Pool struct {
 	shards []shard
 	site   site
+	snap   snapshotState
 }
 
 // NewPool returns an empty pool with n shards (n ≥ 1).
 func NewPool(n int) *Pool {
 	p := &Pool{shards: make([]shard, n)}
 	p.site.init()
+	p.snap.init()
 	return p
 }
 
