@@ -42,6 +42,7 @@ import (
 	_ "github.com/chihaya/chihaya/tracker/memory" // the default tracker driver
 	_ "github.com/chihaya/chihaya/tracker/redis"  // swarms shared by several instances
 	"github.com/chihaya/chihaya/udp"
+	"github.com/chihaya/chihaya/ws"
 )
 
 // DefaultConfig is example_config.json, embedded: the configuration Boot uses when -config is
@@ -211,6 +212,7 @@ type Chihaya struct {
 	backend   backend.Conn
 	http      *http.Server
 	udp       *udp.Server
+	ws        *ws.Server
 	udpConn   *net.UDPConn
 	statsHTTP *nethttp.Server
 	stats     *stats.Stats
@@ -286,6 +288,12 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 	if err := c.openAccessList(); err != nil {
 		return nil, err
 	}
+	if cfg.WSEnabled {
+		if c.ws, err = ws.New(cfg, tkr, ws.WithLimiter(limiter)); err != nil {
+			return nil, err
+		}
+		opts = append(opts, http.WithWebSocket(c.ws))
+	}
 	if c.http, err = http.NewServer(cfg, tkr, opts...); err != nil {
 		return nil, err
 	}
@@ -317,6 +325,11 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 		if c.udp != nil {
 			if err := c.stats.Registry().Register(multiCollector(c.udp.Collectors())); err != nil {
 				return nil, fmt.Errorf("register udp metrics: %w", err)
+			}
+		}
+		if c.ws != nil {
+			if err := c.stats.Registry().Register(multiCollector(c.ws.Collectors())); err != nil {
+				return nil, fmt.Errorf("register websocket metrics: %w", err)
 			}
 		}
 	}
@@ -457,6 +470,13 @@ func (c *Chihaya) Shutdown(ctx context.Context) error {
 			// Closing the socket stops the readers; each answers the batch it holds.
 			if err := c.udp.Shutdown(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("udp shutdown: %w", err))
+			}
+		}
+		if c.ws != nil {
+			// net/http's Shutdown leaves hijacked connections alone: the sockets close here,
+			// and their peers leave their swarms while the driver is still open.
+			if err := c.ws.Close(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("websocket shutdown: %w", err))
 			}
 		}
 		if err := c.http.Shutdown(ctx); err != nil {

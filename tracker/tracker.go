@@ -300,7 +300,7 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 		Seeder:     seeder,
 		Completed:  a.Event == models.Completed,
 		Create:     !t.private,
-		Hidden:     forbidden,
+		Hidden:     forbidden || a.WebRTC,
 		Counters:   t.counters,
 		Uploaded:   a.Uploaded,
 		Downloaded: a.Downloaded,
@@ -342,7 +342,7 @@ func (t *Tracker) HandleAnnounce(ctx context.Context, a *models.Announce, w Anno
 		IPv6:        t.dualStacked || u.Key.Family == models.IPv6,
 		SkipOwnUser: t.private,
 	}
-	if forbidden {
+	if forbidden || a.WebRTC {
 		sel.Want = 0
 	}
 	if t.preferSubnet {
