@@ -29,6 +29,7 @@ import (
 
 	"github.com/golang/glog"
 	"github.com/prometheus/client_golang/prometheus"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/chihaya/chihaya/admin"
 	"github.com/chihaya/chihaya/backend"
@@ -202,6 +203,12 @@ func (c *Chihaya) Reload(ctx context.Context) error {
 	return nil
 }
 
+// redisPool is the redis driver's pool as the WebSocket tracker's relay needs it.
+type redisPool interface {
+	Client() goredis.UniversalClient
+	KeyPrefix() string
+}
+
 // Chihaya is a running tracker.
 type Chihaya struct {
 	tkr       *tracker.Tracker
@@ -289,7 +296,12 @@ func Start(cfg *config.Config) (_ *Chihaya, err error) {
 		return nil, err
 	}
 	if cfg.WSEnabled {
-		if c.ws, err = ws.New(cfg, tkr, ws.WithLimiter(limiter)); err != nil {
+		wsOpts := []ws.Option{ws.WithLimiter(limiter)}
+		if rp, ok := c.pool.(redisPool); ok {
+			// Instances that share swarms in Redis relay offers and answers through it.
+			wsOpts = append(wsOpts, ws.WithRedis(rp.Client(), rp.KeyPrefix()))
+		}
+		if c.ws, err = ws.New(cfg, tkr, wsOpts...); err != nil {
 			return nil, err
 		}
 		opts = append(opts, http.WithWebSocket(c.ws))

@@ -165,6 +165,9 @@ func TestOffersRelayedToDistinctOthers(t *testing.T) {
 			reply := sender.read()
 			require.Equal(t, "announce", reply["action"])
 			require.NotContains(t, reply, "offer")
+			// The sender's next message is handled after its announce: every offer is queued
+			// by the time its barrier answers, and none came back to the sender.
+			sender.barrier(ih)
 			ids := map[string]bool{}
 			for _, p := range peers {
 				// Each peer got at most one offer, before its barrier.
@@ -182,8 +185,6 @@ func TestOffersRelayedToDistinctOthers(t *testing.T) {
 				require.Equal(t, "scrape", p.read()["action"])
 			}
 			assert.Len(t, ids, tt.want)
-			// Never back to the sender.
-			sender.barrier(ih)
 			// The sender leaves for the next case.
 			sender.send(announce(ih, from, "stopped", 10))
 			require.Equal(t, "announce", sender.read()["action"])

@@ -187,9 +187,14 @@ func (s *Server) relayOffers(c *conn, ih *models.InfoHash, from *models.PeerID) 
 		s.relay.Offers(c, ih, from, c.offers)
 		return
 	}
-	c.picked = s.idx.pick(ih, from, len(c.offers), c.picked[:0])
+	s.relayLocal(c, ih, from, c.offers)
+}
+
+// relayLocal relays offers to this instance's peers only.
+func (s *Server) relayLocal(c *conn, ih *models.InfoHash, from *models.PeerID, offers []offer) {
+	c.picked = s.idx.pick(ih, from, len(offers), c.picked[:0])
 	for i, m := range c.picked {
-		o := &c.offers[i]
+		o := &offers[i]
 		if m.c.send(appendRelay(nil, ih, from, "offer", o.Offer, o.OfferID)) {
 			s.m.offersRelayed.Add(1)
 		}

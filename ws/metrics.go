@@ -55,6 +55,9 @@ type metrics struct {
 	idleClosed     atomic.Uint64
 	remoteSent     atomic.Uint64
 	remoteDropped  atomic.Uint64
+	remoteReceived atomic.Uint64
+	remoteLost     atomic.Uint64
+	remoteErrors   atomic.Uint64
 }
 
 func (m *metrics) init(s *Server) { m.s = s }
@@ -75,19 +78,27 @@ var (
 	descFailures = prometheus.NewDesc("chihaya_ws_failures_total",
 		"Failure messages sent.", nil, nil)
 	descOffers = prometheus.NewDesc("chihaya_ws_offers_relayed_total",
-		"WebRTC offers queued to another peer's socket (remote: published to another instance).", []string{"to"}, nil)
+		"WebRTC offers queued to the socket of another peer of this instance.", nil, nil)
 	descOffersCut = prometheus.NewDesc("chihaya_ws_offers_ignored_total",
 		"Offers past ws_max_offers in one announce, ignored.", nil, nil)
 	descAnswers = prometheus.NewDesc("chihaya_ws_answers_relayed_total",
-		"WebRTC answers queued to the socket of the peer they are for.", nil, nil)
+		"WebRTC answers queued to the socket of the peer they are for, or published to its instance.", nil, nil)
 	descAnswersLost = prometheus.NewDesc("chihaya_ws_answers_undeliverable_total",
 		"Answers for a peer no instance holds a socket for.", nil, nil)
 	descSlow = prometheus.NewDesc("chihaya_ws_slow_peers_dropped_total",
 		"Sockets closed because their send queue (ws_send_queue) was full.", nil, nil)
 	descIdle = prometheus.NewDesc("chihaya_ws_idle_closed_total",
 		"Sockets closed after ws_idle_timeout without a message or a pong.", nil, nil)
+	descRemoteSent = prometheus.NewDesc("chihaya_ws_relay_published_total",
+		"Offers and answers published to other instances (redis driver).", nil, nil)
 	descRemoteDropped = prometheus.NewDesc("chihaya_ws_relay_dropped_total",
-		"Messages for other instances dropped because the relay's queue was full.", nil, nil)
+		"Offers and answers for other instances dropped: the relay's queue was full, or publishing failed.", nil, nil)
+	descRemoteReceived = prometheus.NewDesc("chihaya_ws_relay_received_total",
+		"Offers and answers received from other instances.", nil, nil)
+	descRemoteLost = prometheus.NewDesc("chihaya_ws_relay_undeliverable_total",
+		"Offers and answers received from other instances for a peer this one no longer holds.", nil, nil)
+	descRemoteErrors = prometheus.NewDesc("chihaya_ws_relay_errors_total",
+		"Redis commands of the relay that failed (joins, leaves, picks; an offer then goes to local peers only).", nil, nil)
 )
 
 // Collectors returns the WebSocket tracker's Prometheus collectors.
@@ -98,7 +109,7 @@ type collector struct{ s *Server }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descOpen, descAccepted, descUpgradeFailed, descPeers, descMessages,
 		descBad, descFailures, descOffers, descOffersCut, descAnswers, descAnswersLost, descSlow, descIdle,
-		descRemoteDropped} {
+		descRemoteSent, descRemoteDropped, descRemoteReceived, descRemoteLost, descRemoteErrors} {
 		ch <- d
 	}
 }
@@ -122,12 +133,15 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descBad, m.bad[i].Load(), badNames[i])
 	}
 	counter(descFailures, m.failures.Load())
-	counter(descOffers, m.offersRelayed.Load(), "local")
-	counter(descOffers, m.remoteSent.Load(), "remote")
+	counter(descOffers, m.offersRelayed.Load())
 	counter(descOffersCut, m.offersCut.Load())
 	counter(descAnswers, m.answersRelayed.Load())
 	counter(descAnswersLost, m.answersLost.Load())
 	counter(descSlow, m.slowDropped.Load())
 	counter(descIdle, m.idleClosed.Load())
+	counter(descRemoteSent, m.remoteSent.Load())
 	counter(descRemoteDropped, m.remoteDropped.Load())
+	counter(descRemoteReceived, m.remoteReceived.Load())
+	counter(descRemoteLost, m.remoteLost.Load())
+	counter(descRemoteErrors, m.remoteErrors.Load())
 }

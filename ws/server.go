@@ -24,6 +24,7 @@ import (
 
 	"github.com/golang/glog"
 	"github.com/gorilla/websocket"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/chihaya/chihaya/clientip"
 	"github.com/chihaya/chihaya/config"
@@ -57,7 +58,11 @@ type Server struct {
 	up    websocket.Upgrader
 	idx   *index
 	relay relay
-	m     metrics
+	// redis and redisPrefix, when set (WithRedis), make the relay between instances.
+	redis       goredis.UniversalClient
+	redisPrefix string
+	rr          *redisRelay
+	m           metrics
 
 	mu     sync.Mutex
 	conns  map[*conn]struct{}
@@ -102,6 +107,12 @@ func New(cfg *config.Config, tkr *tracker.Tracker, opts ...Option) (*Server, err
 		o(s)
 	}
 	s.m.init(s)
+	if s.redis != nil {
+		if s.rr, err = newRedisRelay(s, s.redis, s.redisPrefix); err != nil {
+			return nil, err
+		}
+		s.relay = s.rr
+	}
 	return s, nil
 }
 
@@ -207,12 +218,16 @@ func (s *Server) Close(ctx context.Context) error {
 	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
+	var err error
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
-		return ctx.Err()
+		err = ctx.Err()
 	}
+	if s.rr != nil {
+		s.rr.close()
+	}
+	return err
 }
 
 // joined is what a connection knows of a peer it announced: its ID and last counters, which an
