@@ -13,8 +13,16 @@ import (
 	"github.com/chihaya/chihaya/tracker/models"
 )
 
-// handle answers one message. Bad input gets a failure on this socket only.
+// handle answers one message. Bad input gets a failure on this socket only. An idle socket
+// keeps nothing of its last message.
 func (s *Server) handle(c *conn, msg []byte) {
+	s.handleMessage(c, msg)
+	c.rq.reset()
+	clear(c.offers)
+	c.offers = c.offers[:0]
+}
+
+func (s *Server) handleMessage(c *conn, msg []byte) {
 	rq := &c.rq
 	if err := rq.parse(msg); err != nil {
 		s.m.bad[badJSON].Add(1)

@@ -36,6 +36,9 @@ import (
 // writeTimeout bounds the writing of one frame to a client.
 const writeTimeout = 10 * time.Second
 
+// readBufferSize is each socket's read buffer; longer messages are read through it in pieces.
+const readBufferSize = 1024
+
 // maxSwarmsPerConn bounds the torrents one socket may announce: the entries a connection holds
 // in the index, and the stopped announces its close makes.
 const maxSwarmsPerConn = 1024
@@ -97,8 +100,9 @@ func New(cfg *config.Config, tkr *tracker.Tracker, opts ...Option) (*Server, err
 	}
 	s.up = websocket.Upgrader{
 		HandshakeTimeout: writeTimeout,
-		// Zero sizes reuse the buffers net/http already has for the connection; writes borrow
-		// a buffer from the pool only while they write.
+		// An idle socket holds a small read buffer of its own rather than net/http's 4 KiB one;
+		// writes borrow a buffer from the pool only while they write.
+		ReadBufferSize:  readBufferSize,
 		WriteBufferPool: &sync.Pool{},
 		// Browsers on any site may use a public tracker, as they may the reference's.
 		CheckOrigin: func(*http.Request) bool { return true },
@@ -178,14 +182,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.m.upgradeFailed.Add(1)
 		return // the upgrader answered
 	}
-	c := &conn{s: s, ws: ws, remote: remote, passkey: pk, userAgent: r.UserAgent(),
+	c := &conn{s: s, ws: ws, remote: remote, passkey: pk, userAgent: strings.Clone(r.UserAgent()),
 		joined: make(map[models.InfoHash]*joined)}
 	if !s.track(c) {
 		_ = ws.Close()
 		return
 	}
 	s.m.accepted.Add(1)
-	c.serve()
+	// The socket is read on a goroutine of its own, and this one returns: net/http then lets go
+	// of the request, its headers and its buffers, which an idle socket would otherwise keep.
+	go c.serve()
 }
 
 // track registers c for Close; it reports false once the server is closed.
@@ -239,8 +245,8 @@ type joined struct {
 	registered bool // in the index
 }
 
-// conn is one WebSocket. Its reader runs on the goroutine net/http gave the request; a writer
-// goroutine runs only while its send queue is not empty.
+// conn is one WebSocket. Its reader runs on a goroutine of its own; a writer goroutine runs
+// only while its send queue is not empty.
 type conn struct {
 	s         *Server
 	ws        *websocket.Conn
