@@ -32,9 +32,10 @@ func redisAddr(t *testing.T) string {
 	return addr
 }
 
-// TestTwoInstancesThroughRedis: two trackers on one Redis share a swarm; a peer on A receives
-// the offers of a peer on B, its answer gets back to B, and counts agree on both.
-func TestTwoInstancesThroughRedis(t *testing.T) {
+// redisParams returns the redis driver's params for a Redis of the test's own: a key prefix of
+// its own, whose keys the test's end deletes.
+func redisParams(t *testing.T) json.RawMessage {
+	t.Helper()
 	addr := redisAddr(t)
 	var b [6]byte
 	_, _ = rand.Read(b[:])
@@ -50,6 +51,13 @@ func TestTwoInstancesThroughRedis(t *testing.T) {
 	})
 	params, err := json.Marshal(map[string]any{"addr": addr, "key_prefix": prefix})
 	require.NoError(t, err)
+	return params
+}
+
+// TestTwoInstancesThroughRedis: two trackers on one Redis share a swarm; a peer on A receives
+// the offers of a peer on B, its answer gets back to B, and counts agree on both.
+func TestTwoInstancesThroughRedis(t *testing.T) {
+	params := redisParams(t)
 	mod := func(cfg *config.Config) { cfg.Tracker = config.DriverConfig{Name: "redis", Params: params} }
 	trA, trB := startTracker(t, mod), startTracker(t, mod)
 	ih := bin("redis", 1)
