@@ -337,6 +337,7 @@ func TestBadMessages(t *testing.T) {
 		{"long peer_id", `{"action":"announce","info_hash":"` + strings.Repeat("a", 20) + `","peer_id":"` + long + `"}`, "invalid peer_id"},
 		{"answer without to_peer_id", `{"action":"announce","info_hash":"` + strings.Repeat("a", 20) + `","peer_id":"` + strings.Repeat("a", 20) + `","answer":{}}`, "invalid `to_peer_id` (required with `answer`)"},
 		{"info_hash a number", `{"action":"scrape","info_hash":5}`, "invalid info_hash"},
+		{"offers not a list", `{"action":"announce","info_hash":"` + strings.Repeat("a", 20) + `","peer_id":"` + strings.Repeat("a", 20) + `","offers":"x"}`, "invalid JSON message"},
 	}
 	cl := dial(t, c, "/announce")
 	for _, tt := range tests {

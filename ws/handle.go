@@ -18,8 +18,7 @@ import (
 func (s *Server) handle(c *conn, msg []byte) {
 	s.handleMessage(c, msg)
 	c.rq.reset()
-	clear(c.offers)
-	c.offers = c.offers[:0]
+	c.offers = nil
 }
 
 func (s *Server) handleMessage(c *conn, msg []byte) {
@@ -92,14 +91,7 @@ func (s *Server) announce(c *conn, rq *request) {
 		c.fail("announce", &ih, models.ErrInvalidEvent)
 		return
 	}
-	c.offers = c.offers[:0]
-	if present(rq.Offers) {
-		if err := json.Unmarshal(rq.Offers, &c.offers); err != nil {
-			s.m.bad[badInvalid].Add(1)
-			c.fail("announce", &ih, errBadOffers)
-			return
-		}
-	}
+	c.offers = rq.Offers
 	if len(c.offers) > s.maxOffers {
 		s.m.offersCut.Add(uint64(len(c.offers) - s.maxOffers))
 		c.offers = c.offers[:s.maxOffers]

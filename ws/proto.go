@@ -18,7 +18,6 @@ const (
 	errBadInfoHash    = models.ClientError("invalid info_hash")
 	errBadPeerID      = models.ClientError("invalid peer_id")
 	errBadToPeerID    = models.ClientError("invalid `to_peer_id` (required with `answer`)")
-	errBadOffers      = models.ClientError("invalid offers")
 	errTooManySwarms  = models.ClientError("too many torrents announced on one connection")
 	errTooManyHashes  = models.ClientError("too many info_hash values in one scrape")
 	errNoScrapeHashes = models.ClientError("missing info_hash")
@@ -36,7 +35,7 @@ type request struct {
 	Uploaded   json.RawMessage `json:"uploaded"`
 	Downloaded json.RawMessage `json:"downloaded"`
 	Left       json.RawMessage `json:"left"`
-	Offers     json.RawMessage `json:"offers"`
+	Offers     []offer         `json:"offers"`
 	Answer     json.RawMessage `json:"answer"`
 }
 
@@ -46,8 +45,12 @@ type offer struct {
 	OfferID json.RawMessage `json:"offer_id"`
 }
 
-// reset clears r for the next message, keeping nothing of the last.
-func (r *request) reset() { *r = request{} }
+// reset clears r for the next message, keeping nothing of the last but the offers' room.
+func (r *request) reset() {
+	offers := r.Offers
+	clear(offers)
+	*r = request{Offers: offers[:0]}
+}
 
 // present reports whether a raw field was sent with a value other than null.
 func present(raw json.RawMessage) bool {
@@ -62,6 +65,7 @@ func (r *request) parse(msg []byte) error {
 	}
 	r.reset()
 	if err := json.Unmarshal(msg, r); err != nil {
+		r.reset()
 		return errNotJSON
 	}
 	return nil
@@ -216,6 +220,9 @@ func appendRelay(dst []byte, ih *models.InfoHash, from *models.PeerID, kind stri
 	dst = append(dst, ',', '"')
 	dst = append(dst, kind...)
 	dst = append(dst, '"', ':')
+	if len(body) == 0 {
+		body = json.RawMessage("null") // an offer without one, relayed as the reference does
+	}
 	dst = append(dst, body...)
 	if len(offerID) > 0 {
 		dst = append(dst, `,"offer_id":`...)

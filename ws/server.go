@@ -14,6 +14,7 @@ package ws
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -290,7 +291,7 @@ func (c *conn) serve() {
 		c.mu.Unlock()
 	}
 	for {
-		_, msg, err := c.ws.ReadMessage()
+		bp, err := c.read()
 		if err != nil {
 			var ne net.Error
 			switch {
@@ -302,7 +303,10 @@ func (c *conn) serve() {
 			break
 		}
 		c.extend()
-		s.handle(c, msg)
+		s.handle(c, *bp)
+		if cap(*bp) <= maxPooledRead {
+			readPool.Put(bp)
+		}
 	}
 	c.mu.Lock()
 	if c.pinger != nil {
@@ -324,6 +328,39 @@ func (c *conn) sendPing() {
 		c.pinger.Reset(c.s.ping)
 	}
 	c.mu.Unlock()
+}
+
+// readPool holds the buffers messages are read into: only a socket handling a message holds
+// one. A message is never kept past its handling (relays copy what they send).
+var readPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// maxPooledRead is the largest read buffer put back in readPool.
+const maxPooledRead = 64 << 10
+
+// read reads the next data message into a buffer of readPool.
+func (c *conn) read() (*[]byte, error) {
+	_, r, err := c.ws.NextReader()
+	if err != nil {
+		return nil, err
+	}
+	bp := readPool.Get().(*[]byte)
+	b := (*bp)[:0]
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			*bp = b
+			return bp, nil
+		}
+		if err != nil {
+			*bp = b[:0]
+			readPool.Put(bp)
+			return nil, err
+		}
+	}
 }
 
 // extend moves the idle deadline on: any message or pong keeps the socket.
@@ -357,8 +394,17 @@ func (c *conn) send(msg []byte) bool {
 	return true
 }
 
-// flush writes the queue until it is empty.
+// flush writes the queue until it is empty. Each batch of queued messages goes out in one
+// write: text frames built here, whole, so that the control frames gorilla writes itself (pings,
+// pongs, a close), each one write of its own, never land inside one.
 func (c *conn) flush() {
+	nc := c.ws.NetConn()
+	bp := framePool.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) <= maxPooledFrames {
+			framePool.Put(bp)
+		}
+	}()
 	for {
 		c.mu.Lock()
 		batch := c.queue
@@ -369,17 +415,43 @@ func (c *conn) flush() {
 			return
 		}
 		c.mu.Unlock()
+		out := (*bp)[:0]
 		for _, msg := range batch {
-			_ = c.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
-			if err := c.ws.WriteMessage(websocket.TextMessage, msg); err != nil {
-				c.kill()
-				c.mu.Lock()
-				c.writing = false
-				c.mu.Unlock()
-				return
-			}
+			out = appendTextFrame(out, msg)
+		}
+		*bp = out
+		_ = nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+		if _, err := nc.Write(out); err != nil {
+			c.kill()
+			c.mu.Lock()
+			c.writing = false
+			c.mu.Unlock()
+			return
 		}
 	}
+}
+
+// framePool holds the buffers batches of frames are built in: only writing sockets hold one.
+var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+// maxPooledFrames is the largest buffer put back in framePool.
+const maxPooledFrames = 1 << 20
+
+// appendTextFrame appends msg as one unmasked, final text frame (RFC 6455 §5.2), as a server
+// sends them.
+func appendTextFrame(dst, msg []byte) []byte {
+	const finText = 0x81
+	n := len(msg)
+	switch {
+	case n < 126:
+		dst = append(dst, finText, byte(n))
+	case n <= 0xFFFF:
+		dst = append(dst, finText, 126, byte(n>>8), byte(n))
+	default:
+		dst = append(dst, finText, 127, byte(uint64(n)>>56), byte(uint64(n)>>48), byte(uint64(n)>>40), byte(uint64(n)>>32),
+			byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+	return append(dst, msg...)
 }
 
 // kill closes the socket; the reader then finds it closed.
