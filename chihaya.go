@@ -30,6 +30,7 @@ import (
 	"github.com/cloudflare/tableflip"
 	"github.com/golang/glog"
 	"github.com/prometheus/client_golang/prometheus"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/chihaya/chihaya/admin"
 	"github.com/chihaya/chihaya/backend"
@@ -44,6 +45,7 @@ import (
 	"github.com/chihaya/chihaya/tracker/memory"  // the default tracker driver
 	_ "github.com/chihaya/chihaya/tracker/redis" // swarms shared by several instances
 	"github.com/chihaya/chihaya/udp"
+	"github.com/chihaya/chihaya/ws"
 )
 
 // DefaultConfig is example_config.json, embedded: the configuration Boot uses when -config is
@@ -243,6 +245,12 @@ func (c *Chihaya) Reload(ctx context.Context) error {
 	return nil
 }
 
+// redisPool is the redis driver's pool as the WebSocket tracker's relay needs it.
+type redisPool interface {
+	Client() goredis.UniversalClient
+	KeyPrefix() string
+}
+
 // Chihaya is a running tracker.
 type Chihaya struct {
 	tkr       *tracker.Tracker
@@ -255,6 +263,7 @@ type Chihaya struct {
 	backend   backend.Conn
 	http      *http.Server
 	udp       *udp.Server
+	ws        *ws.Server
 	udpConn   *net.UDPConn
 	statsHTTP *nethttp.Server
 	stats     *stats.Stats
@@ -340,6 +349,17 @@ func start(cfg *config.Config, lis listeners) (_ *Chihaya, err error) {
 	if err := c.openAccessList(); err != nil {
 		return nil, err
 	}
+	if cfg.WSEnabled {
+		wsOpts := []ws.Option{ws.WithLimiter(limiter)}
+		if rp, ok := c.pool.(redisPool); ok {
+			// Instances that share swarms in Redis relay offers and answers through it.
+			wsOpts = append(wsOpts, ws.WithRedis(rp.Client(), rp.KeyPrefix()))
+		}
+		if c.ws, err = ws.New(cfg, tkr, wsOpts...); err != nil {
+			return nil, err
+		}
+		opts = append(opts, http.WithWebSocket(c.ws))
+	}
 	if c.http, err = http.NewServer(cfg, tkr, opts...); err != nil {
 		return nil, err
 	}
@@ -386,6 +406,11 @@ func start(cfg *config.Config, lis listeners) (_ *Chihaya, err error) {
 		if c.udp != nil {
 			if err := c.stats.Registry().Register(multiCollector(c.udp.Collectors())); err != nil {
 				return nil, fmt.Errorf("register udp metrics: %w", err)
+			}
+		}
+		if c.ws != nil {
+			if err := c.stats.Registry().Register(multiCollector(c.ws.Collectors())); err != nil {
+				return nil, fmt.Errorf("register websocket metrics: %w", err)
 			}
 		}
 	}
@@ -550,6 +575,13 @@ func (c *Chihaya) Shutdown(ctx context.Context) error {
 			// Closing the socket stops the readers; each answers the batch it holds.
 			if err := c.udp.Shutdown(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("udp shutdown: %w", err))
+			}
+		}
+		if c.ws != nil {
+			// net/http's Shutdown leaves hijacked connections alone: the sockets close here,
+			// and their peers leave their swarms while the driver is still open.
+			if err := c.ws.Close(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("websocket shutdown: %w", err))
 			}
 		}
 		if err := c.http.Shutdown(ctx); err != nil {

@@ -134,6 +134,14 @@ type Config struct {
 	UDPReaders   int    `json:"udp_readers"`
 	UDPBatchSize int    `json:"udp_batch_size"`
 
+	// WebSocket (WebTorrent) tracker on the HTTP listener; off when WSEnabled is false.
+	WSEnabled         bool     `json:"ws_enabled"`
+	WSMaxMessageBytes int      `json:"ws_max_message_bytes"`
+	WSMaxOffers       int      `json:"ws_max_offers"`
+	WSSendQueue       int      `json:"ws_send_queue"`
+	WSIdleTimeout     Duration `json:"ws_idle_timeout"`
+	WSPingInterval    Duration `json:"ws_ping_interval"`
+
 	StatsEnabled     bool     `json:"stats_enabled"`
 	StatsAddr        string   `json:"stats_addr"`
 	PprofEnabled     bool     `json:"pprof_enabled"`
@@ -246,6 +254,12 @@ func Default() Config {
 		GCPercent:              DefaultGCPercent,
 		MemoryTrimInterval:     Duration{time.Second},
 		UDPBatchSize:           32,
+		WSEnabled:              true,
+		WSMaxMessageBytes:      DefaultWSMaxMessageBytes,
+		WSMaxOffers:            DefaultWSMaxOffers,
+		WSSendQueue:            64,
+		WSIdleTimeout:          Duration{5 * time.Minute},
+		WSPingInterval:         Duration{time.Minute},
 		RateLimit:              RateLimit{IPv4Prefix: 32, IPv6Prefix: 64, TableSize: 1 << 16},
 		AccessListMode:         "off",
 		FullScrapeInterval:     Duration{5 * time.Minute},
@@ -421,6 +435,9 @@ func (c *Config) Validate() error {
 	}
 	if c.UDPBatchSize < 1 || c.UDPBatchSize > MaxUDPBatchSize {
 		return keyErr("udp_batch_size", "must be from 1 (no batching) to %d, got %d", MaxUDPBatchSize, c.UDPBatchSize)
+	}
+	if err := c.validateWS(); err != nil {
+		return err
 	}
 	if c.Tracker.Name == "" {
 		return keyErr("tracker.driver", "must name a tracker driver, such as \"memory\"")
@@ -661,4 +678,33 @@ func equalValues(a, b reflect.Value) bool {
 		return x.Name == y.Name && bytes.Equal(cx.Bytes(), cy.Bytes())
 	}
 	return reflect.DeepEqual(a.Interface(), b.Interface())
+}
+
+// The WebSocket tracker's defaults and bounds. WebTorrent sends at most 5 offers of a few KB of
+// SDP each; the reference tracker relays at most 82 offers per announce.
+const (
+	DefaultWSMaxMessageBytes = 64 << 10
+	MaxWSMaxMessageBytes     = 16 << 20
+	DefaultWSMaxOffers       = 82
+	MaxWSMaxOffers           = 1000
+	MaxWSSendQueue           = 1 << 16
+)
+
+func (c *Config) validateWS() error {
+	if c.WSMaxMessageBytes < 1024 || c.WSMaxMessageBytes > MaxWSMaxMessageBytes {
+		return keyErr("ws_max_message_bytes", "must be from 1024 to %d, got %d", MaxWSMaxMessageBytes, c.WSMaxMessageBytes)
+	}
+	if c.WSMaxOffers < 0 || c.WSMaxOffers > MaxWSMaxOffers {
+		return keyErr("ws_max_offers", "must be from 0 (relay none) to %d, got %d", MaxWSMaxOffers, c.WSMaxOffers)
+	}
+	if c.WSSendQueue < 1 || c.WSSendQueue > MaxWSSendQueue {
+		return keyErr("ws_send_queue", "must be from 1 to %d messages, got %d", MaxWSSendQueue, c.WSSendQueue)
+	}
+	if c.WSIdleTimeout.Duration < time.Second {
+		return keyErr("ws_idle_timeout", "must be at least 1s, got %s", c.WSIdleTimeout.Duration)
+	}
+	if c.WSPingInterval.Duration != 0 && (c.WSPingInterval.Duration < time.Second || c.WSPingInterval.Duration >= c.WSIdleTimeout.Duration) {
+		return keyErr("ws_ping_interval", "must be 0 (no pings) or from 1s to less than ws_idle_timeout (%s), got %s", c.WSIdleTimeout.Duration, c.WSPingInterval.Duration)
+	}
+	return nil
 }

@@ -57,7 +57,9 @@ type Server struct {
 	reportStats ReportStats
 
 	router *httprouter.Router
-	extra  map[string]nethttp.Handler
+	// websocket serves the requests that ask for an upgrade (WithWebSocket), at every path.
+	websocket nethttp.Handler
+	extra     map[string]nethttp.Handler
 	// full serves full scrapes; nil when full_scrape_enabled is off.
 	full *fullScrape
 	// prefixes are handlers of whole subtrees (such as "/admin/"), for any method.
@@ -112,6 +114,11 @@ type Option func(*Server)
 // WithRecorder has the server report every answered request to r.
 func WithRecorder(r Recorder) Option {
 	return func(s *Server) { s.recorder = r }
+}
+
+// WithWebSocket has h serve every request with an Upgrade header (the WebSocket tracker).
+func WithWebSocket(h nethttp.Handler) Option {
+	return func(s *Server) { s.websocket = h }
 }
 
 // WithLimiter has the server refuse announces and scrapes over l's rates (a nil l limits
@@ -197,6 +204,11 @@ func (s *Server) Handler() nethttp.Handler { return nethttp.HandlerFunc(s.route)
 
 // route sends a request the fast path did not take to a prefix handler, else to the router.
 func (s *Server) route(w nethttp.ResponseWriter, r *nethttp.Request) {
+	if s.websocket != nil && r.Header.Get("Upgrade") != "" {
+		// WebSocket (issue 20): the fast path hands every request with an Upgrade header over.
+		s.websocket.ServeHTTP(w, r)
+		return
+	}
 	for _, p := range s.prefixes {
 		if strings.HasPrefix(r.URL.Path, p.prefix) {
 			p.h.ServeHTTP(w, r)

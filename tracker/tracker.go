@@ -336,7 +336,7 @@ func (t *Tracker) update(ctx context.Context, conn Conn, a *models.Announce, ad 
 		Seeder:     seeder,
 		Completed:  a.Event == models.Completed,
 		Create:     !t.private,
-		Hidden:     ad.forbidden,
+		Hidden:     ad.forbidden || a.WebRTC,
 		Counters:   t.counters,
 		Uploaded:   a.Uploaded,
 		Downloaded: a.Downloaded,
@@ -376,7 +376,7 @@ func (t *Tracker) update(ctx context.Context, conn Conn, a *models.Announce, ad 
 		IPv6:        t.dualStacked || u.Key.Family == models.IPv6,
 		SkipOwnUser: t.private,
 	}
-	if ad.forbidden {
+	if ad.forbidden || a.WebRTC {
 		sel.Want = 0
 	}
 	if t.preferSubnet {

@@ -32,6 +32,7 @@ func TestParseHead(t *testing.T) {
 		{name: "passkey scrape", in: "GET /k/scrape?a HTTP/1.1\r\n\r\n", want: HeadOK, route: RouteScrape, passkey: "k", query: "a"},
 		{name: "passkey scrape, empty query", in: "GET /k/scrape? HTTP/1.1\r\n\r\n", want: HeadOK, route: RouteScrape, passkey: "k"},
 		{name: "passkey path without a query", in: "GET /k/announce HTTP/1.1\r\n\r\n", want: HeadHandoff},
+		{name: "WebSocket upgrade goes to net/http", in: "GET /announce HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n", want: HeadHandoff},
 		{name: "scrape of nothing (a full scrape) goes to net/http", in: "GET /scrape HTTP/1.1\r\n\r\n", want: HeadHandoff},
 		{name: "scrape without info_hash goes to net/http", in: "GET /scrape?x=1 HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n", want: HeadHandoff},
 		{name: "no query", in: "GET /announce HTTP/1.1\r\n\r\n", want: HeadOK, route: RouteAnnounce},

@@ -131,6 +131,10 @@ type Announce struct {
 	// over HTTP (a missing compact gets compact peers all the same), and always over UDP.
 	// compact_only admits only these, as Ocelot does.
 	CompactOne bool
+	// WebRTC marks a WebSocket (WebTorrent) peer: it has no address and port to hand out, so it
+	// is stored hidden (counted in the swarm, never handed to anyone) and is handed no peers;
+	// its frontend relays WebRTC offers instead. Endpoint is the socket's address with port 0.
+	WebRTC bool
 }
 
 // Seeder reports whether the announcing peer has the whole torrent.

@@ -274,6 +274,10 @@ func NewPool(p Params) *Pool {
 // Client returns the underlying client (for tests and tools).
 func (p *Pool) Client() goredis.UniversalClient { return p.client }
 
+// KeyPrefix returns key_prefix: other parts of the tracker that keep state in the same Redis
+// (the WebSocket tracker's relay) put their keys under it too.
+func (p *Pool) KeyPrefix() string { return p.prefix }
+
 // Get returns the pool's connection; it does not allocate.
 func (p *Pool) Get() (tracker.Conn, error) { return &p.conn, nil }
 

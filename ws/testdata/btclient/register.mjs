@@ -1,0 +1,2 @@
+import { register } from 'node:module'
+register('./fake-webrtc.mjs', import.meta.url)
