@@ -346,9 +346,6 @@ func start(cfg *config.Config, lis listeners) (_ *Chihaya, err error) {
 	opts = append(opts, http.WithLimiter(limiter))
 	udpOpts = append(udpOpts, udp.WithLimiter(limiter))
 	c.tkr = tkr
-	if err := c.openAccessList(); err != nil {
-		return nil, err
-	}
 	if cfg.WSEnabled {
 		wsOpts := []ws.Option{ws.WithLimiter(limiter)}
 		if rp, ok := c.pool.(redisPool); ok {
@@ -385,6 +382,10 @@ func start(cfg *config.Config, lis listeners) (_ *Chihaya, err error) {
 		return nil, err
 	}
 	c.restoreSnapshot()
+	// After the restore, so that the list's first load drops the swarms it refuses.
+	if err := c.openAccessList(); err != nil {
+		return nil, err
+	}
 	if c.stats != nil {
 		c.stats.SetSwarm(tkr)
 		if mc, ok := c.backend.(metricsCollector); ok {

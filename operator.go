@@ -18,6 +18,7 @@ import (
 	"github.com/chihaya/chihaya/admin"
 	"github.com/chihaya/chihaya/config"
 	"github.com/chihaya/chihaya/ratelimit"
+	"github.com/chihaya/chihaya/tracker"
 	"github.com/chihaya/chihaya/tracker/models"
 )
 
@@ -47,22 +48,85 @@ func (c *Chihaya) openAccessList() error {
 	if mode != accesslist.Off {
 		logAccessList("loaded", r, nil)
 	}
+	if mode == accesslist.Allow {
+		c.dropUnlisted()
+	}
 	return nil
 }
 
-// dropRefused drops the swarm of a torrent the access list now refuses.
-func (c *Chihaya) dropRefused(ih models.InfoHash) {
+// dropUnlisted drops the swarms an allow list does not name, which it cannot list as refused:
+// those a snapshot restored, or a reload that turned the list on found. It needs a driver that
+// can list its torrents; with another, they leave as their peers time out.
+func (c *Chihaya) dropUnlisted() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out []models.InfoHash
+	// The tracker's ScrapeAll leaves out what the list refuses: read the driver's own.
+	conn, err := c.pool.Get()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	fs, ok := conn.(tracker.FullScraper)
+	if !ok {
+		return
+	}
+	_ = fs.ScrapeAll(ctx, func(batch []models.TorrentStats) error {
+		for i := range batch {
+			if !c.access.Allowed(&batch[i].InfoHash) {
+				out = append(out, batch[i].InfoHash)
+			}
+		}
+		return nil
+	})
+	c.dropRefused(out)
+}
+
+// dropBatch is how many swarms dropRefused drops within one request timeout.
+const dropBatch = 1024
+
+// dropRefused drops the swarms of torrents the access list now refuses, dropBatch of them
+// within each request timeout (a deny list of millions makes a context per thousand, not
+// garbage per hash).
+func (c *Chihaya) dropRefused(hs []models.InfoHash) {
+	dropped, peers := 0, 0
+	for len(hs) > 0 {
+		n := min(len(hs), dropBatch)
+		d, p, ok := c.dropChunk(hs[:n])
+		dropped, peers = dropped+d, peers+p
+		if !ok {
+			break
+		}
+		hs = hs[n:]
+	}
+	if dropped > 0 {
+		glog.Infof("chihaya: access list: dropped %d refused swarms (%d peers)", dropped, peers)
+	}
+}
+
+// dropChunk drops the swarms of hs within one request timeout; ok is false when the driver
+// cannot drop swarms at all.
+func (c *Chihaya) dropChunk(hs []models.InfoHash) (dropped, peers int, ok bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RequestTimeout.Duration)
 	defer cancel()
-	n, err := c.tkr.DropSwarm(ctx, ih)
-	switch {
-	case errors.Is(err, nil):
-		if n > 0 && glog.V(1) {
-			glog.Infof("chihaya: access list: dropped the swarm of %x (%d peers)", ih[:], n)
+	for _, ih := range hs {
+		n, err := c.tkr.DropSwarm(ctx, ih)
+		if errors.Is(err, tracker.ErrNotSupported) {
+			if c.dropUnsupported.CompareAndSwap(false, true) {
+				glog.Warningf("chihaya: access list: the tracker driver cannot drop swarms; refused torrents' peers leave as they time out")
+			}
+			return dropped, peers, false
 		}
-	case c.dropUnsupported.CompareAndSwap(false, true):
-		glog.Warningf("chihaya: access list: the tracker driver cannot drop swarms (%v); refused torrents' peers leave as they time out", err)
+		if err != nil {
+			glog.Errorf("chihaya: access list: drop the swarm of %x: %v", ih[:], err)
+			continue
+		}
+		if n > 0 {
+			dropped++
+			peers += n
+		}
 	}
+	return dropped, peers, true
 }
 
 func logAccessList(what string, r accesslist.Report, err error) {
@@ -165,6 +229,9 @@ func (c *Chihaya) applyConfig(next *config.Config) (applied, restart []string, r
 		}
 		if mode != accesslist.Off {
 			logAccessList("reconfigured", r, nil)
+		}
+		if mode == accesslist.Allow {
+			c.dropUnlisted()
 		}
 		c.restartWatch()
 		reread = true

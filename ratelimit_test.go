@@ -3,11 +3,14 @@ package chihaya
 import (
 	"context"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
 	nethttp "net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -17,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/chihaya/chihaya/config"
+	"github.com/chihaya/chihaya/tracker/models"
 )
 
 // startTest starts a tracker on cfg (validated first) and shuts it down when the test ends.
@@ -192,4 +196,39 @@ func TestMaxTorrents(t *testing.T) {
 	want := regexp.MustCompile(`(?m)^chihaya_failures_total\{action="announce",kind="torrent_limit"\} 2$`)
 	assert.Eventually(t, func() bool { return want.MatchString(getBody(t, client, base+"/metrics")) },
 		5*time.Second, 20*time.Millisecond, "two torrent_limit failures counted")
+}
+
+// TestReloadToAllowListDropsUnlisted turns an allow list on with a reload: the swarms it does
+// not name, which it cannot list as refused, are dropped, and the one it names stays.
+func TestReloadToAllowListDropsUnlisted(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "chihaya.json")
+	require.NoError(t, os.WriteFile(cfgPath, []byte(`{"addr": "127.0.0.1:0"}`), 0o600))
+	cfg, err := config.Load(cfgPath)
+	require.NoError(t, err)
+	c := startTest(t, cfg)
+	c.reloadMu.Lock()
+	c.configPath = cfgPath
+	c.reloadMu.Unlock()
+	base := "http://" + c.Addr().String()
+	client := loopbackClient("127.0.0.1")
+	kept, gone := "allow-listed-torrent", "not-listed-torrent!!"
+	for _, ih := range []string{kept, gone} {
+		body := getBody(t, client, base+"/announce?info_hash="+url.QueryEscape(ih)+"&peer_id=-XX0001-allow-000001&port=7000&uploaded=0&downloaded=0&left=10")
+		require.Contains(t, body, "8:completei", body)
+	}
+	list := filepath.Join(dir, "allow.list")
+	require.NoError(t, os.WriteFile(list, []byte(hex.EncodeToString([]byte(kept))+"\n"), 0o644))
+	require.NoError(t, os.WriteFile(cfgPath, []byte(`{"addr": "127.0.0.1:0", "access_list_mode": "allow", "access_list_file": "`+list+`"}`), 0o600))
+	_, err = c.ReloadOperator(context.Background())
+	require.NoError(t, err)
+	counts := func(ih string) int {
+		sc, err := c.tkr.TorrentCounts(context.Background(), models.InfoHash([]byte(ih)))
+		require.NoError(t, err)
+		return sc.Torrents
+	}
+	assert.Equal(t, 1, counts(kept), "the listed torrent stays")
+	assert.Equal(t, 0, counts(gone), "the unlisted torrent's swarm is dropped")
+	assert.Contains(t, getBody(t, client, base+"/announce?info_hash="+url.QueryEscape(gone)+"&peer_id=-XX0001-allow-000002&port=7000&uploaded=0&downloaded=0&left=10"),
+		"not authorized")
 }

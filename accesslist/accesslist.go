@@ -79,16 +79,17 @@ type List struct {
 	mode atomic.Uint32
 	cur  atomic.Pointer[table]
 	path string
-	// onRefuse is called, outside any lock of the list, for each torrent a change refused.
-	onRefuse func(models.InfoHash)
+	// onRefuse is called, outside any lock of the list, with the torrents a change refused.
+	onRefuse func([]models.InfoHash)
 	// mu serializes loads and edits, so that an edit is never lost to a concurrent reload.
 	mu sync.Mutex
 }
 
 // New returns the list of mode, read from path (which must exist unless mode is Off).
-// onRefuse, when not nil, is called for every torrent that a later reload or edit refuses, so
-// that its swarm can be dropped.
-func New(mode Mode, path string, onRefuse func(models.InfoHash)) (*List, Report, error) {
+// onRefuse, when not nil, is called with the torrents that a load, reload or edit refuses
+// (in deny mode the first load refuses what it lists; an allow list cannot name what it
+// refuses), so that their swarms can be dropped.
+func New(mode Mode, path string, onRefuse func([]models.InfoHash)) (*List, Report, error) {
 	l := &List{path: path, onRefuse: onRefuse}
 	l.mode.Store(uint32(mode))
 	l.cur.Store(newTable(nil))
@@ -196,11 +197,8 @@ func (l *List) swap(t *table, r *Report) []models.InfoHash {
 }
 
 func (l *List) refuse(hs []models.InfoHash) {
-	if l.onRefuse == nil {
-		return
-	}
-	for _, ih := range hs {
-		l.onRefuse(ih)
+	if l.onRefuse != nil && len(hs) > 0 {
+		l.onRefuse(hs)
 	}
 }
 

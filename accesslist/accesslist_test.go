@@ -160,7 +160,7 @@ func TestReloadRefuses(t *testing.T) {
 			}
 			writeFile(t, path, lines(tc.before))
 			var refused []models.InfoHash
-			l, _, err := New(tc.mode, path, func(h models.InfoHash) { refused = append(refused, h) })
+			l, _, err := New(tc.mode, path, func(hs []models.InfoHash) { refused = append(refused, hs...) })
 			require.NoError(t, err)
 			if tc.mode == Deny {
 				// The first load refuses what it lists: a driver that kept swarms across the
@@ -195,7 +195,7 @@ func TestEditWritesBack(t *testing.T) {
 	writeFile(t, path, "# mine\n"+hexOf(ih(1))+"\n")
 	require.NoError(t, os.Chmod(path, 0o640))
 	var refused []models.InfoHash
-	l, _, err := New(Deny, path, func(h models.InfoHash) { refused = append(refused, h) })
+	l, _, err := New(Deny, path, func(hs []models.InfoHash) { refused = append(refused, hs...) })
 	require.NoError(t, err)
 	refused = nil
 
