@@ -10,15 +10,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"time"
 
-	"github.com/fsnotify/fsnotify"
+	"github.com/chihaya/chihaya/filewatch"
 )
 
 // Store holds the certificate in service. Its methods are safe for concurrent use.
@@ -119,54 +116,17 @@ func hasBlock(data []byte, typ string) bool {
 	return false
 }
 
-// settle is how long the files must be quiet after a change before they are read: a renewal
-// writes the chain and the key one after the other.
-const settle = 200 * time.Millisecond
-
 // Watch reloads the pair whenever either file changes on disk, until ctx ends, and tells done
-// of each reload (the new leaf, or why the pair in service stays). It watches the files'
-// directories, so that files replaced by a rename or a symbolic link switched over (certbot's
-// live/ directory, acme.sh) are followed too. It returns an error only when the watch cannot
-// be set up; the goroutine it starts ends with ctx.
+// of each reload (the new leaf, or why the pair in service stays). Files replaced by a rename
+// or a symbolic link switched over (certbot's live/ directory, acme.sh) are followed too (see
+// package filewatch). It returns an error only when the watch cannot be set up; the goroutine
+// it starts ends with ctx.
 func (s *Store) Watch(ctx context.Context, done func(*x509.Certificate, error)) error {
-	w, err := fsnotify.NewWatcher()
+	err := filewatch.Watch(ctx, []string{s.certFile, s.keyFile}, filewatch.Settle,
+		func() { done(s.Reload()) },
+		func(err error) { done(nil, fmt.Errorf("tls: %w", err)) })
 	if err != nil {
-		return fmt.Errorf("tls: watch: %w", err)
+		return fmt.Errorf("tls: %w", err)
 	}
-	names := map[string]bool{}
-	for _, f := range []string{s.certFile, s.keyFile} {
-		dir := filepath.Dir(f)
-		names[filepath.Join(dir, filepath.Base(f))] = true
-		if err := w.Add(dir); err != nil && !errors.Is(err, fsnotify.ErrNonExistentWatch) {
-			_ = w.Close()
-			return fmt.Errorf("tls: watch %s: %w", dir, err)
-		}
-	}
-	go func() {
-		defer w.Close()
-		timer := time.NewTimer(time.Hour)
-		timer.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				timer.Stop()
-				return
-			case ev, ok := <-w.Events:
-				if !ok {
-					return
-				}
-				if names[filepath.Clean(ev.Name)] && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) != 0 {
-					timer.Reset(settle)
-				}
-			case err, ok := <-w.Errors:
-				if !ok {
-					return
-				}
-				done(nil, fmt.Errorf("tls: watch: %w", err))
-			case <-timer.C:
-				done(s.Reload())
-			}
-		}
-	}()
 	return nil
 }
