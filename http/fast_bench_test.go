@@ -224,9 +224,9 @@ func BenchmarkFastAnnounceLimiter(b *testing.B) {
 	}
 }
 
-// BenchmarkLoopbackAnnounceTLS is BenchmarkLoopbackAnnounce over TLS (TLS 1.3, one keep-alive
-// connection); allocs/op count the client's tls.Conn too.
-func BenchmarkLoopbackAnnounceTLS(b *testing.B) {
+// serveTLSBench serves a warm bench server over TLS on loopback with a throwaway CA's
+// certificate, until the benchmark ends.
+func serveTLSBench(b *testing.B) (net.Listener, *tlscerttest.CA) {
 	s := benchServer(b, nil)
 	ca := tlscerttest.NewCA(b)
 	chain, key := ca.Issue(b, 1)
@@ -251,6 +251,13 @@ func BenchmarkLoopbackAnnounceTLS(b *testing.B) {
 			b.Error(err)
 		}
 	})
+	return ln, ca
+}
+
+// BenchmarkLoopbackAnnounceTLS is BenchmarkLoopbackAnnounce over TLS (TLS 1.3, one keep-alive
+// connection); allocs/op count the client's tls.Conn too.
+func BenchmarkLoopbackAnnounceTLS(b *testing.B) {
+	ln, ca := serveTLSBench(b)
 	conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: ca.Pool()})
 	if err != nil {
 		b.Fatal(err)
@@ -282,30 +289,7 @@ func BenchmarkLoopbackAnnounceTLS(b *testing.B) {
 // BenchmarkLoopbackHandshakeTLS opens a TLS connection per announce (full handshake, TLS 1.3,
 // ECDSA P-256); the client's handshake is in the figures too.
 func BenchmarkLoopbackHandshakeTLS(b *testing.B) {
-	s := benchServer(b, nil)
-	ca := tlscerttest.NewCA(b)
-	chain, key := ca.Issue(b, 1)
-	cert, err := tls.X509KeyPair(chain, key)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	tln := TLSListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}})
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(tln) }()
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := s.Shutdown(ctx); err != nil {
-			b.Error(err)
-		}
-		if err := <-done; err != nil {
-			b.Error(err)
-		}
-	})
+	ln, ca := serveTLSBench(b)
 	req := benchAnnounce(6881)
 	cfg := &tls.Config{RootCAs: ca.Pool()}
 	b.ReportAllocs()
