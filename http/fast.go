@@ -111,12 +111,20 @@ func (s *Server) newFastConn() *fastConn {
 	return c
 }
 
-// serveConn answers nc until it closes, times out, is handed over or the server shuts down.
+// serveConn answers nc, which acceptLoop counted in s.accepting, until it closes, times out,
+// is handed over or the server shuts down.
 func (s *Server) serveConn(nc net.Conn, hostless bool, hand *handoffListener) {
 	c := s.conns.Get().(*fastConn)
 	c.conn, c.hostless, c.hand, c.first = nc, hostless, hand, true
 	c.tls, _ = nc.(*tls.Conn)
 	c.remote = remoteAddrPort(nc)
+	c.tracked = s.track(c)
+	s.accepting.Done() // tracked (and counted in connWG) or refused: Shutdown may go on
+	if !c.tracked {
+		c.closeConn()
+		s.release(c)
+		return
+	}
 	s.serveFast(c)
 }
 
@@ -486,13 +494,13 @@ func (c *fastConn) closeConn() {
 }
 
 // track registers c for Shutdown and counts it in the budget; it reports false when the
-// server is already shutting down, or when the budget has no room for c (conns.go).
+// budget has no room for c (conns.go). A connection accepted while Shutdown begins is still
+// tracked and answered (its answer says Connection: close): closing it with its request unread
+// would reset it. Shutdown waits for the accept loops and the connections they were starting
+// before it waits for connWG, so that no connection is counted after that wait.
 func (s *Server) track(c *fastConn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.shutting.Load() {
-		return false
-	}
 	a := c.remote.Addr()
 	if !s.table.admit(&c.ent, keyOf(a), s.capped(a)) {
 		return false

@@ -82,6 +82,9 @@ type Server struct {
 	listeners  map[io.Closer]struct{}
 	active     map[*fastConn]struct{}
 	connWG     sync.WaitGroup
+	// accepting counts connections acceptLoop accepted whose goroutine has not tracked them
+	// yet (see track).
+	accepting sync.WaitGroup
 	// serving counts the Serve calls that have not returned.
 	serving sync.WaitGroup
 
@@ -300,6 +303,7 @@ func (s *Server) acceptLoop(ln net.Listener, hostless bool, hand *handoffListene
 			return fmt.Errorf("http: accept: %w", err)
 		}
 		delay = 0
+		s.accepting.Add(1)
 		go s.serveConn(nc, hostless, hand)
 	}
 }
@@ -331,8 +335,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	httpErr := s.srv.Shutdown(ctx)
 	done := make(chan struct{})
 	go func() {
-		s.connWG.Wait()
+		// First the accept loops, then the connections they were starting, then every
+		// connection: each of these only starts ones counted by the next.
 		s.serving.Wait()
+		s.accepting.Wait()
+		s.connWG.Wait()
 		close(done)
 	}()
 	select {
