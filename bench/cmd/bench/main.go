@@ -497,6 +497,11 @@ func probe(addr string, req []byte, rr *loadgen.ResponseReader) error {
 	if err != nil {
 		return err
 	}
+	return probeOn(c, req, rr)
+}
+
+// probeOn sends one announce on c, checks the answer and closes c.
+func probeOn(c net.Conn, req []byte, rr *loadgen.ResponseReader) error {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
 	if _, err := c.Write(req); err != nil {

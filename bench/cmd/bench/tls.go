@@ -108,18 +108,5 @@ func probeTLS(addr string, req []byte, rr *loadgen.ResponseReader) error {
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-	if _, err := c.Write(req); err != nil {
-		return err
-	}
-	rr.Reset()
-	var resp loadgen.Response
-	if err := rr.Read(c, &resp); err != nil {
-		return err
-	}
-	if v, reason := loadgen.CheckAnnounceBody(resp.Body); v != loadgen.OK {
-		return fmt.Errorf("probe answer %s: %s", v, reason)
-	}
-	return nil
+	return probeOn(c, req, rr)
 }
