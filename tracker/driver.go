@@ -112,6 +112,9 @@ type AnnounceResult struct {
 	Snatches  int
 	IPv4Peers []models.Peer
 	IPv6Peers []models.Peer
+	// NoPeerIDs is set by a driver that keeps no peer IDs (the memory driver keeps a hash):
+	// the peers' ID fields are zero, and dictionary-model answers leave "peer id" out.
+	NoPeerIDs bool
 }
 
 // ReapResult counts what one reaping pass removed.

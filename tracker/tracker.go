@@ -461,7 +461,7 @@ func (t *Tracker) answer(a *models.Announce, s *announceScratch, w AnnounceWrite
 		IPv6Peers:   res.IPv6Peers,
 		ExternalIP:  a.Remote,
 		Compact:     a.Compact,
-		NoPeerID:    a.NoPeerID,
+		NoPeerID:    a.NoPeerID || res.NoPeerIDs,
 	}
 	return w.WriteAnnounce(resp)
 }

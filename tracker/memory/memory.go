@@ -112,11 +112,13 @@ type Pool struct {
 	shards []shard
 	site   site
 	snap   snapshotState
+	// ids keys the peers of every swarm. Restore may replace it before the pool serves.
+	ids idHasher
 }
 
 // NewPool returns an empty pool with n shards (n ≥ 1).
 func NewPool(n int) *Pool {
-	p := &Pool{shards: make([]shard, n)}
+	p := &Pool{shards: make([]shard, n), ids: poolIDs()}
 	p.site.init()
 	p.snap.init()
 	return p
@@ -148,6 +150,7 @@ func (p *Pool) Announce(_ context.Context, ih models.InfoHash, u *tracker.PeerUp
 
 	res.Prev = tracker.PrevPeer{}
 	res.Snatched, res.TorrentID, res.Freeleech, res.Token = false, 0, models.Normal, false
+	res.NoPeerIDs = true
 	t := s.get(ih)
 	if t == nil {
 		if !u.Create {
@@ -167,7 +170,9 @@ func (p *Pool) Announce(_ context.Context, ih models.InfoHash, u *tracker.PeerUp
 		}
 	}
 
-	i := t.find(u.Key)
+	k := p.ids.key(u.Key)
+	now := u.Time.Unix()
+	i := t.find(k)
 	if i < 0 && !u.Remove {
 		if int(t.n) >= maxSwarm {
 			return announceErr(ih, errSwarmFull)
@@ -183,7 +188,7 @@ func (p *Pool) Announce(_ context.Context, ih models.InfoHash, u *tracker.PeerUp
 			Seeder:     i < t.seeders(),
 			Uploaded:   up,
 			Downloaded: down,
-			Time:       time.Unix(int64(t.ents()[i].seen), 0),
+			Time:       time.Unix(t.ents()[i].seen.at(now), 0),
 		}
 	}
 	if t.x != nil && t.x.site != nil {
@@ -198,18 +203,18 @@ func (p *Pool) Announce(_ context.Context, ih models.InfoHash, u *tracker.PeerUp
 		}
 	default:
 		var pe pending
-		pe.key = u.Key
+		pe.key = k
 		if u.Counters {
 			// Only kept when asked: without a consumer of deltas they are bytes for nothing.
 			pe.up, pe.down = u.Uploaded, u.Downloaded
 		}
-		pe.e.id, pe.e.port, pe.e.seen = u.Key.ID, u.AddrPort.Port(), uint32(u.Time.Unix())
+		pe.e.id, pe.e.port, pe.e.seen = k.id, u.AddrPort.Port(), stampOf(now)
 		var flags uint8
 		if u.Hidden {
 			flags |= flagHidden
 		}
 		a := u.AddrPort.Addr()
-		if u.Key.Family == models.IPv4 {
+		if !k.v6 {
 			pe.e.addr = a.Unmap().As4()
 		} else {
 			a16 := a.As16()
@@ -225,7 +230,7 @@ func (p *Pool) Announce(_ context.Context, ih models.InfoHash, u *tracker.PeerUp
 		switch {
 		case i >= 0 && (i < t.seeders()) == u.Seeder:
 			if t.ents()[i].flags&flagBig != 0 {
-				delete(t.x.big, u.Key)
+				delete(t.x.big, k)
 			}
 			t.set(i, &pe)
 		case i >= 0:
@@ -239,7 +244,7 @@ func (p *Pool) Announce(_ context.Context, ih models.InfoHash, u *tracker.PeerUp
 
 	res.Seeders, res.Leechers, res.Snatches = t.seeders(), t.leechers(), int(t.snatches)
 	if sel.Want > 0 {
-		t.selectPeers(u.Key, sel, res)
+		t.selectPeers(k, sel, res)
 	}
 	return nil
 }
@@ -252,7 +257,7 @@ const maxPreferScan = 4096
 // requester seeds, the seeders. It takes a window of consecutive candidates from a random start,
 // wrapping around, which hands every peer out equally often without copying or shuffling the
 // swarm. With sel.Prefer set, peers inside that subnet go first.
-func (t *torrent) selectPeers(self models.PeerKey, sel *tracker.Selection, res *tracker.AnnounceResult) {
+func (t *torrent) selectPeers(self swarmKey, sel *tracker.Selection, res *tracker.AnnounceResult) {
 	lo := 0
 	if sel.Seeder {
 		lo = t.seeders()
@@ -296,13 +301,13 @@ type view struct {
 	ents  []entry
 	hi6   [][12]byte
 	users []uint32
-	self  models.PeerKey
+	self  swarmKey
 	sel   *tracker.Selection
 }
 
 func (v *view) eligible(i int) bool {
 	e := &v.ents[i]
-	if e.id == v.self.ID || e.flags&flagHidden != 0 {
+	if e.id == v.self.id || e.flags&flagHidden != 0 {
 		return false // not itself in either family, not hidden
 	}
 	if v.sel.SkipOwnUser {
@@ -310,7 +315,7 @@ func (v *view) eligible(i int) bool {
 		if v.users != nil {
 			u = v.users[i]
 		}
-		if u == v.self.User {
+		if u == v.self.user {
 			return false // not its own user's
 		}
 	}
@@ -338,9 +343,9 @@ func (v *view) addrPort6(i int) netip.AddrPort {
 func (v *view) appendPeer(i int, res *tracker.AnnounceResult) {
 	e := &v.ents[i]
 	if e.flags&flagIPv6 == 0 {
-		res.IPv4Peers = append(res.IPv4Peers, models.Peer{ID: e.id, AddrPort: netip.AddrPortFrom(netip.AddrFrom4(e.addr), e.port)})
+		res.IPv4Peers = append(res.IPv4Peers, models.Peer{AddrPort: netip.AddrPortFrom(netip.AddrFrom4(e.addr), e.port)})
 	} else {
-		res.IPv6Peers = append(res.IPv6Peers, models.Peer{ID: e.id, AddrPort: v.addrPort6(i)})
+		res.IPv6Peers = append(res.IPv6Peers, models.Peer{AddrPort: v.addrPort6(i)})
 	}
 }
 
@@ -426,12 +431,24 @@ func (p *Pool) Reap(ctx context.Context, cutoff time.Time, purgeEmpty bool) (tra
 	return r, nil
 }
 
+// maxAhead is how far past the reaper's cutoff an entry's last announce may read before it is
+// taken for one that the clock jumped away from: an entry is at most peer_timeout ahead of the
+// cutoff (and a little more when the clock went back), so one that reads as more than 48 days
+// ahead was last seen long ago, beyond what its 24-bit stamp tells apart.
+const maxAhead = 1 << (stampBits - 2)
+
+// stale reports whether an entry last seen at s is to be reaped at cutoff limit.
+func stale(s stamp, limit int64) bool {
+	d := s.at(limit) - limit
+	return d < 0 || d > maxAhead
+}
+
 func (t *torrent) reap(limit int64) int {
 	n := 0
 	// Going down, every entry that remove moves into place i was already kept; t.ents() is
 	// read again each time because remove may reallocate the entries.
 	for i := int(t.n) - 1; i >= 0; i-- {
-		if int64(t.ents()[i].seen) < limit {
+		if stale(t.ents()[i].seen, limit) {
 			t.remove(i)
 			n++
 		}

@@ -20,7 +20,10 @@ import (
 	"github.com/chihaya/chihaya/tracker/trackertest"
 )
 
-var t0 = time.Unix(1_700_000_000, 0)
+// t0 is the tests' time of announce: the start of the run, to the second. Entries keep their
+// last announce as a 24-bit stamp read against a time near it (peerkey.go), and snapshots are
+// taken at the wall clock's time, so the tests' times stay near it too.
+var t0 = time.Now().Truncate(time.Second)
 
 // hash and pid are the conformance suite's, so that both name the same torrents and peers.
 var (
@@ -54,9 +57,27 @@ func scrape(tb testing.TB, c tracker.Conn, ih models.InfoHash) models.TorrentSta
 	return trackertest.Scrape(tb, c, ih)
 }
 
-func handed(tb testing.TB, res *tracker.AnnounceResult) []models.PeerKey {
+// handed returns the keys of the peers in res, read from ih's entries in p that hold their
+// endpoints: the pool hands out no peer IDs.
+func handed(tb testing.TB, p *Pool, ih models.InfoHash, res *tracker.AnnounceResult) []models.PeerKey {
 	tb.Helper()
-	return trackertest.Handed(tb, res)
+	keys := trackertest.Handed(tb, res)
+	s := p.shardFor(ih)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	t := s.get(ih)
+	require.NotNil(tb, t)
+	for j, pr := range append(res.IPv4Peers, res.IPv6Peers...) {
+		n := 0
+		for i := range t.ents() {
+			if t.addrPort(i) == pr.AddrPort && t.ents()[i].family() == keys[j].Family {
+				keys[j].ID = peerIDOf(tb, p, t.ents()[i].id)
+				n++
+			}
+		}
+		require.Equal(tb, 1, n, "handed-out endpoint %v is held by %d entries", pr.AddrPort, n)
+	}
+	return keys
 }
 
 func observe(tb testing.TB, c tracker.Conn, ih models.InfoHash, seeder bool) map[models.PeerKey]bool {
@@ -295,7 +316,7 @@ func TestPreferredSubnet(t *testing.T) {
 				if v6Prefix {
 					list = res.IPv6Peers
 				}
-				got := trackertest.KeySet(t, handed(t, &res))
+				got := trackertest.KeySet(t, handed(t, p, ih, &res))
 				require.Len(t, got, tt.want)
 				assert.NotContains(t, got, self.Key)
 				// Peers of the prefix's family are appended in selection order: all inside
@@ -353,7 +374,7 @@ func TestSelectionFairness(t *testing.T) {
 			rounds := 0
 			for ; rounds < 5000 && len(seen) < len(expect); rounds++ {
 				res := announce(t, p, ih, self, sel)
-				got := handed(t, &res)
+				got := handed(t, p, ih, &res)
 				require.Len(t, got, min(tt.want, len(expect)))
 				for _, k := range got {
 					require.True(t, expect[k], "handed a peer that is not a candidate")
@@ -425,14 +446,14 @@ func TestConcurrent(t *testing.T) {
 					}
 					seen := map[models.PeerKey]bool{}
 					for _, pr := range res.IPv4Peers {
-						k := models.PeerKey{ID: pr.ID, Family: models.IPv4}
+						k := models.PeerKey{ID: trackertest.PeerIDOf(pr), Family: models.IPv4}
 						if k == u.Key || seen[k] {
 							fail("announce: self or duplicate %v", k)
 						}
 						seen[k] = true
 					}
 					for _, pr := range res.IPv6Peers {
-						k := models.PeerKey{ID: pr.ID, Family: models.IPv6}
+						k := models.PeerKey{ID: trackertest.PeerIDOf(pr), Family: models.IPv6}
 						if k == u.Key || seen[k] {
 							fail("announce: self or duplicate %v", k)
 						}

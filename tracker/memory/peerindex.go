@@ -1,10 +1,8 @@
 package memory
 
 import (
+	"encoding/binary"
 	"errors"
-	"hash/maphash"
-
-	"github.com/chihaya/chihaya/tracker/models"
 )
 
 // maxSwarm is how many peers one swarm holds: positions plus one fit in a slot's placeBits. A
@@ -16,18 +14,17 @@ var errSwarmFull = errors.New("memory: swarm full")
 
 // peerIndex finds an entry of a large swarm by its peer key. It is the table's scheme (table.go)
 // for peers: linear probing over 4-byte slots that hold the entry's position plus one below
-// placeBits and 8 bits of the key's seeded hash above, at a load of 7/16 to 7/8, so that an
-// indexed peer costs about 6 bytes beside its entry where a Go map from PeerKey cost 50 or
-// more. The keys are read from the entries, so the index follows every move of an entry
+// placeBits and 8 bits of the key's hash above, at a load of 7/16 to 7/8, so that an indexed
+// peer costs about 6 bytes beside its entry where a Go map from PeerKey cost 50 or more. The
+// hash is the entry's idKey, itself a seeded hash, mixed with the family and the user. The keys are read from the entries, so the index follows every move of an entry
 // (repoint) and is told before an entry goes (del).
 type peerIndex struct {
 	slots []uint32
-	seed  maphash.Seed
 }
 
 // newPeerIndex indexes the entries of t.
 func newPeerIndex(t *torrent) *peerIndex {
-	x := &peerIndex{seed: maphash.MakeSeed()}
+	x := &peerIndex{}
 	x.slots = make([]uint32, x.size(int(t.n)))
 	for i := range int(t.n) {
 		x.place(t.hashAt(x, i), uint32(i))
@@ -44,11 +41,19 @@ func (x *peerIndex) size(n int) int {
 	return s
 }
 
-func (x *peerIndex) hash(k *models.PeerKey) uint64 {
-	h := maphash.Bytes(x.seed, k.ID[:])
-	// Family and user are few and not chosen to collide: mixing them in is enough.
-	h ^= (uint64(k.User)<<8 | uint64(k.Family)) * 0x9e3779b97f4a7c15
-	return h ^ h>>29
+func (x *peerIndex) hash(k *swarmKey) uint64 {
+	var b [8]byte
+	copy(b[:], k.id[:])
+	h := binary.LittleEndian.Uint64(b[:])
+	// The ID's 48 bits are uniform already; family and user are few and not chosen to collide,
+	// so mixing them in is enough. The multiply carries the ID's bits into the tag's top byte.
+	v6 := uint64(0)
+	if k.v6 {
+		v6 = 1
+	}
+	h ^= (uint64(k.user)<<1 | v6) * 0x9e3779b97f4a7c15
+	h *= 0xff51afd7ed558ccd
+	return h ^ h>>32
 }
 
 // hashAt returns the hash of entry i's key.
@@ -69,7 +74,7 @@ func (x *peerIndex) place(h uint64, i uint32) {
 }
 
 // find returns the position of the entry with key k in t, or -1.
-func (x *peerIndex) find(t *torrent, k *models.PeerKey) int {
+func (x *peerIndex) find(t *torrent, k *swarmKey) int {
 	h := x.hash(k)
 	mask := len(x.slots) - 1
 	tg := tag(h)
@@ -83,7 +88,7 @@ func (x *peerIndex) find(t *torrent, k *models.PeerKey) int {
 			continue
 		}
 		i := int(s&placeMask) - 1
-		if e[i].id == k.ID && e[i].family() == k.Family && t.user(i) == k.User {
+		if e[i].id == k.id && (e[i].flags&flagIPv6 != 0) == k.v6 && t.user(i) == k.user {
 			return i
 		}
 	}

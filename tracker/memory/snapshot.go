@@ -23,11 +23,12 @@ import (
 // A snapshot is the pool's swarms in one file, so that a restart or an upgrade does not empty
 // them. Its layout, all integers little-endian unless said:
 //
-//	header   magic "CHYSNAP\n" (8) | version uint32 | taken int64 (unix seconds)  20 bytes
+//	header   magic "CHYSNAP\n" (8) | version uint32 | taken int64 (unix seconds) |
+//	         key seed uint64 (the pool's idHasher)                            28 bytes
 //	torrent  info hash (20) | uvarint peers | uvarint seeders | uvarint snatches,
 //	         then its peers, seeders first
-//	peer     peer ID (20) | address (4: IPv4, or the last four bytes of IPv6) |
-//	         port uint16 big-endian | uvarint (age<<4 | flags),
+//	peer     key (6: the peer ID's keyed hash) | address (4: IPv4, or the last four bytes
+//	         of IPv6) | port uint16 big-endian | uvarint (age<<4 | flags),
 //	         then the rest of an IPv6 address (12) when flags say IPv6,
 //	         uvarint user when flags say user, uvarint uploaded and downloaded when flags
 //	         say counters
@@ -35,12 +36,19 @@ import (
 //	         it, uint32                                                       20 bytes
 //
 // age is taken minus the peer's last announce, in seconds (0 when the clock went back). A
-// public IPv4 peer seen within the last 17 minutes takes 28 bytes, and 29 up to 36 hours; a
-// torrent's header is 23 to 27 bytes, shared by its peers.
+// public IPv4 peer seen within the last 17 minutes takes 14 bytes, and 15 up to 36 hours; a
+// torrent's header is 23 to 27 bytes, shared by its peers. The keys mean something only with
+// their seed: Restore gives an empty pool the file's seed, and a pool that has peers already
+// skips a file with another seed.
+//
+// Version 1, written before peers were keyed by a hash, has no seed in its header and the
+// whole peer ID (20 bytes) in place of the key; it is still read, and its IDs are hashed with
+// the pool's seed.
 const (
 	snapMagic   = "CHYSNAP\n"
-	snapVersion = 1
-	snapHeader  = 8 + 4 + 8
+	snapVersion = 2
+	snapHeader  = 8 + 4 + 8 + 8
+	snapHeader1 = 8 + 4 + 8 // version 1's
 	snapTrailer = 8 + 8 + 4
 
 	peerIPv6     = 1 << 0
@@ -236,6 +244,7 @@ func (p *Pool) writeSnapshotTo(ctx context.Context, w io.Writer, now time.Time, 
 	copy(hdr[:], snapMagic)
 	binary.LittleEndian.PutUint32(hdr[8:], snapVersion)
 	binary.LittleEndian.PutUint64(hdr[12:], uint64(now.Unix()))
+	binary.LittleEndian.PutUint64(hdr[20:], p.ids.seed)
 	crc := crc32.Update(0, castagnoli, hdr[:])
 	if _, err := w.Write(hdr[:]); err != nil {
 		return 0, err
@@ -297,7 +306,7 @@ func appendTorrent(b []byte, t *torrent, now, since int64) ([]byte, int) {
 	if since > 0 {
 		n, nSeed = 0, 0
 		for i := range ents {
-			if int64(ents[i].seen) >= since {
+			if ents[i].seen.at(now) >= since {
 				n++
 				if i < t.seeders() {
 					nSeed++
@@ -314,7 +323,8 @@ func appendTorrent(b []byte, t *torrent, now, since int64) ([]byte, int) {
 	b = binary.AppendUvarint(b, uint64(t.snatches))
 	for i := range ents {
 		e := &ents[i]
-		if since > 0 && int64(e.seen) < since {
+		seen := e.seen.at(now)
+		if since > 0 && seen < since {
 			continue
 		}
 		b = append(b, e.id[:]...)
@@ -339,8 +349,8 @@ func appendTorrent(b []byte, t *torrent, now, since int64) ([]byte, int) {
 			flags |= peerCounters
 		}
 		age := uint64(0)
-		if int64(e.seen) < now {
-			age = uint64(now - int64(e.seen))
+		if seen < now {
+			age = uint64(now - seen)
 		}
 		b = binary.AppendUvarint(b, age<<peerFlagBits|flags)
 		if flags&peerIPv6 != 0 {
@@ -360,32 +370,55 @@ func appendTorrent(b []byte, t *torrent, now, since int64) ([]byte, int) {
 // snapPeer is one peer as decoded from a snapshot.
 type snapPeer struct {
 	pe     pending
+	seen   int64 // unix seconds of its last announce
 	seeder bool
 }
 
+// snapInfo is what a snapshot's header says.
+type snapInfo struct {
+	version uint32
+	taken   int64
+	seed    uint64 // the key seed; 0 in version 1
+}
+
 // decodeSnapshot checks b's header, checksum and structure, and calls fn for each torrent
-// with its peers (fn may be nil to validate only). peers is reused between calls.
-func decodeSnapshot(b []byte, fn func(ih models.InfoHash, snatches uint32, peers []snapPeer) error) (taken int64, err error) {
+// with its peers (fn may be nil to validate only). peers is reused between calls. The peer IDs
+// of a version 1 file are keyed with ids.
+func decodeSnapshot(b []byte, ids idHasher, fn func(ih models.InfoHash, snatches uint32, peers []snapPeer) error) (info snapInfo, err error) {
 	if len(b) < len(snapMagic) || string(b[:len(snapMagic)]) != snapMagic {
 		if len(b) < len(snapMagic) && string(b) == snapMagic[:len(b)] {
-			return 0, ErrSnapshotTruncated
+			return info, ErrSnapshotTruncated
 		}
-		return 0, ErrSnapshotForeign
+		return info, ErrSnapshotForeign
 	}
-	if len(b) < snapHeader+snapTrailer {
-		return 0, ErrSnapshotTruncated
+	if len(b) < 12 {
+		return info, ErrSnapshotTruncated
 	}
-	if v := binary.LittleEndian.Uint32(b[8:]); v != snapVersion {
-		return 0, fmt.Errorf("%w %d (this binary reads %d)", ErrSnapshotVersion, v, snapVersion)
+	info.version = binary.LittleEndian.Uint32(b[8:])
+	header, idLen := snapHeader, len(idKey{})
+	switch info.version {
+	case snapVersion:
+	case 1:
+		header, idLen = snapHeader1, len(models.PeerID{})
+	default:
+		return info, fmt.Errorf("%w %d (this binary reads 1 and %d)", ErrSnapshotVersion, info.version, snapVersion)
+	}
+	if len(b) < header+snapTrailer {
+		return info, ErrSnapshotTruncated
 	}
 	if want := binary.LittleEndian.Uint32(b[len(b)-4:]); crc32.Checksum(b[:len(b)-4], castagnoli) != want {
-		return 0, fmt.Errorf("%w (truncated or damaged)", ErrSnapshotChecksum)
+		return info, fmt.Errorf("%w (truncated or damaged)", ErrSnapshotChecksum)
 	}
-	taken = int64(binary.LittleEndian.Uint64(b[12:]))
+	info.taken = int64(binary.LittleEndian.Uint64(b[12:]))
+	if info.version >= 2 {
+		info.seed = binary.LittleEndian.Uint64(b[20:])
+	}
 	tr := b[len(b)-snapTrailer:]
 	torrents := binary.LittleEndian.Uint64(tr[0:])
 	peers := binary.LittleEndian.Uint64(tr[8:])
-	d := snapDecoder{b: b[snapHeader : len(b)-snapTrailer]}
+	d := snapDecoder{b: b[header : len(b)-snapTrailer]}
+	// A peer takes at least its key, address, port and one byte of age and flags.
+	minPeer := uint64(idLen + 4 + 2 + 1)
 	var buf []snapPeer
 	var seenPeers uint64
 	for k := uint64(0); k < torrents; k++ {
@@ -395,29 +428,32 @@ func decodeSnapshot(b []byte, fn func(ih models.InfoHash, snatches uint32, peers
 		seeds := d.uvarint()
 		snatches := d.uvarint()
 		if d.err != nil {
-			return 0, d.err
+			return info, d.err
 		}
-		// Each peer takes at least 27 bytes, which bounds n by what is left before anything
-		// is allocated for it.
-		if n > uint64(maxSwarm) || seeds > n || snatches > math.MaxUint32 || n > uint64(len(d.b))/27 {
-			return 0, fmt.Errorf("%w: torrent %d of %d: %d peers, %d seeders, %d snatches", ErrSnapshotCorrupt, k+1, torrents, n, seeds, snatches)
+		// The smallest peer bounds n by what is left before anything is allocated for it.
+		if n > uint64(maxSwarm) || seeds > n || snatches > math.MaxUint32 || n > uint64(len(d.b))/minPeer {
+			return info, fmt.Errorf("%w: torrent %d of %d: %d peers, %d seeders, %d snatches", ErrSnapshotCorrupt, k+1, torrents, n, seeds, snatches)
 		}
 		seenPeers += n
 		buf = buf[:0]
 		for j := uint64(0); j < n; j++ {
 			var sp snapPeer
-			copy(sp.pe.e.id[:], d.bytes(20))
+			var id models.PeerID
+			if info.version == 1 {
+				copy(id[:], d.bytes(idLen))
+			} else {
+				copy(sp.pe.e.id[:], d.bytes(idLen))
+			}
 			copy(sp.pe.e.addr[:], d.bytes(4))
 			if pb := d.bytes(2); pb != nil {
 				sp.pe.e.port = binary.BigEndian.Uint16(pb)
 			}
 			v := d.uvarint()
 			flags, age := v&(1<<peerFlagBits-1), v>>peerFlagBits
-			sp.pe.key = models.PeerKey{ID: sp.pe.e.id, Family: models.IPv4}
 			if flags&peerIPv6 != 0 {
 				copy(sp.pe.hi6[:], d.bytes(12))
 				sp.pe.e.flags |= flagIPv6
-				sp.pe.key.Family = models.IPv6
+				sp.pe.key.v6 = true
 			}
 			if flags&peerHidden != 0 {
 				sp.pe.e.flags |= flagHidden
@@ -425,38 +461,42 @@ func decodeSnapshot(b []byte, fn func(ih models.InfoHash, snatches uint32, peers
 			if flags&peerUser != 0 {
 				u := d.uvarint()
 				if u == 0 || u > math.MaxUint32 {
-					return 0, fmt.Errorf("%w: torrent %d: peer %d: user %d", ErrSnapshotCorrupt, k+1, j+1, u)
+					return info, fmt.Errorf("%w: torrent %d: peer %d: user %d", ErrSnapshotCorrupt, k+1, j+1, u)
 				}
-				sp.pe.key.User = uint32(u)
+				sp.pe.key.user = uint32(u)
 			}
 			if flags&peerCounters != 0 {
 				up, down := d.uvarint(), d.uvarint()
 				if up > math.MaxInt64 || down > math.MaxInt64 {
-					return 0, fmt.Errorf("%w: torrent %d: peer %d: counters out of range", ErrSnapshotCorrupt, k+1, j+1)
+					return info, fmt.Errorf("%w: torrent %d: peer %d: counters out of range", ErrSnapshotCorrupt, k+1, j+1)
 				}
 				sp.pe.up, sp.pe.down = int64(up), int64(down)
 			}
 			if d.err != nil {
-				return 0, d.err
+				return info, d.err
 			}
-			seen := taken - int64(min(age, math.MaxInt32))
-			sp.pe.e.seen = uint32(max(seen, 0))
+			if info.version == 1 {
+				sp.pe.e.id = ids.idKey(&id)
+			}
+			sp.pe.key.id = sp.pe.e.id
+			sp.seen = max(info.taken-int64(min(age, math.MaxInt32)), 0)
+			sp.pe.e.seen = stampOf(sp.seen)
 			sp.seeder = j < seeds
 			buf = append(buf, sp)
 		}
 		if fn != nil {
 			if err := fn(ih, uint32(snatches), buf); err != nil {
-				return 0, err
+				return info, err
 			}
 		}
 	}
 	if seenPeers != peers {
-		return 0, fmt.Errorf("%w: header says %d peers, torrents hold %d", ErrSnapshotCorrupt, peers, seenPeers)
+		return info, fmt.Errorf("%w: header says %d peers, torrents hold %d", ErrSnapshotCorrupt, peers, seenPeers)
 	}
 	if len(d.b) != 0 {
-		return 0, fmt.Errorf("%w: %d bytes after the last torrent", ErrSnapshotCorrupt, len(d.b))
+		return info, fmt.Errorf("%w: %d bytes after the last torrent", ErrSnapshotCorrupt, len(d.b))
 	}
-	return taken, nil
+	return info, nil
 }
 
 // snapDecoder reads a snapshot's body; its first error sticks.
@@ -513,7 +553,8 @@ func (p *Pool) Restore(ctx context.Context, cutoff time.Time, registeredOnly boo
 	}
 	r.Bytes = int64(len(b))
 	// Check the whole file before loading anything, so that a bad one leaves the pool empty.
-	if _, err := decodeSnapshot(b, nil); err != nil {
+	info, err := decodeSnapshot(b, p.ids, nil)
+	if err != nil {
 		aside := fmt.Sprintf("%s.bad-%d", path, time.Now().Unix())
 		if rerr := os.Rename(path, aside); rerr != nil {
 			return r, &SnapshotError{Path: path, Err: fmt.Errorf("%w; could not move it aside: %v", err, rerr)}
@@ -523,21 +564,44 @@ func (p *Pool) Restore(ctx context.Context, cutoff time.Time, registeredOnly boo
 	if err := ctx.Err(); err != nil {
 		return r, err
 	}
+	keep := p.adoptSeed(info)
 	limit := cutoff.Unix()
-	taken, err := decodeSnapshot(b, func(ih models.InfoHash, snatches uint32, peers []snapPeer) error {
-		p.restoreTorrent(ih, snatches, peers, limit, registeredOnly, &r)
+	_, err = decodeSnapshot(b, p.ids, func(ih models.InfoHash, snatches uint32, peers []snapPeer) error {
+		p.restoreTorrent(ih, snatches, peers, limit, registeredOnly, keep, &r)
 		return nil
 	})
 	if err != nil {
 		return r, &SnapshotError{Path: path, Err: err}
 	}
-	r.Taken = time.Unix(taken, 0)
+	r.Taken = time.Unix(info.taken, 0)
 	p.snap.restored.Add(float64(r.Peers))
 	p.snap.stale.Add(float64(r.Stale))
 	return r, nil
 }
 
-func (p *Pool) restoreTorrent(ih models.InfoHash, snatches uint32, peers []snapPeer, limit int64, registeredOnly bool, r *RestoreResult) {
+// adoptSeed makes a file's key seed the pool's when the pool holds no peer yet, and reports
+// whether the file's keys are the pool's: its peers can be stored only then.
+func (p *Pool) adoptSeed(info snapInfo) bool {
+	if info.version < 2 || info.seed == p.ids.seed {
+		return true
+	}
+	for i := range p.shards {
+		s := &p.shards[i]
+		s.mu.RLock()
+		for ti := range s.recs {
+			if s.recs[ti].n > 0 {
+				s.mu.RUnlock()
+				return false
+			}
+		}
+		s.mu.RUnlock()
+	}
+	p.ids.seed = info.seed
+	return true
+}
+
+// restoreTorrent stores a snapshot's torrent and, with keep, its peers.
+func (p *Pool) restoreTorrent(ih models.InfoHash, snatches uint32, peers []snapPeer, limit int64, registeredOnly, keep bool, r *RestoreResult) {
 	s := p.shardFor(ih)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -545,13 +609,13 @@ func (p *Pool) restoreTorrent(ih models.InfoHash, snatches uint32, peers []snapP
 	if t == nil {
 		fresh := 0
 		for i := range peers {
-			if int64(peers[i].pe.e.seen) >= limit {
+			if peers[i].seen >= limit {
 				fresh++
 			}
 		}
 		if registeredOnly || (fresh == 0 && snatches == 0) || s.usage.admit(true) != nil {
 			for i := range peers {
-				if int64(peers[i].pe.e.seen) < limit {
+				if peers[i].seen < limit {
 					r.Stale++
 				} else {
 					r.Skipped++
@@ -576,9 +640,9 @@ func (p *Pool) restoreTorrent(ih models.InfoHash, snatches uint32, peers []snapP
 	for i := range peers {
 		sp := &peers[i]
 		switch {
-		case int64(sp.pe.e.seen) < limit:
+		case sp.seen < limit:
 			r.Stale++
-		case int(t.n) >= maxSwarm || t.find(sp.pe.key) >= 0 || s.usage.admit(false) != nil:
+		case !keep || int(t.n) >= maxSwarm || t.find(sp.pe.key) >= 0 || s.usage.admit(false) != nil:
 			r.Skipped++
 		default:
 			t.insert(&sp.pe, sp.seeder)
@@ -621,27 +685,32 @@ func (p *Pool) MergeDelta(ctx context.Context, r io.Reader, cutoff time.Time, re
 		return res, fmt.Errorf("read delta: %w", err)
 	}
 	res.Bytes = int64(len(b))
-	if _, err := decodeSnapshot(b, nil); err != nil {
+	info, err := decodeSnapshot(b, p.ids, nil)
+	if err != nil {
 		return res, fmt.Errorf("delta of %d bytes: %w", len(b), err)
 	}
+	// The pool serves already: the delta's keys are of use only if they are the pool's, as they
+	// are when the pool restored the old process's snapshot.
+	keep := info.version < 2 || info.seed == p.ids.seed
 	if err := ctx.Err(); err != nil {
 		return res, err
 	}
 	limit := cutoff.Unix()
-	taken, err := decodeSnapshot(b, func(ih models.InfoHash, snatches uint32, peers []snapPeer) error {
-		p.mergeTorrent(ih, snatches, peers, limit, registeredOnly, &res)
+	_, err = decodeSnapshot(b, p.ids, func(ih models.InfoHash, snatches uint32, peers []snapPeer) error {
+		p.mergeTorrent(ih, snatches, peers, limit, registeredOnly, keep, &res)
 		return nil
 	})
 	if err != nil {
 		return res, err
 	}
-	res.Taken = time.Unix(taken, 0)
+	res.Taken = time.Unix(info.taken, 0)
 	p.snap.restored.Add(float64(res.Peers))
 	p.snap.stale.Add(float64(res.Stale))
 	return res, nil
 }
 
-func (p *Pool) mergeTorrent(ih models.InfoHash, snatches uint32, peers []snapPeer, limit int64, registeredOnly bool, r *RestoreResult) {
+// mergeTorrent merges a delta's torrent and, with keep, its peers.
+func (p *Pool) mergeTorrent(ih models.InfoHash, snatches uint32, peers []snapPeer, limit int64, registeredOnly, keep bool, r *RestoreResult) {
 	s := p.shardFor(ih)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -665,13 +734,17 @@ func (p *Pool) mergeTorrent(ih models.InfoHash, snatches uint32, peers []snapPee
 	}
 	for i := range peers {
 		sp := &peers[i]
-		if int64(sp.pe.e.seen) < limit {
+		if sp.seen < limit {
 			r.Stale++
+			continue
+		}
+		if !keep {
+			r.Skipped++
 			continue
 		}
 		j := t.find(sp.pe.key)
 		switch {
-		case j >= 0 && t.ents()[j].seen >= sp.pe.e.seen:
+		case j >= 0 && t.ents()[j].seen.at(sp.seen) >= sp.seen:
 			r.Skipped++ // this process has heard from the peer since
 		case j >= 0 && (j < t.seeders()) == sp.seeder:
 			if t.ents()[j].flags&flagBig != 0 {

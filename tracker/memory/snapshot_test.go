@@ -24,16 +24,17 @@ import (
 // storedPeer is one peer as the pool holds it, for comparing two pools.
 type storedPeer struct {
 	ih       models.InfoHash
-	key      models.PeerKey
+	key      swarmKey
 	addr     netip.AddrPort
 	seeder   bool
 	hidden   bool
-	seen     uint32
+	seen     uint32 // the stamp's bits
 	up, down int64
 }
 
 // dump lists every peer and every torrent's snatches in a pool, sorted.
-func dump(p *Pool) ([]storedPeer, map[models.InfoHash]uint32) {
+func dump(tb testing.TB, p *Pool) ([]storedPeer, map[models.InfoHash]uint32) {
+	tb.Helper()
 	var out []storedPeer
 	snatches := make(map[models.InfoHash]uint32)
 	for i := range p.shards {
@@ -48,7 +49,7 @@ func dump(p *Pool) ([]storedPeer, map[models.InfoHash]uint32) {
 			for j := range t.ents() {
 				up, down := t.counters(j)
 				out = append(out, storedPeer{ih: t.ih, key: t.key(j), addr: t.addrPort(j), seeder: j < t.seeders(),
-					hidden: t.ents()[j].flags&flagHidden != 0, seen: t.ents()[j].seen, up: up, down: down})
+					hidden: t.ents()[j].flags&flagHidden != 0, seen: t.ents()[j].seen.bits(), up: up, down: down})
 			}
 		}
 		s.mu.RUnlock()
@@ -68,7 +69,7 @@ func mixedPool(t *testing.T) *Pool {
 		n := 1 + tn*3 // up to 118 peers: past indexAt
 		for i := 0; i < n; i++ {
 			u := peer(i, models.Family(i%2), i%3 == 0)
-			u.Time = t0.Add(time.Duration(i) * time.Second)
+			u.Time = t0.Add(-time.Duration(i) * time.Second)
 			u.Hidden = i%7 == 0
 			u.Key.User = uint32(i % 4)
 			u.Uploaded, u.Downloaded = int64(i*1000), int64(i*7)
@@ -96,8 +97,8 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	dst.SetSnapshot(path, time.Minute)
 	r, err := dst.Restore(context.Background(), t0.Add(-time.Hour), false)
 	require.NoError(t, err)
-	want, wantSn := dump(src)
-	got, gotSn := dump(dst)
+	want, wantSn := dump(t, src)
+	got, gotSn := dump(t, dst)
 	assert.Equal(t, want, got)
 	assert.Equal(t, wantSn, gotSn)
 	assert.Equal(t, len(want), r.Peers)
@@ -114,14 +115,14 @@ func TestSnapshotDropsStale(t *testing.T) {
 	src.SetSnapshot(path, time.Minute)
 	for i := 0; i < 10; i++ {
 		u := peer(i, models.IPv4, false)
-		u.Time = t0.Add(time.Duration(i) * time.Minute)
+		u.Time = t0.Add(time.Duration(i-10) * time.Minute)
 		announce(t, src, hash(1), u, all(0))
 	}
 	_, err := src.WriteSnapshot(context.Background())
 	require.NoError(t, err)
 	dst := NewPool(4)
 	dst.SetSnapshot(path, time.Minute)
-	r, err := dst.Restore(context.Background(), t0.Add(4*time.Minute), false)
+	r, err := dst.Restore(context.Background(), t0.Add(-6*time.Minute), false)
 	require.NoError(t, err)
 	assert.Equal(t, 6, r.Peers)
 	assert.Equal(t, 4, r.Stale)
@@ -222,7 +223,7 @@ func TestSnapshotRefusesBadFiles(t *testing.T) {
 			kept, err := os.ReadFile(filepath.Join(dir, ents[0].Name()))
 			require.NoError(t, err)
 			assert.Equal(t, data, kept)
-			got, _ := dump(p)
+			got, _ := dump(t, p)
 			assert.Empty(t, got)
 		})
 	}
@@ -290,7 +291,7 @@ func FuzzSnapshot(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		b = slices.Clone(b)
 		fixCRC(b)
-		if _, err := decodeSnapshot(b, nil); err != nil {
+		if _, err := decodeSnapshot(b, idHasher{}, nil); err != nil {
 			return
 		}
 		dir := t.TempDir()
@@ -300,7 +301,7 @@ func FuzzSnapshot(f *testing.F) {
 		p.SetSnapshot(path, time.Minute)
 		_, err := p.Restore(context.Background(), time.Time{}, false)
 		require.NoError(t, err)
-		before, sn := dump(p)
+		before, sn := dump(t, p)
 		// Every restored swarm answers an announce and a scrape.
 		for ih := range sn {
 			var res tracker.AnnounceResult
@@ -318,7 +319,7 @@ func FuzzSnapshot(f *testing.F) {
 		q.SetSnapshot(out, time.Minute)
 		_, err = q.Restore(context.Background(), time.Time{}, false)
 		require.NoError(t, err)
-		after, _ := dump(q)
+		after, _ := dump(t, q)
 		require.Len(t, after, len(before))
 	})
 }
@@ -436,12 +437,13 @@ func TestSnapshotDeltaMerge(t *testing.T) {
 	for i := 0; i < 6; i++ {
 		u := peer(i, models.IPv4, i == 0)
 		u.Completed = i == 0
+		u.Time = t0.Add(-2 * time.Hour)
 		announce(t, old, ih, u, all(0))
 	}
 	require.Equal(t, 1, scrape(t, old, ih).Snatches)
 	_, err := old.WriteSnapshot(context.Background())
 	require.NoError(t, err)
-	since := t0.Add(time.Hour)
+	since := t0.Add(-time.Hour)
 
 	// The old process after its snapshot: a new peer, a leecher that completes, a re-announce.
 	later := func(n int, seeder, completed bool, at time.Time, port uint16) tracker.PeerUpdate {
@@ -460,7 +462,7 @@ func TestSnapshotDeltaMerge(t *testing.T) {
 	nu := NewPool(8)
 	nu.SetSnapshot(path, time.Minute)
 	nu.ExpectDelta()
-	r, err := nu.Restore(context.Background(), t0.Add(-time.Hour), false)
+	r, err := nu.Restore(context.Background(), t0.Add(-3*time.Hour), false)
 	require.NoError(t, err)
 	require.Equal(t, 6, r.Peers)
 	announce(t, nu, ih, later(2, false, false, since.Add(time.Minute), 2002), all(0))
@@ -469,22 +471,23 @@ func TestSnapshotDeltaMerge(t *testing.T) {
 	var buf strings.Builder
 	_, err = old.WriteDelta(context.Background(), &buf, since)
 	require.NoError(t, err)
-	m, err := nu.MergeDelta(context.Background(), strings.NewReader(buf.String()), t0.Add(-time.Hour), false)
+	m, err := nu.MergeDelta(context.Background(), strings.NewReader(buf.String()), t0.Add(-3*time.Hour), false)
 	require.NoError(t, err)
 	assert.Equal(t, 3, m.Peers, "peers 10, 1 and 20")
 	assert.Equal(t, 1, m.Skipped, "peer 2: the new process heard from it later")
 
-	got, _ := dump(nu)
+	got, _ := dump(t, nu)
 	ports := make(map[models.PeerID]uint16)
 	seeders := make(map[models.PeerID]bool)
 	for _, sp := range got {
-		ports[sp.key.ID], seeders[sp.key.ID] = sp.addr.Port(), sp.seeder
+		id := peerIDOf(t, nu, sp.key.id)
+		ports[id], seeders[id] = sp.addr.Port(), sp.seeder
 	}
-	assert.Equal(t, uint16(1010), ports[key(10, models.IPv4).ID], "a peer that arrived on the old side")
-	assert.Equal(t, uint16(1001), ports[key(1, models.IPv4).ID])
-	assert.True(t, seeders[key(1, models.IPv4).ID], "completed on the old side")
-	assert.Equal(t, uint16(2002), ports[key(2, models.IPv4).ID], "the later announce wins")
-	assert.Equal(t, uint16(1020), ports[key(20, models.IPv4).ID])
+	assert.Equal(t, uint16(1010), ports[pid(10)], "a peer that arrived on the old side")
+	assert.Equal(t, uint16(1001), ports[pid(1)])
+	assert.True(t, seeders[pid(1)], "completed on the old side")
+	assert.Equal(t, uint16(2002), ports[pid(2)], "the later announce wins")
+	assert.Equal(t, uint16(1020), ports[pid(20)])
 	st := scrape(t, nu, ih)
 	assert.Equal(t, 3, st.Snatches, "1 before the snapshot, 1 on each side after")
 	assert.Equal(t, 3, st.Seeders)
@@ -528,8 +531,8 @@ func TestSnapshotPrivateMode(t *testing.T) {
 	assert.Equal(t, []int{1, 3, 42}, []int{st.Seeders, st.Leechers, st.Snatches})
 	assert.False(t, scrape(t, dst, hash(2)).Registered)
 
-	want, _ := dump(src)
-	got, _ := dump(dst)
+	want, _ := dump(t, src)
+	got, _ := dump(t, dst)
 	var want1 []storedPeer
 	for _, sp := range want {
 		if sp.ih == hash(1) {

@@ -9,17 +9,16 @@ import (
 	"github.com/chihaya/chihaya/tracker/models"
 )
 
-// entry is one stored peer endpoint in 32 bytes and no pointers, so that the garbage collector
+// entry is one stored peer endpoint in 16 bytes and no pointers, so that the garbage collector
 // never scans the swarms and a size class holds a whole number of entries. What only some peers
 // need lives beside it in the torrent's side arrays: the rest of an IPv6 address, a non-zero
 // user, non-zero session counters.
 type entry struct {
-	id    models.PeerID
-	addr  [4]byte // the IPv4 address, or the last four bytes of the IPv6 one
-	seen  uint32  // unix seconds of the last announce
+	id    idKey // the peer ID's keyed hash (peerkey.go)
 	port  uint16
+	addr  [4]byte // the IPv4 address, or the last four bytes of the IPv6 one
+	seen  stamp   // the last announce
 	flags uint8
-	_     uint8
 }
 
 // The flag bits of an entry.
@@ -63,7 +62,7 @@ type ext struct {
 	// index finds an entry by key in swarms of indexAt entries or more.
 	index *peerIndex
 	// big holds the counters of the entries with flagBig.
-	big map[models.PeerKey][2]int64
+	big map[swarmKey][2]int64
 }
 
 // indexAt is the swarm size from which a torrent keeps an index; below it a scan over the
@@ -174,9 +173,9 @@ func (t *torrent) user(i int) uint32 {
 	return t.users()[i]
 }
 
-func (t *torrent) key(i int) models.PeerKey {
+func (t *torrent) key(i int) swarmKey {
 	e := &t.ents()[i]
-	return models.PeerKey{ID: e.id, Family: e.family(), User: t.user(i)}
+	return swarmKey{id: e.id, v6: e.flags&flagIPv6 != 0, user: t.user(i)}
 }
 
 func (t *torrent) addrPort(i int) netip.AddrPort {
@@ -203,13 +202,17 @@ func (t *torrent) counters(i int) (up, down int64) {
 }
 
 // find returns the position of the entry with key k, or -1.
-func (t *torrent) find(k models.PeerKey) int {
+func (t *torrent) find(k swarmKey) int {
 	if t.x != nil && t.x.index != nil {
 		return t.x.index.find(t, &k)
 	}
 	e := t.ents()
+	var v6 uint8
+	if k.v6 {
+		v6 = flagIPv6
+	}
 	for i := range e {
-		if e[i].id == k.ID && e[i].family() == k.Family && t.user(i) == k.User {
+		if e[i].id == k.id && e[i].flags&flagIPv6 == v6 && t.user(i) == k.user {
 			return i
 		}
 	}
@@ -219,7 +222,7 @@ func (t *torrent) find(k models.PeerKey) int {
 // pending is an entry being stored, with what goes beside it.
 type pending struct {
 	e    entry
-	key  models.PeerKey
+	key  swarmKey
 	hi6  [12]byte
 	up   int64
 	down int64
@@ -229,7 +232,7 @@ type pending struct {
 func (t *torrent) set(i int, p *pending) {
 	flags := p.e.flags &^ flagBig
 	need := t.side()
-	if p.key.User != 0 {
+	if p.key.user != 0 {
 		need |= sideUsers
 	}
 	if flags&flagIPv6 != 0 {
@@ -242,7 +245,7 @@ func (t *torrent) set(i int, p *pending) {
 		t.realloc(int(t.n), t.capacity(), need)
 	}
 	if us := t.users(); us != nil {
-		us[i] = p.key.User
+		us[i] = p.key.user
 	}
 	if flags&flagIPv6 != 0 {
 		t.hi6()[i] = p.hi6
@@ -252,7 +255,7 @@ func (t *torrent) set(i int, p *pending) {
 	case !fits(p.up) || !fits(p.down):
 		x := t.ext()
 		if x.big == nil {
-			x.big = make(map[models.PeerKey][2]int64)
+			x.big = make(map[swarmKey][2]int64)
 		}
 		x.big[p.key] = [2]int64{p.up, p.down}
 		flags |= flagBig
@@ -308,7 +311,7 @@ func (t *torrent) resize(n int) {
 	switch {
 	case n > c && c < 2:
 		// A swarm of one, the most numerous kind on a public tracker, holds exactly one entry
-		// (one 32-byte size class); the second peer takes a block of two.
+		// (one 16-byte size class); the second peer takes a block of two.
 		t.realloc(n, n, t.side())
 	case n > c:
 		// Grow by half: small swarms keep little slack, and a swarm of ten IPv4 peers is

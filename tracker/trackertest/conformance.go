@@ -102,13 +102,17 @@ func scrape(tb testing.TB, c tracker.Conn, ih models.InfoHash) models.TorrentSta
 func handed(tb testing.TB, res *tracker.AnnounceResult) []models.PeerKey {
 	tb.Helper()
 	var keys []models.PeerKey
+	for _, p := range append(res.IPv4Peers, res.IPv6Peers...) {
+		// A driver either hands out every peer's ID or says it keeps none.
+		assert.Equal(tb, res.NoPeerIDs, p.ID == models.PeerID{}, "peer %v: ID %q with NoPeerIDs %v", p.AddrPort, p.ID[:], res.NoPeerIDs)
+	}
 	for _, p := range res.IPv4Peers {
 		assert.True(tb, p.AddrPort.Addr().Is4(), "IPv4Peers holds %v", p.AddrPort)
-		keys = append(keys, models.PeerKey{ID: p.ID, Family: models.IPv4})
+		keys = append(keys, models.PeerKey{ID: PeerIDOf(p), Family: models.IPv4})
 	}
 	for _, p := range res.IPv6Peers {
 		assert.True(tb, p.AddrPort.Addr().Is6() && !p.AddrPort.Addr().Is4In6(), "IPv6Peers holds %v", p.AddrPort)
-		keys = append(keys, models.PeerKey{ID: p.ID, Family: models.IPv6})
+		keys = append(keys, models.PeerKey{ID: PeerIDOf(p), Family: models.IPv6})
 	}
 	return keys
 }
@@ -456,14 +460,16 @@ func testDualStack(t *testing.T, c tracker.Conn) {
 	res = announce(t, c, ih, Peer(2, models.IPv4, false), All(50))
 	require.Len(t, res.IPv4Peers, 1)
 	require.Len(t, res.IPv6Peers, 1)
-	assert.Equal(t, models.Peer{ID: PID(1), AddrPort: V4(1)}, res.IPv4Peers[0])
-	assert.Equal(t, models.Peer{ID: PID(1), AddrPort: V6(1)}, res.IPv6Peers[0])
+	assert.Equal(t, V4(1), res.IPv4Peers[0].AddrPort)
+	assert.Equal(t, PID(1), PeerIDOf(res.IPv4Peers[0]))
+	assert.Equal(t, V6(1), res.IPv6Peers[0].AddrPort)
+	assert.Equal(t, PID(1), PeerIDOf(res.IPv6Peers[0]))
 	assert.True(t, res.IPv4Peers[0].AddrPort.Addr().Is4(), "IPv4 peers are handed out unmapped")
 
 	// A dual-stacked peer is never handed its own other-family endpoint.
 	res = announce(t, c, ih, Peer(1, models.IPv4, false), All(50))
 	for _, got := range append(res.IPv4Peers, res.IPv6Peers...) {
-		assert.NotEqual(t, PID(1), got.ID, "peer 1 was handed its own %v endpoint", got.AddrPort)
+		assert.NotEqual(t, PID(1), PeerIDOf(got), "peer 1 was handed its own %v endpoint", got.AddrPort)
 	}
 	assert.Len(t, res.IPv4Peers, 1, "peer 2 only")
 	assert.Empty(t, res.IPv6Peers)
@@ -475,7 +481,7 @@ func testDualStack(t *testing.T, c tracker.Conn) {
 	res = announce(t, c, ih, Peer(2, models.IPv4, false), All(50))
 	var found bool
 	for _, p := range res.IPv4Peers {
-		if p.ID == PID(3) {
+		if PeerIDOf(p) == PID(3) {
 			found = true
 			assert.Equal(t, V4(3), p.AddrPort)
 		}
@@ -559,7 +565,7 @@ func testSkipOwnUser(t *testing.T, c tracker.Conn) {
 	res = announce(t, c, ih, withUser(4, 7), sel)
 	ids := map[models.PeerID]int{}
 	for _, p := range res.IPv4Peers {
-		ids[p.ID]++
+		ids[PeerIDOf(p)]++
 	}
 	// Users 7's peers 1 and 2 are skipped; user 8's peers 3 and 1 are handed out.
 	assert.Equal(t, map[models.PeerID]int{PID(1): 1, PID(3): 1}, ids)
@@ -740,7 +746,7 @@ func testConcurrent(t *testing.T, open func(t *testing.T) tracker.Pool) {
 					return
 				}
 				for _, got := range append(res.IPv4Peers, res.IPv6Peers...) {
-					assert.NotEqual(t, u.Key.ID, got.ID, "handed itself")
+					assert.NotEqual(t, u.Key.ID, PeerIDOf(got), "handed itself")
 				}
 				assert.LessOrEqual(t, len(res.IPv4Peers)+len(res.IPv6Peers), 20)
 				assert.LessOrEqual(t, res.Seeders+res.Leechers, 2*peers)

@@ -51,6 +51,33 @@ func V6(n int) netip.AddrPort {
 	return netip.AddrPortFrom(netip.AddrFrom16(a), uint16(2000+n%60000))
 }
 
+// PeerIDOf returns the ID of a handed-out peer: its ID field, or, from a driver that keeps no
+// peer IDs (AnnounceResult.NoPeerIDs), PID(n) for an address that is V4(n) or V6(n) but for
+// the port, and for any other address an ID made of the endpoint's bytes (unique per
+// endpoint, and no PID's).
+func PeerIDOf(p models.Peer) models.PeerID {
+	if p.ID != (models.PeerID{}) {
+		return p.ID
+	}
+	a := p.AddrPort.Addr().Unmap()
+	switch {
+	case a.Is4() && a.As4()[0] == 10:
+		b := a.As4()
+		return PID(int(b[1])<<16 | int(b[2])<<8 | int(b[3]))
+	case a.Is6():
+		b := a.As16()
+		if [5]byte(b[:5]) == [5]byte{0x20, 0x01, 0x0d, 0xb8, 0xff} {
+			return PID(int(binary.BigEndian.Uint32(b[12:])))
+		}
+	}
+	var id models.PeerID
+	a16 := p.AddrPort.Addr().As16()
+	copy(id[:16], a16[:])
+	binary.BigEndian.PutUint16(id[16:], p.AddrPort.Port())
+	id[18], id[19] = 0xff, 0xff
+	return id
+}
+
 // Key returns peer n's key in family f.
 func Key(n int, f models.Family) models.PeerKey { return models.PeerKey{ID: PID(n), Family: f} }
 

@@ -707,7 +707,7 @@ func testSiteConcurrent(t *testing.T, c site) {
 				}
 				assert.Equal(t, uint64(1000+i%torrents), res.TorrentID)
 				for _, got := range append(res.IPv4Peers, res.IPv6Peers...) {
-					assert.NotEqual(t, u.Key.ID, got.ID, "handed itself")
+					assert.NotEqual(t, u.Key.ID, PeerIDOf(got), "handed itself")
 				}
 			}
 		}()
