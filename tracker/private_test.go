@@ -353,7 +353,7 @@ func TestPrivateLeechingForbidden(t *testing.T) {
 		for _, a := range []*models.Announce{aliceSeed, bobLeech} {
 			resp := e.announce(t, a)
 			for _, p := range append(resp.IPv4Peers, resp.IPv6Peers...) {
-				assert.NotEqual(t, numPid(3), p.ID, "carol's hidden peer was handed out")
+				assert.NotEqual(t, numPid(3), e.idOf(t, p), "carol's hidden peer was handed out")
 			}
 			assert.Equal(t, 2, resp.Incomplete, "but it is counted")
 		}
@@ -365,14 +365,14 @@ func TestPrivateLeechingForbidden(t *testing.T) {
 	e.announce(t, cs)
 	bl := pann(bob, tFree, numPid(5), "192.0.2.5:6881")
 	resp := e.announce(t, bl)
-	assert.Equal(t, []models.Peer{{ID: numPid(4), AddrPort: netip.MustParseAddrPort("192.0.2.4:6881")}}, resp.IPv4Peers)
+	assert.Equal(t, []models.Peer{{AddrPort: netip.MustParseAddrPort("192.0.2.4:6881")}}, resp.IPv4Peers)
 
 	// Her leecher that finishes becomes a visible seeder.
 	cl.Left, cl.Event = 0, models.Completed
 	resp = e.announce(t, cl)
 	assert.True(t, e.be.last(t).Snatched)
 	resp = e.announce(t, bobLeech)
-	assert.Contains(t, resp.IPv4Peers, models.Peer{ID: numPid(3), AddrPort: netip.MustParseAddrPort("192.0.2.3:6881")})
+	assert.Contains(t, resp.IPv4Peers, models.Peer{AddrPort: netip.MustParseAddrPort("192.0.2.3:6881")})
 
 	// Once the site lets her leech, her leecher is answered and handed out.
 	e.site(t, models.SiteUpdate{Action: models.UpdateUser, User: models.User{Passkey: carol.Passkey, CanLeech: true}})
@@ -381,7 +381,7 @@ func TestPrivateLeechingForbidden(t *testing.T) {
 	as := pann(alice, tNeutral, numPid(7), "192.0.2.7:6881")
 	as.Left = 0
 	resp = e.announce(t, as)
-	assert.Equal(t, []models.Peer{{ID: numPid(6), AddrPort: netip.MustParseAddrPort("192.0.2.6:6881")}}, resp.IPv4Peers)
+	assert.Equal(t, []models.Peer{{AddrPort: netip.MustParseAddrPort("192.0.2.6:6881")}}, resp.IPv4Peers)
 }
 
 func TestPrivateAccounting(t *testing.T) {
@@ -876,7 +876,7 @@ func TestPrivateOwnPeersNotHandedOut(t *testing.T) {
 	ids := func(r models.AnnounceResponse) []models.PeerID {
 		var out []models.PeerID
 		for _, p := range append(r.IPv4Peers, r.IPv6Peers...) {
-			out = append(out, p.ID)
+			out = append(out, e.idOf(t, p))
 		}
 		return out
 	}

@@ -82,6 +82,9 @@ type env struct {
 	tr  *tracker.Tracker
 	be  *recBackend
 	now time.Time
+	// ids maps the endpoints announced to their peer IDs: the memory driver hands out peers
+	// without IDs (it keeps a hash), and idOf names them again.
+	ids map[netip.AddrPort]models.PeerID
 }
 
 // newEnv builds a tracker on a fresh memory pool with config.Default() changed by mutate, and a
@@ -96,7 +99,7 @@ func newEnv(tb testing.TB, mutate func(*config.Config)) *env {
 	pool, err := tracker.Open(cfg.Tracker)
 	require.NoError(tb, err)
 	tb.Cleanup(func() { pool.Close() })
-	e := &env{be: &recBackend{}, now: t0}
+	e := &env{be: &recBackend{}, now: t0, ids: make(map[netip.AddrPort]models.PeerID)}
 	e.tr, err = tracker.New(&cfg, pool, e.be, nil)
 	require.NoError(tb, err)
 	e.tr.Now = func() time.Time { return e.now }
@@ -108,7 +111,23 @@ func (e *env) announce(tb testing.TB, a *models.Announce) models.AnnounceRespons
 	var w recWriter
 	require.NoError(tb, e.tr.HandleAnnounce(context.Background(), a, &w))
 	require.Len(tb, w.resps, 1)
+	if e.ids == nil {
+		e.ids = make(map[netip.AddrPort]models.PeerID)
+	}
+	for _, ep := range []netip.AddrPort{a.Endpoint, a.Other} {
+		if ep.IsValid() {
+			e.ids[netip.AddrPortFrom(ep.Addr().Unmap(), ep.Port())] = a.PeerID
+		}
+	}
 	return w.resps[0]
+}
+
+// idOf returns the peer ID that announced p's endpoint.
+func (e *env) idOf(tb testing.TB, p models.Peer) models.PeerID {
+	tb.Helper()
+	id, ok := e.ids[p.AddrPort]
+	require.True(tb, ok, "handed-out %v was never announced", p.AddrPort)
+	return id
 }
 
 func (e *env) scrape(tb testing.TB, hashes ...models.InfoHash) []models.TorrentStats {
@@ -327,7 +346,7 @@ func TestAnnounceSwarmAfterStop(t *testing.T) {
 	e.announce(t, a)
 	resp := e.announce(t, b)
 	require.Len(t, resp.IPv4Peers, 1)
-	assert.Equal(t, models.Peer{ID: a.PeerID, AddrPort: a.Endpoint}, resp.IPv4Peers[0])
+	assert.Equal(t, models.Peer{AddrPort: a.Endpoint}, resp.IPv4Peers[0], "the memory driver hands out no peer IDs")
 
 	a.Event = models.Stopped
 	a.NumWant = 50
@@ -462,11 +481,11 @@ func TestDualStackOther(t *testing.T) {
 			resp = e.announce(t, b)
 			var gotV4, gotV6 string
 			for _, p := range resp.IPv4Peers {
-				assert.Equal(t, a.PeerID, p.ID)
+				assert.Equal(t, a.PeerID, e.idOf(t, p))
 				gotV4 = p.AddrPort.String()
 			}
 			for _, p := range resp.IPv6Peers {
-				assert.Equal(t, a.PeerID, p.ID)
+				assert.Equal(t, a.PeerID, e.idOf(t, p))
 				gotV6 = p.AddrPort.String()
 			}
 			assert.LessOrEqual(t, len(resp.IPv4Peers), 1)
@@ -751,7 +770,7 @@ func TestReapWithClock(t *testing.T) {
 			// The survivor is still handed out.
 			resp := e.announce(t, leecher(one, numPid(4), "192.0.2.4:6881"))
 			require.Len(t, resp.IPv4Peers, 1)
-			assert.Equal(t, numPid(2), resp.IPv4Peers[0].ID)
+			assert.Equal(t, numPid(2), e.idOf(t, resp.IPv4Peers[0]))
 
 			// Much later everyone is gone.
 			e.now = t0.Add(3 * time.Hour)

@@ -127,6 +127,9 @@ func NewPool(n int) *Pool {
 type shard struct {
 	mu sync.RWMutex
 	table
+	// newest is the time of the latest announce stored (unix seconds), against which the
+	// reaper and snapshots read the entries' stamps: every entry was stored at it or before.
+	newest int64
 	// pad keeps two shards' locks off one cache line.
 	_ [64]byte
 }
@@ -172,6 +175,7 @@ func (p *Pool) Announce(_ context.Context, ih models.InfoHash, u *tracker.PeerUp
 
 	k := p.ids.key(u.Key)
 	now := u.Time.Unix()
+	s.newest = max(s.newest, now)
 	i := t.find(k)
 	if i < 0 && !u.Remove {
 		if int(t.n) >= maxSwarm {
@@ -407,7 +411,7 @@ func (p *Pool) Reap(ctx context.Context, cutoff time.Time, purgeEmpty bool) (tra
 			t := &s.recs[ti]
 			ih := t.ih
 			work += int(t.n) + 1
-			n := t.reap(limit)
+			n := t.reap(s.newest, limit)
 			r.Peers += n
 			s.usage.addPeers(-n)
 			if t.x != nil && t.x.site != nil {
@@ -431,24 +435,14 @@ func (p *Pool) Reap(ctx context.Context, cutoff time.Time, purgeEmpty bool) (tra
 	return r, nil
 }
 
-// maxAhead is how far past the reaper's cutoff an entry's last announce may read before it is
-// taken for one that the clock jumped away from: an entry is at most peer_timeout ahead of the
-// cutoff (and a little more when the clock went back), so one that reads as more than 48 days
-// ahead was last seen long ago, beyond what its 24-bit stamp tells apart.
-const maxAhead = 1 << (stampBits - 2)
-
-// stale reports whether an entry last seen at s is to be reaped at cutoff limit.
-func stale(s stamp, limit int64) bool {
-	d := s.at(limit) - limit
-	return d < 0 || d > maxAhead
-}
-
-func (t *torrent) reap(limit int64) int {
+// reap removes the entries last seen before limit, reading their stamps against ref, the
+// shard's latest announce.
+func (t *torrent) reap(ref, limit int64) int {
 	n := 0
 	// Going down, every entry that remove moves into place i was already kept; t.ents() is
 	// read again each time because remove may reallocate the entries.
 	for i := int(t.n) - 1; i >= 0; i-- {
-		if stale(t.ents()[i].seen, limit) {
+		if t.ents()[i].seen.at(ref) < limit {
 			t.remove(i)
 			n++
 		}

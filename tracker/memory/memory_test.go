@@ -20,10 +20,9 @@ import (
 	"github.com/chihaya/chihaya/tracker/trackertest"
 )
 
-// t0 is the tests' time of announce: the start of the run, to the second. Entries keep their
-// last announce as a 24-bit stamp read against a time near it (peerkey.go), and snapshots are
-// taken at the wall clock's time, so the tests' times stay near it too.
-var t0 = time.Now().Truncate(time.Second)
+// t0 is the tests' time of announce, years before the wall clock's: snapshots are taken at the
+// wall clock's time, and read the entries' stamps against their shard's latest announce.
+var t0 = time.Unix(1_700_000_000, 0)
 
 // hash and pid are the conformance suite's, so that both name the same torrents and peers.
 var (
@@ -636,4 +635,22 @@ func BenchmarkAnnounceParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestReapAfterLongGap reaps entries whose last announce lies further back than their 24-bit
+// stamps tell apart (2^24 s, 194 days), as when the process was stopped for a year: read against
+// the shard's latest announce, they are stale however long the gap.
+func TestReapAfterLongGap(t *testing.T) {
+	for _, gap := range []time.Duration{time.Hour, 30 * 24 * time.Hour, 100 * 24 * time.Hour, 200 * 24 * time.Hour, 365 * 24 * time.Hour} {
+		t.Run(gap.String(), func(t *testing.T) {
+			p := NewPool(2)
+			for i := 0; i < 20; i++ {
+				announce(t, p, hash(i%3), peer(i, models.Family(i%2), i%4 == 0), all(0))
+			}
+			r, err := p.Reap(context.Background(), t0.Add(gap-45*time.Minute), true)
+			require.NoError(t, err)
+			assert.Equal(t, 20, r.Peers)
+			assert.Equal(t, 3, r.Torrents)
+		})
+	}
 }

@@ -65,11 +65,11 @@ func (k *swarmKey) family() models.Family {
 	return models.IPv4
 }
 
-// An entry's last announce is a stamp: unix seconds modulo 2^24 (194 days). A time is read
-// back against a time near it (the announce's, the reaper's cutoff, the snapshot's), as the
-// nearest time with that stamp, which is right while the two lie within 2^23 seconds (97 days)
-// of each other: the reaper removes an entry within peer_timeout and one reaping pass of its
-// last announce.
+// An entry's last announce is a stamp: unix seconds modulo 2^24 (194 days). A stamp is read
+// back against a time near it, as the nearest time with that stamp: the announce's own time, or
+// its shard's latest announce (shard.newest) for the reaper and snapshots. That is right while
+// the entry was last seen within 2^23 seconds (97 days) of that time; the reaper removes an
+// entry within peer_timeout and one reaping pass of its last announce.
 const (
 	stampBits = 24
 	stampMask = 1<<stampBits - 1

@@ -283,7 +283,7 @@ func (p *Pool) encodeShards(ctx context.Context, w io.Writer, now, since int64, 
 				continue
 			}
 			var k int
-			if buf, k = appendTorrent(buf, t, now, since); k >= 0 {
+			if buf, k = appendTorrent(buf, t, s.newest, now, since); k >= 0 {
 				torrents++
 				peers += uint64(k)
 			}
@@ -299,14 +299,15 @@ func (p *Pool) encodeShards(ctx context.Context, w io.Writer, now, since int64, 
 }
 
 // appendTorrent appends t and its peers seen at since or later (all with since 0), and returns
-// how many peers it wrote, or -1 when since > 0 and none qualifies (nothing is appended).
-func appendTorrent(b []byte, t *torrent, now, since int64) ([]byte, int) {
+// how many peers it wrote, or -1 when since > 0 and none qualifies (nothing is appended). The
+// entries' stamps are read against ref, their shard's latest announce.
+func appendTorrent(b []byte, t *torrent, ref, now, since int64) ([]byte, int) {
 	ents, hi6, users := t.ents(), t.hi6(), t.users()
 	n, nSeed := len(ents), t.seeders()
 	if since > 0 {
 		n, nSeed = 0, 0
 		for i := range ents {
-			if ents[i].seen.at(now) >= since {
+			if ents[i].seen.at(ref) >= since {
 				n++
 				if i < t.seeders() {
 					nSeed++
@@ -323,7 +324,7 @@ func appendTorrent(b []byte, t *torrent, now, since int64) ([]byte, int) {
 	b = binary.AppendUvarint(b, uint64(t.snatches))
 	for i := range ents {
 		e := &ents[i]
-		seen := e.seen.at(now)
+		seen := e.seen.at(ref)
 		if since > 0 && seen < since {
 			continue
 		}
@@ -646,6 +647,7 @@ func (p *Pool) restoreTorrent(ih models.InfoHash, snatches uint32, peers []snapP
 			r.Skipped++
 		default:
 			t.insert(&sp.pe, sp.seeder)
+			s.newest = max(s.newest, sp.seen)
 			s.usage.addPeers(1)
 			r.Peers++
 		}
@@ -742,9 +744,10 @@ func (p *Pool) mergeTorrent(ih models.InfoHash, snatches uint32, peers []snapPee
 			r.Skipped++
 			continue
 		}
+		s.newest = max(s.newest, sp.seen)
 		j := t.find(sp.pe.key)
 		switch {
-		case j >= 0 && t.ents()[j].seen.at(sp.seen) >= sp.seen:
+		case j >= 0 && t.ents()[j].seen.at(s.newest) >= sp.seen:
 			r.Skipped++ // this process has heard from the peer since
 		case j >= 0 && (j < t.seeders()) == sp.seeder:
 			if t.ents()[j].flags&flagBig != 0 {

@@ -541,3 +541,93 @@ func TestSnapshotPrivateMode(t *testing.T) {
 	}
 	assert.Equal(t, want1, got, "users, counters, addresses and times as they were")
 }
+
+// snapshotV1 encodes peers announced at t0 into one torrent of a version 1 snapshot taken at
+// taken, the format before peers were keyed by a hash: whole peer IDs and no key seed.
+func snapshotV1(taken time.Time, ih models.InfoHash, ids []models.PeerID, seeders int) []byte {
+	b := []byte(snapMagic)
+	b = binary.LittleEndian.AppendUint32(b, 1)
+	b = binary.LittleEndian.AppendUint64(b, uint64(taken.Unix()))
+	b = append(b, ih[:]...)
+	b = binary.AppendUvarint(b, uint64(len(ids)))
+	b = binary.AppendUvarint(b, uint64(seeders))
+	b = binary.AppendUvarint(b, 3) // snatches
+	for i, id := range ids {
+		b = append(b, id[:]...)
+		a := v4(i).Addr().As4()
+		b = append(b, a[:]...)
+		b = binary.BigEndian.AppendUint16(b, v4(i).Port())
+		b = binary.AppendUvarint(b, uint64(taken.Sub(t0)/time.Second)<<peerFlagBits)
+	}
+	b = binary.LittleEndian.AppendUint64(b, 1)
+	b = binary.LittleEndian.AppendUint64(b, uint64(len(ids)))
+	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+}
+
+// TestSnapshotVersion1 restores a snapshot written before peers were keyed by a hash, as after
+// an upgrade across that change: the peers are there, keyed with the pool's seed, so that
+// their next announces find them.
+func TestSnapshotVersion1(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "swarms.snap")
+	ih := hash(7)
+	ids := []models.PeerID{pid(1), pid(2), pid(3)}
+	require.NoError(t, os.WriteFile(path, snapshotV1(t0.Add(time.Minute), ih, ids, 1), 0o600))
+	p := NewPool(4)
+	p.SetSnapshot(path, time.Minute)
+	r, err := p.Restore(context.Background(), t0.Add(-time.Hour), false)
+	require.NoError(t, err)
+	assert.Equal(t, 3, r.Peers)
+	st := scrape(t, p, ih)
+	assert.Equal(t, []int{1, 2, 3}, []int{st.Seeders, st.Leechers, st.Snatches})
+	for i := range ids {
+		u := peer(i+1, models.IPv4, i == 0)
+		u.Time = t0.Add(2 * time.Minute)
+		res := announce(t, p, ih, u, all(0))
+		assert.True(t, res.Prev.Found, "peer %d is found by its ID", i+1)
+		assert.True(t, t0.Equal(res.Prev.Time), "peer %d: last announce %v", i+1, res.Prev.Time)
+	}
+	assert.Equal(t, 3, scrape(t, p, ih).Seeders+scrape(t, p, ih).Leechers, "no peer is stored twice")
+}
+
+// TestSnapshotKeySeed: a restored pool takes the file's key seed, so that a peer announcing
+// after a restart finds its entry; a pool that holds peers already keeps its own seed and skips
+// the peers of a file with another.
+func TestSnapshotKeySeed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "swarms.snap")
+	ih := hash(8)
+	src := NewPool(2)
+	src.ids = idHasher{seed: 41}
+	src.SetSnapshot(path, time.Minute)
+	announce(t, src, ih, peer(1, models.IPv4, false), all(0))
+	announce(t, src, ih, peer(2, models.IPv6, true), all(0))
+	_, err := src.WriteSnapshot(context.Background())
+	require.NoError(t, err)
+
+	tests := []struct {
+		name      string
+		before    bool // the pool holds a peer before the restore
+		wantSeed  uint64
+		wantPeers int
+		wantSkip  int
+	}{
+		{name: "an empty pool takes the file's seed", wantSeed: 41, wantPeers: 2},
+		{name: "a pool with peers keeps its seed and skips the file's peers", before: true, wantSeed: 42, wantSkip: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dst := NewPool(3)
+			dst.ids = idHasher{seed: 42}
+			dst.SetSnapshot(path, time.Minute)
+			if tt.before {
+				announce(t, dst, hash(9), peer(5, models.IPv4, false), all(0))
+			}
+			r, err := dst.Restore(context.Background(), t0.Add(-time.Hour), false)
+			require.NoError(t, err)
+			assert.Equal(t, tt.wantSeed, dst.ids.seed)
+			assert.Equal(t, tt.wantPeers, r.Peers)
+			assert.Equal(t, tt.wantSkip, r.Skipped)
+			res := announce(t, dst, ih, peer(2, models.IPv6, true), all(0))
+			assert.Equal(t, tt.wantPeers > 0, res.Prev.Found, "peer 2 finds its restored entry")
+		})
+	}
+}
