@@ -447,5 +447,8 @@ func (t *torrent) reap(ref, limit int64) int {
 			n++
 		}
 	}
+	if n > 0 {
+		t.fit()
+	}
 	return n
 }

@@ -654,3 +654,36 @@ func TestReapAfterLongGap(t *testing.T) {
 		})
 	}
 }
+
+// TestReapFitsBlocks replaces every peer of 300 swarms by a new one, so that each holds twice
+// its peers for a while, and reaps the old ones: each swarm's block fits its peers again.
+func TestReapFitsBlocks(t *testing.T) {
+	for _, size := range []int{1, 2, 3, 10, 40, 100} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			p := NewPool(4)
+			for gen, at := range []time.Time{t0, t0.Add(2 * time.Hour)} {
+				for tn := 0; tn < 50; tn++ {
+					for i := 0; i < size; i++ {
+						u := peer(gen*100_000+tn*size+i, models.Family(i%2), i%3 == 0)
+						u.Time = at
+						announce(t, p, hash(tn), u, all(0))
+					}
+				}
+			}
+			r, err := p.Reap(context.Background(), t0.Add(time.Hour), false)
+			require.NoError(t, err)
+			require.Equal(t, 50*size, r.Peers)
+			for tn := 0; tn < 50; tn++ {
+				tor := p.shardFor(hash(tn)).get(hash(tn))
+				require.NotNil(t, tor)
+				require.Equal(t, size, int(tor.n))
+				assert.LessOrEqual(t, tor.capacity(), size+size/4+1, "torrent %d", tn)
+			}
+			checkInvariants(t, p)
+			// The thinned swarms serve on: a reaped-down swarm grows again.
+			res := announce(t, p, hash(0), peer(999_999, models.IPv4, false), all(size+1))
+			assert.Equal(t, size+1, res.Seeders+res.Leechers)
+			assert.Len(t, append(res.IPv4Peers, res.IPv6Peers...), size)
+		})
+	}
+}

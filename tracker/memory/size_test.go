@@ -67,6 +67,12 @@ func (l load) String() string {
 // interleaved over the torrents as real traffic arrives.
 func loadPublic(tb testing.TB, p *Pool, torrents, perTorrent int, l load) {
 	tb.Helper()
+	loadPublicAt(tb, p, torrents, perTorrent, l, 0, t0)
+}
+
+// loadPublicAt is loadPublic with the peers numbered from first and announced around at.
+func loadPublicAt(tb testing.TB, p *Pool, torrents, perTorrent int, l load, first int, at time.Time) {
+	tb.Helper()
 	ctx := context.Background()
 	sel := tracker.Selection{}
 	var res tracker.AnnounceResult
@@ -74,7 +80,7 @@ func loadPublic(tb testing.TB, p *Pool, torrents, perTorrent int, l load) {
 	counters := l.counters
 	for r := 0; r < perTorrent; r++ {
 		for tn := 0; tn < torrents; tn++ {
-			n := tn*perTorrent + r
+			n := first + tn*perTorrent + r
 			binary.BigEndian.PutUint64(u.Key.ID[:8], 0x2d5453303030312d) // "-TS0001-"
 			binary.BigEndian.PutUint64(u.Key.ID[8:16], uint64(n))
 			u.Key.Family = models.IPv4
@@ -84,7 +90,7 @@ func loadPublic(tb testing.TB, p *Pool, torrents, perTorrent int, l load) {
 				u.Uploaded = int64(uint64(n)*2654435761) % 100_000_000_000
 				u.Downloaded = int64(uint64(n)*40503) % 10_000_000_000
 			}
-			u.Time = t0.Add(time.Duration(n%1800) * time.Second)
+			u.Time = at.Add(time.Duration(n%1800) * time.Second)
 			if err := p.Announce(ctx, hash(tn), &u, &sel, &res); err != nil {
 				tb.Fatal(err)
 			}
@@ -140,6 +146,35 @@ func benchmarkMemory(b *testing.B, torrents, perTorrent int, l load) {
 		if st.Seeders+st.Leechers != perTorrent {
 			b.Fatalf("last torrent holds %d peers, want %d", st.Seeders+st.Leechers, perTorrent)
 		}
+		runtime.KeepAlive(p)
+	}
+}
+
+// BenchmarkMemoryChurn fills 100,000 torrents with 10 peers each, then replaces every peer once
+// by a new one (each swarm holds 20 for a while) and reaps the old ones: the heap after the
+// churn against the heap before it (issue 19: at most 1.25x).
+//
+//	go test -run XXX -bench MemoryChurn -benchtime 1x ./tracker/memory/
+func BenchmarkMemoryChurn(b *testing.B) {
+	const torrents, perTorrent = 100_000, 10
+	peers := float64(torrents * perTorrent)
+	for i := 0; i < b.N; i++ {
+		debug.FreeOSMemory()
+		heap0 := heapInUse()
+		p := NewPool(DefaultShards)
+		loadPublic(b, p, torrents, perTorrent, load{})
+		heap1, rss1 := heapInUse(), rssBytes(b)
+		loadPublicAt(b, p, torrents, perTorrent, load{}, torrents*perTorrent, t0.Add(2*time.Hour))
+		r, err := p.Reap(context.Background(), t0.Add(time.Hour), false)
+		if err != nil || r.Peers != torrents*perTorrent {
+			b.Fatalf("reaped %d peers (%v), want %d", r.Peers, err, torrents*perTorrent)
+		}
+		debug.FreeOSMemory()
+		heap2, rss2 := heapInUse(), rssBytes(b)
+		b.ReportMetric(float64(int64(heap1)-int64(heap0))/peers, "heap-B/peer")
+		b.ReportMetric(float64(int64(heap2)-int64(heap0))/peers, "churned-heap-B/peer")
+		b.ReportMetric(float64(heap2-heap0)/float64(heap1-heap0), "heap-after/before")
+		b.ReportMetric(float64(rss2)/float64(rss1), "rss-after/before")
 		runtime.KeepAlive(p)
 	}
 }

@@ -323,6 +323,22 @@ func (t *torrent) resize(n int) {
 	t.n = uint32(n)
 }
 
+// fit gives back the room of a swarm that the reaper thinned: a block with more than a quarter
+// of its entries unused moves into one that fits, so that the swarms of a tracker whose peers
+// all came and went (each swarm twice its size for a while) take the memory of their peers
+// again. Announces keep the hysteresis of resize, so that a swarm that shrinks by one and grows
+// by one does not reallocate each time.
+func (t *torrent) fit() {
+	n := int(t.n)
+	if n == 0 {
+		t.p, t.cs = nil, t.side()<<sideShift // an empty swarm that stays holds no block
+		return
+	}
+	if c := t.capacity(); c > n+n/4+1 {
+		t.realloc(n, n, t.side())
+	}
+}
+
 // realloc moves t into a new block for at least want entries and the side arrays side, keeping
 // its first min(n, t.n) entries. The block's size is rounded up to the allocator's size class
 // by slices.Grow, and the capacity takes what the rounding gives, so no allocated byte is out of
