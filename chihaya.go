@@ -448,10 +448,6 @@ func start(cfg *config.Config, lis listeners) (_ *Chihaya, err error) {
 		if c.ln, err = lis.tcp(cfg.Addr); err != nil {
 			return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 		}
-		if cfg.PrivateEnabled {
-			// Legacy Gazelle sends its updates without a Host header.
-			c.ln = http.HostlessListener(c.ln)
-		}
 	}
 	if err := c.listenTLS(lis); err != nil {
 		return nil, err
@@ -481,15 +477,14 @@ func start(cfg *config.Config, lis listeners) (_ *Chihaya, err error) {
 		c.goRun(func() { trimMemory(ctx, d) })
 	}
 	c.watchCerts(ctx)
-	for _, ln := range []net.Listener{c.ln, c.tlsLn} {
-		if ln != nil {
-			c.goRun(func() {
-				if err := c.http.Serve(ln); err != nil {
-					c.errc <- err
-				}
-			})
-		}
+	if c.ln != nil {
+		c.goRun(func() {
+			if err := c.http.Serve(c.ln); err != nil {
+				c.errc <- err
+			}
+		})
 	}
+	c.serveTLS()
 	if c.udp != nil {
 		c.goRun(func() {
 			if err := c.udp.Serve(c.udpConn); err != nil {

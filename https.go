@@ -9,7 +9,6 @@ import (
 
 	"github.com/golang/glog"
 
-	"github.com/chihaya/chihaya/http"
 	"github.com/chihaya/chihaya/http/tlscert"
 )
 
@@ -41,11 +40,21 @@ func (c *Chihaya) listenTLS(lis listeners) error {
 	if err != nil {
 		return fmt.Errorf("listen on tls_addr %s: %w", c.cfg.TLSAddr, err)
 	}
-	c.tlsLn = http.TLSListener(ln, c.certs.Config())
-	if c.cfg.PrivateEnabled {
-		c.tlsLn = http.HostlessListener(c.tlsLn)
-	}
+	c.tlsLn = ln
 	return nil
+}
+
+// serveTLS serves the HTTPS listener, when there is one, until Close.
+func (c *Chihaya) serveTLS() {
+	if c.tlsLn == nil {
+		return
+	}
+	cfg := c.certs.Config()
+	c.goRun(func() {
+		if err := c.http.ServeTLS(c.tlsLn, cfg); err != nil {
+			c.errc <- err
+		}
+	})
 }
 
 // watchCerts reads the certificate again whenever its files change, until ctx ends.

@@ -516,15 +516,16 @@ type reportCounts struct {
 func (s *Server) statsReport(ctx context.Context) []byte {
 	interval, jitter := s.tkr.AnnounceInterval()
 	c := &s.counters
+	fc := s.conns.Counts()
 	rc := reportCounts{
 		uptime:       s.ctl.now().Sub(s.ctl.start),
-		connsOpened:  c.opened.Load(),
-		connsOpen:    max(c.open.Load(), 0),
-		connsPeak:    c.peak.Load(),
+		connsOpened:  fc.Opened,
+		connsOpen:    fc.Open,
+		connsPeak:    fc.Peak,
 		requests:     c.control.Load(),
-		maxHead:      c.maxHead.Load(),
-		bytesRead:    c.bytesRead.Load(),
-		bytesWritten: c.bytesWritten.Load(),
+		maxHead:      fc.MaxHead,
+		bytesRead:    fc.BytesRead,
+		bytesWritten: fc.BytesWritten,
 		badSecret:    c.badSecret.Load(),
 		badReport:    c.badReportSecret.Load(),
 		badKey:       c.badKey.Load(),

@@ -5,16 +5,13 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
-	"net/netip"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/chihaya/chihaya/backend/noop"
 	"github.com/chihaya/chihaya/config"
-	"github.com/chihaya/chihaya/http/fast"
 	"github.com/chihaya/chihaya/http/tlscert/tlscerttest"
-	"github.com/chihaya/chihaya/ratelimit"
 	"github.com/chihaya/chihaya/tracker"
 	"github.com/chihaya/chihaya/tracker/memory"
 	"github.com/chihaya/chihaya/tracker/models"
@@ -44,40 +41,6 @@ func benchAnnounce(port int) []byte {
 	q := "info_hash=" + escapeBytes(ih[:]) + "&peer_id=-qB4630-benchbenchbe&port=" + strconv.Itoa(port) +
 		"&uploaded=0&downloaded=0&left=100&compact=1&no_peer_id=1&key=3AF13DE0&numwant=50"
 	return []byte("GET /announce?" + q + " HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: qBittorrent/4.6.3\r\nAccept-Encoding: gzip\r\n\r\n")
-}
-
-// BenchmarkFastAnnounce runs announces through the fast path in process: head parsing, the
-// tracker core and the answer written into the connection's output buffer. request_timeout 0
-// shows what the request context's timer costs.
-func BenchmarkFastAnnounce(b *testing.B) {
-	for _, timeout := range []time.Duration{10 * time.Second, 0} {
-		b.Run("request_timeout="+timeout.String(), func(b *testing.B) {
-			benchFastAnnounce(b, func(cfg *config.Config) { cfg.RequestTimeout.Duration = timeout })
-		})
-	}
-}
-
-func benchFastAnnounce(b *testing.B, mod func(*config.Config)) {
-	s := benchServer(b, mod)
-	c := s.newFastConn()
-	c.remote = netip.MustParseAddrPort("192.0.2.7:51413")
-	req := benchAnnounce(6881)
-	n, v := fast.ParseHead(req, maxHeaderBytes, s.realIPHeader, &c.h)
-	if v != fast.HeadOK || n != len(req) {
-		b.Fatalf("parseHead = %d, %v", n, v)
-	}
-	c.answer()
-	if !bytes.HasPrefix(c.out, []byte("HTTP/1.1 200 OK\r\n")) || !bytes.Contains(c.out, []byte("\r\n\r\nd8:complete")) {
-		b.Fatalf("answer %q", c.out)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		c.out = c.out[:0]
-		if _, v := fast.ParseHead(req, maxHeaderBytes, s.realIPHeader, &c.h); v != fast.HeadOK {
-			b.Fatal(v)
-		}
-		c.answer()
-	}
 }
 
 // respReader reads HTTP answers with a Content-Length from a connection into a fixed buffer,
@@ -173,7 +136,9 @@ func announceExchange(b *testing.B, conn net.Conn) func() {
 }
 
 // BenchmarkLoopbackAnnounce sends announces one at a time over a real loopback keep-alive
-// connection; the client does not allocate, so allocs/op are the server's.
+// connection, through the fast path (package fast) and ServeFast; the client does not
+// allocate, so allocs/op are the server's. Package fast's BenchmarkFastAnnounce is the same
+// in process, without the sockets.
 func BenchmarkLoopbackAnnounce(b *testing.B) {
 	s := benchServer(b, nil)
 	addr := serveLoopback(b, s, "tcp", "127.0.0.1:0")
@@ -192,43 +157,6 @@ func BenchmarkLoopbackAnnounce(b *testing.B) {
 	}
 }
 
-// BenchmarkFastAnnounceLimiter is a fast-path announce from one of 20,000 client addresses in
-// turn, with the rate limiter off and on (a rate no client reaches, in a table of 65,536
-// buckets): what the limiter costs an HTTP announce it lets through.
-func BenchmarkFastAnnounceLimiter(b *testing.B) {
-	for _, on := range []bool{false, true} {
-		b.Run(map[bool]string{false: "limiter=off", true: "limiter=on"}[on], func(b *testing.B) {
-			s := benchServer(b, nil)
-			if on {
-				l, err := ratelimit.New(ratelimit.Config{
-					Announce: ratelimit.Rate{PerSecond: 1e9, Burst: 1e9}, IPv4Prefix: 32, IPv6Prefix: 64, Slots: 1 << 16,
-				}, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				s.limiter = l
-			}
-			c := s.newFastConn()
-			req := benchAnnounce(6881)
-			remotes := make([]netip.AddrPort, 20000)
-			for i := range remotes {
-				remotes[i] = netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)}), 51413)
-			}
-			b.ReportAllocs()
-			i := 0
-			for b.Loop() {
-				c.remote = remotes[i%len(remotes)]
-				i++
-				c.out = c.out[:0]
-				if _, v := fast.ParseHead(req, maxHeaderBytes, s.realIPHeader, &c.h); v != fast.HeadOK {
-					b.Fatal(v)
-				}
-				c.answer()
-			}
-		})
-	}
-}
-
 // serveTLSBench serves a warm bench server over TLS on loopback with a throwaway CA's
 // certificate, until the benchmark ends.
 func serveTLSBench(b *testing.B) (net.Listener, *tlscerttest.CA) {
@@ -243,9 +171,9 @@ func serveTLSBench(b *testing.B) (net.Listener, *tlscerttest.CA) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	tln := TLSListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}})
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
 	done := make(chan error, 1)
-	go func() { done <- s.Serve(tln) }()
+	go func() { done <- s.ServeTLS(ln, tlsCfg) }()
 	b.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

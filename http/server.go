@@ -8,10 +8,16 @@
 //
 // In public mode the passkey segment is accepted and ignored, so a torrent made for a private
 // deployment still works against a public one; private mode gives it meaning.
+//
+// The connections are package fast's: it reads announces and scrapes itself and hands them to
+// Server.ServeFast (fast.Handler), and gives every other request to net/http, which serves
+// Server.Handler. This package keeps what an announce means: routing, query parsing
+// (parse.go, package query), address resolving (package clientip) and bencoding (writer.go).
 package http
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -21,11 +27,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/golang/glog"
 	"github.com/julienschmidt/httprouter"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/chihaya/chihaya/clientip"
 	"github.com/chihaya/chihaya/config"
@@ -36,9 +43,6 @@ import (
 	"github.com/chihaya/chihaya/tracker"
 	"github.com/chihaya/chihaya/tracker/models"
 )
-
-// maxHeaderBytes bounds a request's line and headers (fast.MaxHeadBytes, for net/http too).
-const maxHeaderBytes = fast.MaxHeadBytes
 
 // Server is the HTTP frontend. Its handlers are safe for concurrent use.
 type Server struct {
@@ -64,37 +68,13 @@ type Server struct {
 	full *fullScrape
 	// prefixes are handlers of whole subtrees (such as "/admin/"), for any method.
 	prefixes []prefixHandler
-	srv      *nethttp.Server
 	scratch  sync.Pool
 
-	// The fast path (fast.go).
-	keepAlive     bool
-	headerTimeout time.Duration
-	idleTimeout   time.Duration
-	writeTimeout  time.Duration
-	// base is the parent of every fast-path request's context; Shutdown cancels it when it
-	// gives up waiting.
-	base       context.Context
-	cancelBase context.CancelFunc
-	conns      sync.Pool // *fastConn
-	shutting   atomic.Bool
-	mu         sync.Mutex
-	listeners  map[io.Closer]struct{}
-	active     map[*fastConn]struct{}
-	connWG     sync.WaitGroup
-	// accepting counts connections acceptLoop accepted whose goroutine has not tracked them
-	// yet (see track).
-	accepting sync.WaitGroup
-	// serving counts the Serve calls that have not returned.
-	serving sync.WaitGroup
-
-	// The connection budget (budget.go), under mu like the rest: every connection is counted
-	// in table from accept to close.
-	fileLimit      uint64
-	table          *connTable
-	acceptErrors   uint64
-	acceptLogNext  time.Time
-	acceptLogQuiet int
+	// conns serves the connections: the fast path, which answers through ServeFast, and the
+	// hand-over of everything else to net/http, which serves route.
+	conns *fast.Server
+	// fileLimit is the open files limit max_connections 0 is derived from (WithFileLimit).
+	fileLimit uint64
 }
 
 type scratch struct {
@@ -130,6 +110,13 @@ func WithLimiter(l *ratelimit.Limiter) Option {
 	return func(s *Server) { s.limiter = l }
 }
 
+// WithFileLimit tells the server the process's open files limit, from which max_connections 0
+// is derived (config.DefaultMaxConnections). Without it the server assumes 1024, the usual
+// default soft limit.
+func WithFileLimit(n uint64) Option {
+	return func(s *Server) { s.fileLimit = n }
+}
+
 // NewServer returns a frontend for tkr configured by cfg.
 func NewServer(cfg *config.Config, tkr *tracker.Tracker, opts ...Option) (*Server, error) {
 	ips, err := clientip.New(cfg)
@@ -142,15 +129,7 @@ func NewServer(cfg *config.Config, tkr *tracker.Tracker, opts ...Option) (*Serve
 		realIPHeader:   cfg.RealIPHeader,
 		requestTimeout: cfg.RequestTimeout.Duration,
 		extra:          make(map[string]nethttp.Handler),
-		keepAlive:      cfg.HTTPKeepAlive,
-		headerTimeout:  cfg.HTTPReadHeaderTimeout.Duration,
-		idleTimeout:    cfg.HTTPIdleTimeout.Duration,
-		writeTimeout:   cfg.HTTPWriteTimeout.Duration,
-		listeners:      make(map[io.Closer]struct{}),
-		active:         make(map[*fastConn]struct{}),
 	}
-	s.base, s.cancelBase = context.WithCancel(context.Background())
-	s.conns.New = func() any { return s.newFastConn() }
 	for _, o := range opts {
 		o(s)
 	}
@@ -172,16 +151,31 @@ func NewServer(cfg *config.Config, tkr *tracker.Tracker, opts ...Option) (*Serve
 	r.PanicHandler = s.panicked
 	s.router = r
 
-	s.srv = &nethttp.Server{
-		Handler:           nethttp.HandlerFunc(s.route),
-		ReadHeaderTimeout: cfg.HTTPReadHeaderTimeout.Duration,
-		WriteTimeout:      cfg.HTTPWriteTimeout.Duration,
-		IdleTimeout:       cfg.HTTPIdleTimeout.Duration,
-		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          nil,
+	maxConns := cfg.MaxConnections
+	if maxConns == 0 {
+		limit := s.fileLimit
+		if limit == 0 {
+			limit = 1024
+		}
+		maxConns = config.DefaultMaxConnections(limit)
 	}
-	s.srv.SetKeepAlivesEnabled(cfg.HTTPKeepAlive)
-	s.newTable(cfg)
+	s.conns, err = fast.New(fast.Config{
+		KeepAlive:           cfg.HTTPKeepAlive,
+		ReadHeaderTimeout:   cfg.HTTPReadHeaderTimeout.Duration,
+		IdleTimeout:         cfg.HTTPIdleTimeout.Duration,
+		WriteTimeout:        cfg.HTTPWriteTimeout.Duration,
+		RequestTimeout:      cfg.RequestTimeout.Duration,
+		RealIPHeader:        cfg.RealIPHeader,
+		MaxConnections:      maxConns,
+		MaxConnectionsPerIP: cfg.MaxConnectionsPerIP,
+		// A trusted proxy's connections carry many clients.
+		Uncapped: ips.TrustedProxy,
+		// Legacy Gazelle sends its updates and reports without a Host header.
+		AddHost: cfg.PrivateEnabled,
+	}, s, nethttp.HandlerFunc(s.route))
+	if err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -221,143 +215,29 @@ func (s *Server) route(w nethttp.ResponseWriter, r *nethttp.Request) {
 	s.router.ServeHTTP(w, r)
 }
 
-// Serve accepts connections on ln until Shutdown. It returns nil after a graceful shutdown.
-//
-// Announces and scrapes are answered by the fast path (fast.go); a connection that sends
-// anything else is handed over to net/http, which serves Handler. A listener made by
-// HostlessListener gets its Host lines added on the handed-over connections only: the fast path
-// needs none. A listener made by TLSListener is served the same way, over TLS.
-func (s *Server) Serve(ln net.Listener) error {
-	hostless := false
-	if hl, ok := ln.(*hostlessListener); ok {
-		ln, hostless = hl.Listener, true
-	}
-	// A TLS listener keeps its wrapping: its connections take the net.Conn path below, the raw
-	// system calls being for plain TCP only.
-	_, isTLS := ln.(*tlsListener)
-	s.mu.Lock()
-	if s.shutting.Load() {
-		s.mu.Unlock()
-		return nil
-	}
-	s.listeners[ln] = struct{}{}
-	s.serving.Add(1)
-	s.mu.Unlock()
-	defer s.serving.Done()
+// Serve accepts plain HTTP connections on ln until Shutdown. It returns nil after a graceful
+// shutdown. Announces and scrapes are answered by the fast path (package fast), through
+// ServeFast; a connection that sends anything else is handed over to net/http, which serves
+// Handler.
+func (s *Server) Serve(ln net.Listener) error { return s.conns.Serve(ln) }
 
-	hand := newHandoffListener(ln.Addr())
-	handErr := make(chan error, 1)
-	go func() { handErr <- s.srv.Serve(hand) }()
-	var err error
-	if lf, ok := rawListener(ln, max(1, int(s.headerTimeout/time.Second))); ok && !isTLS {
-		if s.listen(lf) {
-			err = s.rawAcceptLoop(lf, hostless, hand)
-		}
-		_ = lf.Close()
-		s.mu.Lock()
-		delete(s.listeners, lf)
-		s.mu.Unlock()
-	} else {
-		err = s.acceptLoop(ln, hostless, hand)
-	}
-	_ = hand.Close()
-	if herr := <-handErr; err == nil && !errors.Is(herr, nethttp.ErrServerClosed) && !errors.Is(herr, net.ErrClosed) {
-		err = fmt.Errorf("http: handed-over connections: %w", herr)
-	}
-	s.mu.Lock()
-	delete(s.listeners, ln)
-	s.mu.Unlock()
-	return err
-}
-
-// listen registers l for Shutdown to close; it reports false when Shutdown has begun.
-func (s *Server) listen(l io.Closer) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.shutting.Load() {
-		return false
-	}
-	s.listeners[l] = struct{}{}
-	return true
-}
-
-// acceptLoop starts a goroutine per connection until ln fails; it returns nil when Shutdown
-// closed ln.
-func (s *Server) acceptLoop(ln net.Listener, hostless bool, hand *handoffListener) error {
-	var delay time.Duration
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			if s.shutting.Load() {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) || isResourceErr(err) {
-				// Out of file descriptors and the like: back off as net/http does, having
-				// shed a waiting connection to free one.
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				s.acceptFailed(err, delay)
-				time.Sleep(delay)
-				continue
-			}
-			return fmt.Errorf("http: accept: %w", err)
-		}
-		delay = 0
-		s.accepting.Add(1)
-		go s.serveConn(nc, hostless, hand)
-	}
-}
-
-func isTemporary(err error) bool {
-	t, ok := err.(interface{ Temporary() bool })
-	return ok && t.Temporary()
-}
+// ServeTLS is Serve over TLS with cfg (see tlscert.Store's Config): the same routes, the same
+// fast path.
+func (s *Server) ServeTLS(ln net.Listener, cfg *tls.Config) error { return s.conns.ServeTLS(ln, cfg) }
 
 // Shutdown stops accepting connections and waits for requests in flight, or for ctx to end.
 // Idle connections are closed at once; a connection closes after the answer it is making.
 // When ctx ends first, the requests still running see their context cancelled, every
 // connection is closed, and Shutdown returns ctx's error.
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.shutting.Store(true)
-	for ln := range s.listeners {
-		_ = ln.Close()
-	}
-	past := time.Unix(1, 0)
-	for c := range s.active {
-		// Wakes a connection blocked in Read; see fastConn.read. A raw socket never blocks.
-		if c.conn != nil {
-			_ = c.conn.SetReadDeadline(past)
-		}
-	}
-	s.mu.Unlock()
+func (s *Server) Shutdown(ctx context.Context) error { return s.conns.Shutdown(ctx) }
 
-	httpErr := s.srv.Shutdown(ctx)
-	done := make(chan struct{})
-	go func() {
-		// First the accept loops, then the connections they were starting, then every
-		// connection: each of these only starts ones counted by the next.
-		s.serving.Wait()
-		s.accepting.Wait()
-		s.connWG.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return httpErr
-	case <-ctx.Done():
-	}
-	s.cancelBase()
-	s.mu.Lock()
-	for c := range s.active {
-		c.ctx.Cancel()
-		if c.conn != nil {
-			_ = c.conn.Close()
-		}
-	}
-	s.mu.Unlock()
-	return fmt.Errorf("http: shutdown: %w", ctx.Err())
-}
+// ConnectionLimits returns the budget in force: max_connections (derived when configured as
+// 0) and max_connections_per_ip (0: no cap).
+func (s *Server) ConnectionLimits() (maxConns, perIP int) { return s.conns.Limits() }
+
+// Collectors returns the frontend's connection metrics (chihaya_http_*), to register on a
+// registry.
+func (s *Server) Collectors() []prometheus.Collector { return s.conns.Collectors() }
 
 func (s *Server) serveOne(w nethttp.ResponseWriter, r *nethttp.Request, ps httprouter.Params) {
 	switch action := ps.ByName("first"); action {
@@ -513,6 +393,59 @@ func (s *Server) serve(action stats.Action, w nethttp.ResponseWriter, r *nethttp
 		}
 	}
 	sc.rq = request{}
+}
+
+// ServeFast answers an announce or a scrape the fast path read (fast.Handler): the answer, or
+// the failure, is bencoded straight into the connection's output out.
+func (s *Server) ServeFast(req *fast.Request, out []byte) []byte {
+	sc := s.scratch.Get().(*scratch)
+	sc.w.reset()
+	own := sc.w.buf
+	sc.w.buf, sc.w.start = out, len(out)
+	rq := &sc.rq
+	*rq = request{
+		ctx:       req.Context,
+		query:     unsafeString(req.Query),
+		passkey:   unsafeString(req.Passkey),
+		userAgent: unsafeString(req.UserAgent),
+		remote:    req.Remote.Addr(),
+		realIP:    unsafeString(req.RealIP),
+		hasRealIP: req.HasRealIP,
+		fromAddr:  req.Remote,
+	}
+	if glog.V(2) {
+		rq.path = pathForLog(req)
+	}
+	action := stats.Announce
+	if req.Route == fast.RouteScrape {
+		action = stats.Scrape
+	}
+	s.handle(action, sc, req.Start)
+	out = sc.w.buf
+	sc.w.buf, sc.w.start = own[:0], 0
+	*rq = request{}
+	s.scratch.Put(sc)
+	return out
+}
+
+// pathForLog is the path of a fast-path request, for logs.
+func pathForLog(req *fast.Request) string {
+	p := "/announce"
+	if req.Route == fast.RouteScrape {
+		p = "/scrape"
+	}
+	if len(req.Passkey) > 0 {
+		return "/" + string(req.Passkey) + p
+	}
+	return p
+}
+
+// unsafeString returns b's bytes as a string without copying; it is valid while b is unchanged.
+func unsafeString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
 }
 
 // handle runs the announce or scrape of sc.rq, answers a failure if there was one, and reports

@@ -17,18 +17,23 @@ var (
 )
 
 // writer is the HTTP frontend's tracker.AnnounceWriter and tracker.ScrapeWriter: it bencodes
-// the core's answer, or a failure, into a reused buffer, its one sink. Whoever serves the
-// request then sends the body: the fast path appends it to the connection's output with its
-// own head, net/http sends it with writeTo.
+// the core's answer, or a failure, into buf[start:], its one sink. On net/http's path buf is
+// the writer's own and start 0, and writeTo sends the body; on the fast path buf is the
+// connection's output, with the answers before this one in buf[:start] (Server.ServeFast),
+// and the fast path puts the head in front of the body.
 type writer struct {
 	buf   []byte
+	start int
 	files []models.TorrentStats
 	// ready is set once buf holds the request's answer, so that a request is answered once.
 	ready bool
 }
 
 // reset readies w for the next request.
-func (w *writer) reset() { w.buf, w.ready = w.buf[:0], false }
+func (w *writer) reset() { w.buf, w.start, w.ready = w.buf[:0], 0, false }
+
+// body is the answer made so far.
+func (w *writer) body() []byte { return w.buf[w.start:] }
 
 func (w *writer) send() error {
 	w.ready = true
@@ -40,15 +45,15 @@ func (w *writer) writeTo(rw nethttp.ResponseWriter) error {
 	h := rw.Header()
 	h["Content-Type"] = textPlain
 	h["Cache-Control"] = noCache
-	h["Content-Length"] = []string{strconv.Itoa(len(w.buf))}
+	h["Content-Length"] = []string{strconv.Itoa(len(w.body()))}
 	rw.WriteHeader(nethttp.StatusOK)
-	_, err := rw.Write(w.buf)
+	_, err := rw.Write(w.body())
 	return err
 }
 
 // WriteAnnounce bencodes resp with its keys in raw-byte order.
 func (w *writer) WriteAnnounce(resp *models.AnnounceResponse) error {
-	w.buf = appendAnnounce(w.buf[:0], resp)
+	w.buf = appendAnnounce(w.buf[:w.start], resp)
 	return w.send()
 }
 
@@ -56,14 +61,14 @@ func (w *writer) WriteAnnounce(resp *models.AnnounceResponse) error {
 // without duplicates, so the writer sorts a copy rather than the core's request-ordered slice.
 func (w *writer) WriteScrape(resp *models.ScrapeResponse) error {
 	w.files = append(w.files[:0], resp.Files...)
-	w.buf = appendScrape(w.buf[:0], w.files)
+	w.buf = appendScrape(w.buf[:w.start], w.files)
 	return w.send()
 }
 
 // writeFailure answers a failure as BitTorrent clients expect it: status 200 and a bencoded
 // "failure reason", with the intervals that tell libtorrent when to retry.
 func (w *writer) writeFailure(reason string, interval, minInterval time.Duration) error {
-	w.buf = appendFailure(w.buf[:0], reason, interval, minInterval)
+	w.buf = appendFailure(w.buf[:w.start], reason, interval, minInterval)
 	return w.send()
 }
 

@@ -1,9 +1,3 @@
-// Package fast is the HTTP frontend's fast path: what serves announces and scrapes straight
-// from the connection, without net/http. So far it holds the request head parser (ParseHead),
-// whose Head is the parsed request the frontend answers, and the per-connection request context
-// (RequestContext); the connection loop, its buffers and the ways of feeding it (raw TCP system
-// calls on Linux, a net.Conn, a TLS connection) are still in package http (fast.go,
-// fast_linux.go, tls.go).
 package fast
 
 import "bytes"
@@ -183,7 +177,7 @@ func parseRequestLine(line []byte, h *Head) bool {
 	if slash := bytes.IndexByte(path, '/'); slash >= 0 {
 		if slash == 0 || q < 0 {
 			// A passkey path without a query string is no client's: private mode answers it
-			// with a page (Server.serveTwo).
+			// with a page (package http, Server.serveTwo).
 			return false
 		}
 		h.Passkey, path = path[:slash], path[slash+1:]

@@ -1,4 +1,4 @@
-package http
+package fast
 
 import (
 	"errors"
@@ -40,17 +40,37 @@ func rawListener(ln net.Listener, deferSeconds int) (*os.File, bool) {
 	if err != nil {
 		return nil, false
 	}
-	if rc, err := f.SyscallConn(); err == nil && deferSeconds > 0 {
-		// Not f.Fd(), which would put the shared socket in blocking mode.
+	// Not f.Fd(), which would put the shared socket in blocking mode.
+	setDeferAccept(f, deferSeconds)
+	return f, true
+}
+
+// deferAccept sets TCP_DEFER_ACCEPT, for about deferSeconds, on a TLS listener's socket: a
+// client's ClientHello comes with its first bytes, so that the handshake starts at once and a
+// client that connects and says nothing costs the budget nothing (see rawListener).
+func deferAccept(ln net.Listener, deferSeconds int) {
+	if tl, ok := ln.(*net.TCPListener); ok {
+		setDeferAccept(tl, deferSeconds)
+	}
+}
+
+// setDeferAccept sets TCP_DEFER_ACCEPT on the listening socket of sc; a failure is logged at
+// -v=1, the listener working as well without it.
+func setDeferAccept(sc syscall.Conn, deferSeconds int) {
+	if deferSeconds <= 0 {
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err == nil {
 		var serr error
 		err = rc.Control(func(fd uintptr) {
 			serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT, deferSeconds)
 		})
-		if err = errors.Join(err, serr); err != nil && glog.V(1) {
-			glog.Infof("http: set TCP_DEFER_ACCEPT: %v", err)
-		}
+		err = errors.Join(err, serr)
 	}
-	return f, true
+	if err != nil && glog.V(1) {
+		glog.Infof("http: set TCP_DEFER_ACCEPT: %v", err)
+	}
 }
 
 // acceptorsPerProc is how many goroutines per processor take turns accepting on a listener.
@@ -61,7 +81,7 @@ const acceptorsPerProc = 16
 
 // rawAcceptLoop accepts connections on lf until it fails; it returns nil when Shutdown closed
 // the listener.
-func (s *Server) rawAcceptLoop(lf *os.File, hostless bool, hand *handoffListener) error {
+func (s *Server) rawAcceptLoop(lf *os.File, hand *handoffListener) error {
 	rc, err := lf.SyscallConn()
 	if err != nil {
 		return fmt.Errorf("http: raw listener: %w", err)
@@ -69,7 +89,7 @@ func (s *Server) rawAcceptLoop(lf *os.File, hostless bool, hand *handoffListener
 	n := acceptorsPerProc * runtime.GOMAXPROCS(0)
 	errc := make(chan error, n)
 	for range n {
-		go func() { errc <- s.rawAccept(rc, hostless, hand) }()
+		go func() { errc <- s.rawAccept(rc, hand) }()
 	}
 	var first error
 	for range n {
@@ -82,7 +102,7 @@ func (s *Server) rawAcceptLoop(lf *os.File, hostless bool, hand *handoffListener
 }
 
 // rawAccept is one accepting goroutine.
-func (s *Server) rawAccept(rc syscall.RawConn, hostless bool, hand *handoffListener) error {
+func (s *Server) rawAccept(rc syscall.RawConn, hand *handoffListener) error {
 	var (
 		nfd    int
 		remote netip.AddrPort
@@ -121,10 +141,10 @@ func (s *Server) rawAccept(rc syscall.RawConn, hostless bool, hand *handoffListe
 			return fmt.Errorf("http: accept: %w", aerr)
 		}
 		delay = 0
-		c := s.conns.Get().(*fastConn)
-		c.fd, c.hostless, c.hand, c.first, c.inline = nfd, hostless, hand, true, true
+		c := s.conns.Get().(*conn)
+		c.fd, c.hand, c.first, c.inline = nfd, hand, true, true
 		c.remote = remote
-		s.serveFast(c)
+		s.run(c)
 	}
 }
 
@@ -168,7 +188,7 @@ func rawSockaddrAddrPort(rsa *syscall.RawSockaddrAny) netip.AddrPort {
 
 // rawRead reads once from the raw socket; wouldBlock reports that nothing was there yet. A
 // closed connection is n == 0 and err == nil with wouldBlock false.
-func (c *fastConn) rawRead(p []byte) (n int, wouldBlock bool, err error) {
+func (c *conn) rawRead(p []byte) (n int, wouldBlock bool, err error) {
 	if len(p) == 0 {
 		return 0, false, errNotPollable
 	}
@@ -189,7 +209,7 @@ func (c *fastConn) rawRead(p []byte) (n int, wouldBlock bool, err error) {
 // rawWrite writes what the socket takes of p without blocking. When last is set the
 // connection closes right after: MSG_MORE holds the answer back until the close, so that it
 // leaves in one segment with the FIN, and the client acknowledges both at once.
-func (c *fastConn) rawWrite(p []byte, last bool) (int, error) {
+func (c *conn) rawWrite(p []byte, last bool) (int, error) {
 	flags := 0
 	if last {
 		flags = syscall.MSG_MORE
@@ -212,7 +232,7 @@ func (c *fastConn) rawWrite(p []byte, last bool) (int, error) {
 	return total, nil
 }
 
-func (c *fastConn) rawClose() {
+func (c *conn) rawClose() {
 	_, _, _ = syscall.RawSyscall(syscall.SYS_CLOSE, uintptr(c.fd), 0, 0)
 	c.fd = -1
 }
@@ -220,7 +240,7 @@ func (c *fastConn) rawClose() {
 // pollable moves the raw socket onto the runtime's poller, as an *os.File, so that it can wait
 // with deadlines. It sets TCP_NODELAY, as net does, so that pipelined answers are not held
 // back by Nagle's algorithm.
-func (c *fastConn) pollable() bool {
+func (c *conn) pollable() bool {
 	if err := syscall.SetsockoptInt(c.fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1); err != nil {
 		if glog.V(2) {
 			glog.Infof("http: %s: set TCP_NODELAY: %v", c.remote, err)
@@ -234,16 +254,16 @@ func (c *fastConn) pollable() bool {
 }
 
 // netConn returns the connection as a net.Conn, for net/http or for CloseWrite.
-func (c *fastConn) netConn() (net.Conn, error) {
+func (c *conn) netConn() (net.Conn, error) {
 	if c.fd >= 0 && !c.pollable() {
 		return nil, errNotPollable
 	}
-	switch conn := c.conn.(type) {
+	switch x := c.conn.(type) {
 	case net.Conn:
-		return conn, nil
+		return x, nil
 	case *os.File:
-		nc, err := net.FileConn(conn)
-		_ = conn.Close()
+		nc, err := net.FileConn(x)
+		_ = x.Close()
 		c.s.mu.Lock()
 		if err != nil {
 			c.conn = nil

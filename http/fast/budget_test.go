@@ -1,8 +1,8 @@
-package http
+package fast
 
 import (
 	"bufio"
-	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -18,30 +18,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/chihaya/chihaya/config"
 )
 
 // Loopback tests of the connection budget: a real server, clients on 127.0.0.1 (the flood) and
 // 127.0.0.2 (everyone else).
-
-// plainListener hides a *net.TCPListener's type, so that Serve runs its net.Listener accept
-// loop instead of the raw one.
-type plainListener struct{ net.Listener }
-
-// serveListener serves s on ln until the test ends.
-func serveListener(t *testing.T, s *Server, ln net.Listener) string {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		assert.NoError(t, s.Shutdown(ctx))
-		assert.NoError(t, <-done)
-	})
-	return ln.Addr().String()
-}
 
 // acceptLoops are the two ways Serve accepts: the raw loop (Linux) and the net.Listener loop.
 func acceptLoops(t *testing.T) map[string]func(net.Listener) net.Listener {
@@ -81,7 +61,7 @@ func (bc *budgetClient) announce(port int) error {
 	if err != nil {
 		return err
 	}
-	if res.StatusCode != nethttp.StatusOK || !strings.HasPrefix(string(b), "d8:complete") {
+	if res.StatusCode != nethttp.StatusOK || !strings.HasPrefix(string(b), "route=announce\n") {
 		return fmt.Errorf("answer %d %q", res.StatusCode, b)
 	}
 	return nil
@@ -201,10 +181,10 @@ func TestBudgetIdleFlood(t *testing.T) {
 	const budget, flood = 32, 64
 	for name, wrap := range acceptLoops(t) {
 		t.Run(name, func(t *testing.T) {
-			s := newTestServer(t, func(cfg *config.Config) { cfg.MaxConnections = budget })
+			s := newTestServer(t, func(cfg *Config) { cfg.MaxConnections = budget })
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			require.NoError(t, err)
-			addr := serveListener(t, s, wrap(ln))
+			addr := serveListener(t, s, wrap(ln)).String()
 
 			var held []*budgetClient
 			for i := range flood {
@@ -249,13 +229,13 @@ func TestBudgetPerAddress(t *testing.T) {
 	const perIP = 8
 	for name, wrap := range acceptLoops(t) {
 		t.Run(name, func(t *testing.T) {
-			s := newTestServer(t, func(cfg *config.Config) {
+			s := newTestServer(t, func(cfg *Config) {
 				cfg.MaxConnections = 100
 				cfg.MaxConnectionsPerIP = perIP
 			})
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			require.NoError(t, err)
-			addr := serveListener(t, s, wrap(ln))
+			addr := serveListener(t, s, wrap(ln)).String()
 
 			var others []*budgetClient
 			for i := range 3 {
@@ -291,10 +271,10 @@ func TestBudgetSlowloris(t *testing.T) {
 		t.Skip("opens 2000 connections")
 	}
 	const loris, budget = 2000, 1500
-	s := newTestServer(t, func(cfg *config.Config) {
+	s := newTestServer(t, func(cfg *Config) {
 		cfg.MaxConnections = budget
 		cfg.MaxConnectionsPerIP = 0
-		cfg.HTTPReadHeaderTimeout = config.Duration{Duration: 2 * time.Second}
+		cfg.ReadHeaderTimeout = 2 * time.Second
 	})
 	addr := serveLoopback(t, s, "tcp", "127.0.0.1:0").String()
 
@@ -304,7 +284,7 @@ func TestBudgetSlowloris(t *testing.T) {
 		conns   []net.Conn
 		dialErr error
 	)
-	half := "GET /announce?" + announceQ(fastIH, 's', 7000, 10) + " HTTP/1.1\r\nHost: x\r\nUser-Agent: slow"
+	half := "GET /announce?" + announceQ(7000) + " HTTP/1.1\r\nHost: x\r\nUser-Agent: slow"
 	for w := range 8 {
 		wg.Add(1)
 		go func() {
@@ -354,7 +334,7 @@ func TestBudgetSlowloris(t *testing.T) {
 
 	// A head over the limit is refused, as before.
 	big := dialFrom(t, "127.0.0.2", addr)
-	_, err := io.WriteString(big.c, "GET /announce HTTP/1.1\r\nX: "+strings.Repeat("a", maxHeaderBytes))
+	_, err := io.WriteString(big.c, "GET /announce HTTP/1.1\r\nX: "+strings.Repeat("a", MaxHeadBytes))
 	require.NoError(t, err)
 	res, err := nethttp.ReadResponse(big.br, nil)
 	require.NoError(t, err)
@@ -366,28 +346,48 @@ func TestBudgetSlowloris(t *testing.T) {
 		slowest, metric(t, s, "chihaya_http_connections_shed_total", "reason", "max_connections", "state", "head"))
 }
 
-// TestBudgetDeferAccept: connections that send nothing are not accepted (TCP_DEFER_ACCEPT on the
-// raw accept loop), so they take next to nothing from the budget.
+// TestBudgetDeferAccept: connections that send nothing are not accepted (TCP_DEFER_ACCEPT, on
+// the plain listener and on the TLS one), so they take next to nothing from the budget.
 func TestBudgetDeferAccept(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("TCP_DEFER_ACCEPT is Linux only")
 	}
-	s := newTestServer(t, func(cfg *config.Config) { cfg.HTTPReadHeaderTimeout = config.Duration{Duration: 5 * time.Second} })
-	addr := serveLoopback(t, s, "tcp", "127.0.0.1:0").String()
-	const silent = 200
-	for range silent {
-		dialFrom(t, "127.0.0.1", addr)
+	tlsCfg := testTLSConfig(t)
+	for _, tc := range []struct {
+		name string
+		tls  bool
+	}{{name: "plain"}, {name: "TLS", tls: true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newTestServer(t, func(cfg *Config) { cfg.ReadHeaderTimeout = 5 * time.Second })
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			require.NoError(t, err)
+			var addr string
+			if tc.tls {
+				addr = serveTLSListener(t, s, ln, tlsCfg).String()
+			} else {
+				addr = serveListener(t, s, ln).String()
+			}
+			const silent = 200
+			for range silent {
+				dialFrom(t, "127.0.0.1", addr)
+			}
+			other := dialFrom(t, "127.0.0.2", addr)
+			if tc.tls {
+				tc := tls.Client(other.c, &tls.Config{RootCAs: testCA.Pool(), ServerName: "localhost"})
+				require.NoError(t, tc.Handshake())
+				other = &budgetClient{c: tc, br: bufio.NewReader(tc)}
+			}
+			require.NoError(t, other.announce(23000))
+			// The kernel lets the odd one through (a retransmitted ACK, say): a handful at most.
+			n := openConns(s)
+			assert.LessOrEqual(t, n, 1+silent/20, "connections that sent nothing are not accepted")
+			t.Logf("%d silent connections: %d accepted", silent, n-1)
+		})
 	}
-	other := dialFrom(t, "127.0.0.2", addr)
-	require.NoError(t, other.announce(23000))
-	// The kernel lets the odd one through (a retransmitted ACK, say): a handful at most.
-	n := openConns(s)
-	assert.LessOrEqual(t, n, 1+silent/20, "connections that sent nothing are not accepted")
-	t.Logf("%d silent connections: %d accepted", silent, n-1)
 }
 
 func TestConnCollector(t *testing.T) {
-	s := newTestServer(t, func(cfg *config.Config) {
+	s := newTestServer(t, func(cfg *Config) {
 		cfg.MaxConnections = 7
 		cfg.MaxConnectionsPerIP = 3
 	})

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package http
+package fast
 
 import (
 	"errors"
@@ -12,20 +12,22 @@ import (
 
 func rawListener(net.Listener, int) (*os.File, bool) { return nil, false }
 
-func (s *Server) rawAcceptLoop(*os.File, bool, *handoffListener) error {
+func deferAccept(net.Listener, int) {}
+
+func (s *Server) rawAcceptLoop(*os.File, *handoffListener) error {
 	return errors.New("http: raw accept is Linux only")
 }
 
-func (c *fastConn) rawRead([]byte) (int, bool, error) { return 0, false, errNotPollable }
+func (c *conn) rawRead([]byte) (int, bool, error) { return 0, false, errNotPollable }
 
-func (c *fastConn) rawWrite([]byte, bool) (int, error) { return 0, errNotPollable }
+func (c *conn) rawWrite([]byte, bool) (int, error) { return 0, errNotPollable }
 
-func (c *fastConn) rawClose() {}
+func (c *conn) rawClose() {}
 
-func (c *fastConn) pollable() bool { return false }
+func (c *conn) pollable() bool { return false }
 
 // netConn returns the connection as a net.Conn.
-func (c *fastConn) netConn() (net.Conn, error) {
+func (c *conn) netConn() (net.Conn, error) {
 	if nc, ok := c.conn.(net.Conn); ok {
 		return nc, nil
 	}

@@ -1,4 +1,4 @@
-package http
+package fast
 
 import (
 	"bytes"
@@ -11,32 +11,22 @@ import (
 // Host; it only has to be there for net/http.
 const hostLine = "Host: localhost\r\n"
 
-// HostlessListener wraps ln so that every HTTP/1.1 request head arriving without a Host header
-// gets "Host: localhost" after its request line. Legacy Gazelle (WhatCD) writes its update and
-// report requests as "GET /<secret>/update?… HTTP/1.1\r\nConnection: Close\r\n\r\n", which
-// net/http would refuse with 400 "missing required Host header" (protocol.md §4).
+// Legacy Gazelle (WhatCD) writes its update and report requests as
+// "GET /<secret>/update?… HTTP/1.1\r\nConnection: Close\r\n\r\n", without the Host header
+// HTTP/1.1 requires, which net/http refuses with 400 "missing required Host header"
+// (protocol.md §4). With Config.AddHost, a connection handed over to net/http is read through
+// a hostlessConn, which gives every HTTP/1.1 request head without a Host header the line
+// "Host: localhost" after its request line. The fast path needs none: it reads no Host.
 //
 // Each connection is read as a sequence of request heads, each followed by a body of its
 // Content-Length. A head with a Transfer-Encoding or a malformed Content-Length, or one longer
-// than the server's header limit, is passed on untouched, and so is everything after it on that
-// connection: net/http then answers it as it answers any such request. A connection holds no
-// buffer while it waits between requests.
-func HostlessListener(ln net.Listener) net.Listener {
-	return &hostlessListener{Listener: ln, limit: maxHeaderBytes}
-}
+// than MaxHeadBytes, is passed on untouched, and so is everything after it on that connection:
+// net/http then answers it as it answers any such request. A connection holds no buffer while
+// it waits between requests.
 
-type hostlessListener struct {
-	net.Listener
-	limit int
-}
-
-// Accept waits for the next connection and wraps it.
-func (l *hostlessListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return &hostlessConn{Conn: c, limit: l.limit, contentLength: -1}, nil
+// newHostlessConn returns c read with Host lines added where they are missing.
+func newHostlessConn(c net.Conn) *hostlessConn {
+	return &hostlessConn{Conn: c, limit: MaxHeadBytes, contentLength: -1}
 }
 
 // headBufs holds the buffers of heads being read, so that idle connections hold none.

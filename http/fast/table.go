@@ -1,4 +1,4 @@
-package http
+package fast
 
 import (
 	"net/netip"

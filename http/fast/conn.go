@@ -1,4 +1,4 @@
-package http
+package fast
 
 import (
 	"crypto/tls"
@@ -8,29 +8,23 @@ import (
 	nethttp "net/http"
 	"net/netip"
 	"strconv"
-	"sync"
 	"time"
-	"unsafe"
 
 	"github.com/golang/glog"
-
-	"github.com/chihaya/chihaya/http/fast"
-	"github.com/chihaya/chihaya/stats"
 )
 
-// The fast path serves the two hot routes, GET announce and scrape (with or without a passkey),
-// straight from the connection: one goroutine per connection reads request heads into a pooled
-// buffer, parses them with parseHead, runs them through the same announce and scrape code as
-// net/http does, and writes the answers from a second pooled buffer, several pipelined answers
-// in one write. A warm keep-alive connection allocates nothing per request.
+// One connection on the fast path: one goroutine per connection reads request heads into a
+// pooled buffer, parses them with ParseHead, has the Handler answer them, and writes the
+// answers from a second pooled buffer, several pipelined answers in one write. A warm
+// keep-alive connection allocates nothing per request.
 //
 // The first request the fast path does not serve (any other route, method or protocol, a body,
-// a header it cannot read) hands the connection over to net/http for the rest of its life: the
-// bytes already read are replayed to it first, through a listener fed by a channel.
+// a header it cannot read) hands the connection over to net/http for the rest of its life
+// (handoff.go).
 
 const (
 	// inSize is the read buffer a connection starts with; a longer head grows it up to
-	// maxHeaderBytes.
+	// MaxHeadBytes.
 	inSize = 4 << 10
 	// flushAt is how much pipelined output is gathered before it is written.
 	flushAt = 32 << 10
@@ -45,7 +39,7 @@ const (
 )
 
 // connIO is what the fast path needs of a connection: a net.Conn, or on Linux the *os.File of
-// a socket accepted by the raw accept loop (fast_linux.go).
+// a socket accepted by the raw accept loop (raw_linux.go).
 type connIO interface {
 	Read(p []byte) (int, error)
 	Write(p []byte) (int, error)
@@ -54,18 +48,17 @@ type connIO interface {
 	SetWriteDeadline(t time.Time) error
 }
 
-// fastConn is one connection on the fast path. It is used by its own goroutine only, except
+// conn is one connection on the fast path. It is used by its own goroutine only, except
 // for Shutdown, which may wake or close it through conn (read and written under Server.mu) and
 // cancel its ctx.
-type fastConn struct {
+type conn struct {
 	s *Server
 	// conn is the connection, or nil while fd holds it instead: a socket from the raw accept
 	// loop is read and written with plain non-blocking system calls until it would block, and
-	// becomes a pollable conn then (fast_linux.go).
-	conn     connIO
-	fd       int
-	remote   netip.AddrPort
-	hostless bool
+	// becomes a pollable conn then (raw_linux.go).
+	conn   connIO
+	fd     int
+	remote netip.AddrPort
 	// tls is the connection while its TLS handshake is to be done, else nil.
 	tls  *tls.Conn
 	hand *handoffListener
@@ -92,19 +85,20 @@ type fastConn struct {
 	dateSec int64
 	date    []byte
 
-	h   fast.Head
-	ctx *fast.RequestContext
-	// ent counts the connection in the budget (conns.go).
+	h   Head
+	req Request
+	ctx *RequestContext
+	// ent counts the connection in the budget (table.go).
 	ent connEntry
 }
 
-func (s *Server) newFastConn() *fastConn {
-	c := &fastConn{
+func (s *Server) newConn() *conn {
+	c := &conn{
 		s:    s,
 		in:   make([]byte, inSize),
 		out:  make([]byte, 0, 1024),
 		date: make([]byte, 0, len(nethttp.TimeFormat)),
-		ctx:  fast.NewRequestContext(s.base, s.requestTimeout),
+		ctx:  NewRequestContext(s.base, s.cfg.RequestTimeout),
 		fd:   -1,
 	}
 	c.ent.owner = c
@@ -113,9 +107,9 @@ func (s *Server) newFastConn() *fastConn {
 
 // serveConn answers nc, which acceptLoop counted in s.accepting, until it closes, times out,
 // is handed over or the server shuts down.
-func (s *Server) serveConn(nc net.Conn, hostless bool, hand *handoffListener) {
-	c := s.conns.Get().(*fastConn)
-	c.conn, c.hostless, c.hand, c.first = nc, hostless, hand, true
+func (s *Server) serveConn(nc net.Conn, hand *handoffListener) {
+	c := s.conns.Get().(*conn)
+	c.conn, c.hand, c.first = nc, hand, true
 	c.tls, _ = nc.(*tls.Conn)
 	c.remote = remoteAddrPort(nc)
 	c.tracked = s.track(c)
@@ -125,14 +119,14 @@ func (s *Server) serveConn(nc net.Conn, hostless bool, hand *handoffListener) {
 		s.release(c)
 		return
 	}
-	s.serveFast(c)
+	s.run(c)
 }
 
-// serveFast serves c, whose connection and remote address are set.
+// run serves c, whose connection and remote address are set.
 //
-// With c.inline set, serveFast runs on an accepting goroutine (fast_linux.go) and must not
+// With c.inline set, run runs on an accepting goroutine (raw_linux.go) and must not
 // wait: when the connection would block it continues on a goroutine of its own.
-func (s *Server) serveFast(c *fastConn) {
+func (s *Server) run(c *conn) {
 	if !c.tracked {
 		if !s.track(c) {
 			c.closeConn()
@@ -145,6 +139,7 @@ func (s *Server) serveFast(c *fastConn) {
 		if v := recover(); v != nil {
 			glog.Errorf("http: panic serving %s: %v", c.remote, v)
 			c.ctx.End()
+			c.req = Request{}
 			c.out = c.out[:c.mark] // the answers before this request's still go out
 			c.inline, c.moved = false, false
 			c.refuse(nethttp.StatusInternalServerError)
@@ -160,16 +155,16 @@ func (s *Server) serveFast(c *fastConn) {
 }
 
 // resume continues a connection that would have blocked its accepting goroutine.
-func (s *Server) resume(c *fastConn) {
+func (s *Server) resume(c *conn) {
 	if c.fd >= 0 && !c.pollable() {
 		s.untrack(c)
 		return
 	}
-	s.serveFast(c)
+	s.run(c)
 }
 
 // serve is the connection's loop: answer what is buffered, write, read more.
-func (c *fastConn) serve() {
+func (c *conn) serve() {
 	s := c.s
 	if c.tls != nil {
 		tc := c.tls
@@ -187,9 +182,9 @@ func (c *fastConn) serve() {
 	for {
 	answer:
 		for c.r < c.w {
-			n, v := fast.ParseHead(c.in[c.r:c.w], maxHeaderBytes, s.realIPHeader, &c.h)
+			n, v := ParseHead(c.in[c.r:c.w], MaxHeadBytes, s.cfg.RealIPHeader, &c.h)
 			switch v {
-			case fast.HeadOK:
+			case HeadOK:
 				setMax(&s.counters.maxHead, int64(n))
 				c.answer()
 				c.r += n
@@ -202,18 +197,18 @@ func (c *fastConn) serve() {
 					return
 				}
 				continue
-			case fast.HeadHandoff:
+			case HeadHandoff:
 				if c.flush() == nil {
 					c.handoff()
 				}
 				return
-			case fast.HeadTooLarge:
+			case HeadTooLarge:
 				if c.flush() == nil {
 					c.refuse(nethttp.StatusRequestHeaderFieldsTooLarge)
 				}
 				return
 			}
-			break answer // fast.HeadIncomplete
+			break answer // HeadIncomplete
 		}
 		if len(c.out) > 0 && c.flush() != nil {
 			return
@@ -226,7 +221,7 @@ func (c *fastConn) serve() {
 
 // read waits for more input under the right timeout; it reports false when the connection is
 // done (closed, timed out, or the server is shutting down).
-func (c *fastConn) read() bool {
+func (c *conn) read() bool {
 	s := c.s
 	if c.r == c.w {
 		c.r, c.w = 0, 0
@@ -235,9 +230,9 @@ func (c *fastConn) read() bool {
 		c.r = 0
 	}
 	if c.w == len(c.in) {
-		// A head longer than the buffer and within the limit (parseHead would have decided
+		// A head longer than the buffer and within the limit (ParseHead would have decided
 		// otherwise): grow once, to the limit.
-		in := make([]byte, maxHeaderBytes+1)
+		in := make([]byte, MaxHeadBytes+1)
 		copy(in, c.in[:c.w])
 		c.in = in
 	}
@@ -270,15 +265,15 @@ func (c *fastConn) read() bool {
 		if c.headStart.IsZero() {
 			c.headStart = now
 		}
-		if s.headerTimeout > 0 {
-			deadline = c.headStart.Add(s.headerTimeout)
+		if t := s.cfg.ReadHeaderTimeout; t > 0 {
+			deadline = c.headStart.Add(t)
 		}
-	case c.first || s.idleTimeout <= 0:
-		if s.headerTimeout > 0 {
-			deadline = now.Add(s.headerTimeout)
+	case c.first || s.cfg.IdleTimeout <= 0:
+		if t := s.cfg.ReadHeaderTimeout; t > 0 {
+			deadline = now.Add(t)
 		}
 	default:
-		deadline = now.Add(s.idleTimeout)
+		deadline = now.Add(s.cfg.IdleTimeout)
 	}
 	if deadline.IsZero() != c.readDeadline.IsZero() || deadline.Before(c.readDeadline) ||
 		deadline.Sub(c.readDeadline) > deadlineSlack {
@@ -308,72 +303,58 @@ func (c *fastConn) read() bool {
 	return true
 }
 
-// answer serves the parsed head c.h and appends its answer to c.out.
-func (c *fastConn) answer() {
+// answer has the Handler answer the parsed head c.h, and appends its answer to c.out.
+func (c *conn) answer() {
 	s := c.s
 	start := time.Now()
 	h := &c.h
 	c.first = false
 	c.mark = len(c.out)
 	c.http10 = h.HTTP10
-	c.closing = h.Close || !s.keepAlive || s.shutting.Load()
+	c.closing = h.Close || !s.cfg.KeepAlive || s.shutting.Load()
 	if sec := start.Unix(); sec != c.dateSec {
 		c.dateSec = sec
 		c.date = start.UTC().AppendFormat(c.date[:0], nethttp.TimeFormat)
 	}
-
-	sc := s.scratch.Get().(*scratch)
-	sc.w.reset()
-	rq := &sc.rq
-	*rq = request{
-		ctx:       c.ctx,
-		query:     unsafeString(h.Query),
-		passkey:   unsafeString(h.Passkey),
-		userAgent: unsafeString(h.UserAgent),
-		remote:    c.remote.Addr(),
-		realIP:    unsafeString(h.RealIP),
-		hasRealIP: h.HasRealIP,
-		fromAddr:  c.remote,
-	}
-	if glog.V(2) {
-		rq.path = c.pathForLog()
-	}
-	action := stats.Announce
-	if h.Route == fast.RouteScrape {
-		action = stats.Scrape
+	c.req = Request{
+		Context:   c.ctx,
+		Route:     h.Route,
+		Passkey:   h.Passkey,
+		Query:     h.Query,
+		UserAgent: h.UserAgent,
+		RealIP:    h.RealIP,
+		HasRealIP: h.HasRealIP,
+		Remote:    c.remote,
+		Start:     start,
 	}
 	c.ctx.Begin(start)
-	s.handle(action, sc, start)
+	out := s.h.ServeFast(&c.req, c.out)
 	c.ctx.End()
-	if sc.w.ready {
-		c.appendAnswer(sc.w.buf)
-	}
-	*rq = request{}
-	s.scratch.Put(sc)
-}
-
-// pathForLog is the route's path, for logs.
-func (c *fastConn) pathForLog() string {
-	p := "/announce"
-	if c.h.Route == fast.RouteScrape {
-		p = "/scrape"
-	}
-	if len(c.h.Passkey) > 0 {
-		return "/" + string(c.h.Passkey) + p
-	}
-	return p
+	c.req = Request{}
+	c.out = c.frame(out)
 }
 
 // Answer heads: status 200, the Content-Type and Cache-Control net/http answers with, and a
 // Date.
 const answerHead = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nCache-Control: no-cache\r\nDate: "
 
-// appendAnswer appends a 200 answer with body to the output.
-func (c *fastConn) appendAnswer(body []byte) {
-	b := append(c.out, answerHead...)
+// frame puts a 200 answer's head in front of the body the Handler appended at out[c.mark:].
+func (c *conn) frame(out []byte) []byte {
+	var buf [256]byte // more than any head below: it stays on the stack
+	head := c.appendHead(buf[:0], len(out)-c.mark)
+	n := len(out)
+	out = append(out, head...) // room for the head; the body moves up into it
+	copy(out[c.mark+len(head):], out[c.mark:n])
+	copy(out[c.mark:], head)
+	return out
+}
+
+// appendHead appends the head of a 200 answer whose body is n bytes long.
+func (c *conn) appendHead(b []byte, n int) []byte {
+	b = append(b, answerHead...)
 	b = append(b, c.date...)
 	b = append(b, "\r\nContent-Length: "...)
-	b = strconv.AppendInt(b, int64(len(body)), 10)
+	b = strconv.AppendInt(b, int64(n), 10)
 	switch {
 	case c.closing:
 		b = append(b, "\r\nConnection: close\r\n\r\n"...)
@@ -382,11 +363,11 @@ func (c *fastConn) appendAnswer(body []byte) {
 	default:
 		b = append(b, "\r\n\r\n"...)
 	}
-	c.out = append(b, body...)
+	return b
 }
 
 // flush writes the output under write_timeout.
-func (c *fastConn) flush() error {
+func (c *conn) flush() error {
 	if len(c.out) == 0 {
 		return nil
 	}
@@ -410,7 +391,7 @@ func (c *fastConn) flush() error {
 			return errNotPollable
 		}
 	}
-	if t := c.s.writeTimeout; t > 0 {
+	if t := c.s.cfg.WriteTimeout; t > 0 {
 		d := time.Now().Add(t)
 		if d.Sub(c.writeDeadline) > deadlineSlack {
 			if err := c.conn.SetWriteDeadline(d); err != nil {
@@ -430,7 +411,7 @@ func (c *fastConn) flush() error {
 
 // refuse answers status as net/http does when it refuses a request, and closes the connection
 // after reading what the client still sends for a while, so that the answer is not reset away.
-func (c *fastConn) refuse(status int) {
+func (c *conn) refuse(status int) {
 	text := strconv.Itoa(status) + " " + nethttp.StatusText(status)
 	c.out = append(c.out, "HTTP/1.1 "+text+"\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"+text...)
 	if c.flush() != nil {
@@ -451,33 +432,6 @@ func (c *fastConn) refuse(status int) {
 	}
 }
 
-// handoff gives the connection, with what was read of it and not answered, to net/http.
-func (c *fastConn) handoff() {
-	nc, err := c.netConn()
-	if err != nil {
-		glog.Errorf("http: hand %s over to net/http: %v", c.remote, err)
-		return
-	}
-	// Deadlines are net/http's to set from now on; it sets them per request.
-	_ = nc.SetDeadline(time.Time{})
-	c.handed = true
-	var hc net.Conn = &replayConn{Conn: nc, prefix: append([]byte(nil), c.in[c.r:c.w]...), n: &c.s.counters}
-	if c.hostless {
-		hc = &hostlessConn{Conn: hc, limit: maxHeaderBytes, contentLength: -1}
-	}
-	tc := &trackedConn{Conn: hc, s: c.s}
-	tc.ent.owner = tc
-	c.s.mu.Lock()
-	c.conn = nil
-	ok := c.s.table.replace(&c.ent, &tc.ent)
-	c.s.mu.Unlock()
-	if !ok {
-		_ = nc.Close() // shed meanwhile
-		return
-	}
-	c.hand.deliver(tc)
-}
-
 // errMoved is returned when a connection stops on its accepting goroutine to wait on its own.
 var errMoved = errors.New("http: connection continues on its own goroutine")
 
@@ -485,7 +439,7 @@ var errMoved = errors.New("http: connection continues on its own goroutine")
 var errNotPollable = errors.New("http: connection cannot be polled")
 
 // closeConn closes the connection, whichever form it has.
-func (c *fastConn) closeConn() {
+func (c *conn) closeConn() {
 	if c.fd >= 0 {
 		c.rawClose()
 	} else if c.conn != nil {
@@ -494,11 +448,11 @@ func (c *fastConn) closeConn() {
 }
 
 // track registers c for Shutdown and counts it in the budget; it reports false when the
-// budget has no room for c (conns.go). A connection accepted while Shutdown begins is still
+// budget has no room for c (table.go). A connection accepted while Shutdown begins is still
 // tracked and answered (its answer says Connection: close): closing it with its request unread
 // would reset it. Shutdown waits for the accept loops and the connections they were starting
 // before it waits for connWG, so that no connection is counted after that wait.
-func (s *Server) track(c *fastConn) bool {
+func (s *Server) track(c *conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	a := c.remote.Addr()
@@ -512,7 +466,7 @@ func (s *Server) track(c *fastConn) bool {
 }
 
 // untrack closes c's connection, unless net/http has it now, and releases c.
-func (s *Server) untrack(c *fastConn) {
+func (s *Server) untrack(c *conn) {
 	s.mu.Lock()
 	delete(s.active, c)
 	s.table.remove(&c.ent)
@@ -526,12 +480,12 @@ func (s *Server) untrack(c *fastConn) {
 }
 
 // release resets c and puts it back in the pool.
-func (s *Server) release(c *fastConn) {
+func (s *Server) release(c *conn) {
 	c.conn, c.hand, c.fd, c.tls = nil, nil, -1, nil
 	c.inline, c.moved, c.tracked, c.handed = false, false, false, false
 	c.r, c.w = 0, 0
 	c.headStart, c.readDeadline, c.writeDeadline = time.Time{}, time.Time{}, time.Time{}
-	c.h = fast.Head{}
+	c.h = Head{}
 	if cap(c.out) > maxPooledOut {
 		c.out = make([]byte, 0, 1024)
 	}
@@ -554,87 +508,4 @@ func remoteAddrPort(nc net.Conn) netip.AddrPort {
 		ap, _ = netip.ParseAddrPort(a.String())
 	}
 	return netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port())
-}
-
-// replayConn is a connection whose first bytes were read already: Read returns them first.
-// It counts the bytes it reads and writes in n (the replayed ones were counted when read).
-type replayConn struct {
-	net.Conn
-	prefix []byte
-	n      *counters
-}
-
-// Read returns the replayed bytes, then the connection's.
-func (c *replayConn) Read(p []byte) (int, error) {
-	if len(c.prefix) > 0 {
-		n := copy(p, c.prefix)
-		c.prefix = c.prefix[n:]
-		return n, nil
-	}
-	n, err := c.Conn.Read(p)
-	c.n.bytesRead.Add(uint64(max(n, 0)))
-	return n, err
-}
-
-// Write writes p to the connection.
-func (c *replayConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
-	c.n.bytesWritten.Add(uint64(max(n, 0)))
-	return n, err
-}
-
-// CloseWrite shuts down the writing side when the connection can, as a *net.TCPConn does.
-func (c *replayConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return c.Conn.Close()
-}
-
-// handoffListener is the listener net/http serves: it accepts the connections the fast path
-// hands over.
-type handoffListener struct {
-	addr   net.Addr
-	conns  chan net.Conn
-	closed chan struct{}
-	once   sync.Once
-}
-
-func newHandoffListener(addr net.Addr) *handoffListener {
-	return &handoffListener{addr: addr, conns: make(chan net.Conn), closed: make(chan struct{})}
-}
-
-// Accept returns the next connection handed over, or net.ErrClosed once closed.
-func (l *handoffListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.closed:
-		return nil, net.ErrClosed
-	}
-}
-
-// Close stops Accept; connections handed over afterwards are closed.
-func (l *handoffListener) Close() error {
-	l.once.Do(func() { close(l.closed) })
-	return nil
-}
-
-// Addr is the address of the real listener.
-func (l *handoffListener) Addr() net.Addr { return l.addr }
-
-func (l *handoffListener) deliver(c net.Conn) {
-	select {
-	case l.conns <- c:
-	case <-l.closed:
-		_ = c.Close()
-	}
-}
-
-// unsafeString returns b's bytes as a string without copying; it is valid while b is unchanged.
-func unsafeString(b []byte) string {
-	if len(b) == 0 {
-		return ""
-	}
-	return unsafe.String(&b[0], len(b))
 }

@@ -1,23 +1,18 @@
-package http
+package fast
 
 import (
 	"errors"
-	"net"
-	nethttp "net/http"
 	"net/netip"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/golang/glog"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/chihaya/chihaya/config"
 )
 
-// What the Server does with the connection budget (conns.go): admitting, shedding and
-// uncounting its connections, the handed-over ones included, and logging accept failures
-// rarely.
+// What the Server does with the connection budget (table.go): admitting, shedding and
+// uncounting its connections (the handed-over ones in handoff.go), logging accept failures
+// rarely, and the budget's metrics.
 
 // acceptLogEvery is the least time between two log lines about failing accepts.
 const acceptLogEvery = 10 * time.Second
@@ -25,40 +20,18 @@ const acceptLogEvery = 10 * time.Second
 // pastDeadline wakes a blocked Read at once.
 var pastDeadline = time.Unix(1, 0)
 
-// WithFileLimit tells the server the process's open files limit, from which max_connections 0
-// is derived (config.DefaultMaxConnections). Without it the server assumes 1024, the usual
-// default soft limit.
-func WithFileLimit(n uint64) Option {
-	return func(s *Server) { s.fileLimit = n }
-}
-
-// ConnectionLimits returns the budget in force: max_connections (derived when configured as
-// 0) and max_connections_per_ip (0: no cap).
-func (s *Server) ConnectionLimits() (maxConns, perIP int) {
+// Limits returns the budget in force: Config.MaxConnections and Config.MaxConnectionsPerIP.
+func (s *Server) Limits() (maxConns, perIP int) {
 	return s.table.max, s.table.perAddr
-}
-
-// newTable sets up the budget from cfg and the file limit.
-func (s *Server) newTable(cfg *config.Config) {
-	n := cfg.MaxConnections
-	if n == 0 {
-		limit := s.fileLimit
-		if limit == 0 {
-			limit = 1024
-		}
-		n = config.DefaultMaxConnections(limit)
-	}
-	s.table = newConnTable(n, cfg.MaxConnectionsPerIP)
-	s.srv.ConnState = s.connState
 }
 
 // capped reports whether max_connections_per_ip applies to a connection from a: it does not to
 // a trusted proxy, whose connections carry many clients.
-func (s *Server) capped(a netip.Addr) bool { return !s.ips.TrustedProxy(a) }
+func (s *Server) capped(a netip.Addr) bool { return s.cfg.Uncapped == nil || !s.cfg.Uncapped(a) }
 
 // shed wakes the connection's goroutine, blocked in Read, to close it. It is called with
 // Server.mu held, which guards conn; a raw socket is not blocked and sees its state instead.
-func (c *fastConn) shed() {
+func (c *conn) shed() {
 	if c.conn != nil {
 		_ = c.conn.SetReadDeadline(pastDeadline)
 	}
@@ -66,7 +39,7 @@ func (c *fastConn) shed() {
 
 // wait marks c as waiting for its client before a blocking read: idle between requests of a
 // keep-alive connection, else waiting for a head. It reports false when c was shed.
-func (c *fastConn) wait() bool {
+func (c *conn) wait() bool {
 	tier := tierHead
 	if c.w == 0 && !c.first {
 		tier = tierIdle
@@ -75,60 +48,6 @@ func (c *fastConn) wait() bool {
 	ok := c.s.table.wait(&c.ent, tier)
 	c.s.mu.Unlock()
 	return ok
-}
-
-// trackedConn is a connection handed over to net/http, counted in the budget until net/http
-// closes it. net/http's ConnState tells it when it is idle.
-type trackedConn struct {
-	net.Conn
-	s    *Server
-	ent  connEntry
-	once sync.Once
-}
-
-// shed closes the connection under net/http, which then closes it through Close. It is called
-// with Server.mu held.
-func (tc *trackedConn) shed() { _ = tc.Conn.Close() }
-
-// Close closes the connection and uncounts it.
-func (tc *trackedConn) Close() error {
-	tc.once.Do(func() {
-		tc.s.mu.Lock()
-		tc.s.table.remove(&tc.ent)
-		tc.s.mu.Unlock()
-	})
-	return tc.Conn.Close()
-}
-
-// CloseWrite shuts down the writing side when the connection can, as a *net.TCPConn does.
-func (tc *trackedConn) CloseWrite() error {
-	if cw, ok := tc.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return tc.Conn.Close()
-}
-
-// connState follows net/http's connections through their keep-alive waits, and counts one
-// closed (for the stats report) when net/http is done with it.
-func (s *Server) connState(nc net.Conn, st nethttp.ConnState) {
-	if st == nethttp.StateClosed || st == nethttp.StateHijacked {
-		s.counters.closing()
-	}
-	tc, ok := nc.(*trackedConn)
-	if !ok {
-		return
-	}
-	switch st {
-	case nethttp.StateIdle:
-		s.mu.Lock()
-		ok = s.table.wait(&tc.ent, tierIdle)
-		s.mu.Unlock()
-	case nethttp.StateActive:
-		ok = tc.ent.active()
-	}
-	if !ok {
-		_ = tc.Conn.Close()
-	}
 }
 
 // acceptFailed handles an accept that failed with a temporary error: for want of file
@@ -162,7 +81,8 @@ func isResourceErr(err error) bool {
 		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
 }
 
-// Collectors returns the frontend's connection metrics (chihaya_http_*), to register on a
+// Collectors returns the connection metrics (chihaya_http_connections_*,
+// chihaya_http_accept_errors_total, chihaya_http_tls_handshake_errors_total), to register on a
 // registry.
 func (s *Server) Collectors() []prometheus.Collector { return []prometheus.Collector{connCollector{s}} }
 

@@ -1,43 +1,24 @@
-package http
+package fast
 
 import (
 	"crypto/tls"
-	"net"
 	"time"
 
 	"github.com/golang/glog"
 )
 
-// TLSListener returns a listener whose connections speak TLS with cfg (see tlscert.Store's
-// Config), for Serve: announces and scrapes on them are answered by the fast path, as on plain
-// connections, and the rest is handed over to net/http decrypted. Serve completes each
-// handshake on the connection's own goroutine, after the connection budget has admitted it,
-// within http_read_header_timeout. Wrap it in HostlessListener, not the other way round.
-func TLSListener(ln net.Listener, cfg *tls.Config) net.Listener {
-	return &tlsListener{Listener: ln, cfg: cfg}
-}
-
-type tlsListener struct {
-	net.Listener
-	cfg *tls.Config
-}
-
-// Accept waits for the next connection and wraps it; the handshake happens on first use.
-func (l *tlsListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return tls.Server(c, l.cfg), nil
-}
+// TLS is the second way to feed the fast path (Server.ServeTLS): a TLS connection is served as
+// a net.Conn, its handshake made by its own goroutine, once the budget has admitted it, within
+// read_header_timeout. Reads and writes then go through crypto/tls; the head parser, the
+// buffers, keep-alive, pipelining and the hand-over are the same as on plain TCP.
 
 // handshake completes the TLS handshake of c, whose connection is a *tls.Conn, within
 // http_read_header_timeout; it reports false when the connection is done.
-func (c *fastConn) handshake(tc *tls.Conn) bool {
+func (c *conn) handshake(tc *tls.Conn) bool {
 	s := c.s
 	var deadline time.Time
-	if s.headerTimeout > 0 {
-		deadline = time.Now().Add(s.headerTimeout)
+	if t := s.cfg.ReadHeaderTimeout; t > 0 {
+		deadline = time.Now().Add(t)
 	}
 	if err := tc.SetDeadline(deadline); err != nil {
 		return false
