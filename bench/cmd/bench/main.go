@@ -80,7 +80,7 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (binaries, configs, logs)")
 	flag.StringVar(&o.chihayaKeys, "chihaya-config", "", `config keys laid over example_config.json for Chihaya, as a JSON object, e.g. '{"rate_limit": {"announce_rate": 1e9}}'`)
 	flag.StringVar(&o.memShapes, "mem-shapes", "1M/1M,1M/1", "memory-shapes: swarm shapes PEERS/TORRENTS, comma-separated (k and M suffixes); add 10M/1M for ten million peers")
-	flag.DurationVar(&o.churnTimeout, "churn-timeout", time.Minute, "memory-churn: Chihaya's peer_timeout (the fill and the replacements must take less)")
+	flag.DurationVar(&o.churnTimeout, "churn-timeout", 2*time.Minute, "memory-churn: Chihaya's peer_timeout (the fill and the replacements must take less)")
 	flag.Float64Var(&o.openRate, "open-rate", 0, "udp-open: requests offered per second (default: half of opentracker's saturated udp rate in this run)")
 	flag.IntVar(&o.privateUsers, "private-users", 0, "memory-private: site users, each peer announcing as user (i/10) mod this (default: one per 10 peers)")
 	flag.StringVar(&o.mysqlDSN, "mysql-dsn", os.Getenv("CHIHAYA_MYSQL_DSN"), "memory-private: MariaDB server to create a throwaway database on, user:password@tcp(host:port)/ (default $CHIHAYA_MYSQL_DSN; empty: start one with .ci/mariadb.sh)")

@@ -49,8 +49,11 @@ func ratio(a, b float64) string {
 // and targets.
 func printTables(w io.Writer, o options, res *results) {
 	fmt.Fprintf(w, "\n## Chihaya vs opentracker, loopback, tracker on CPU %s, generator on CPU %s\n\n", o.trackerCPU, o.genCPU)
-	fmt.Fprintf(w, "%d rounds of %s (after %s warm-up) per tracker and workload; each row is the median round by responses/s; spread is (max-min)/median of responses/s over the rounds. Took %s.\n\n",
-		o.rounds, o.duration, o.warmup, res.took.Round(time.Second))
+	if len(res.rows) > 0 {
+		fmt.Fprintf(w, "%d rounds of %s (after %s warm-up) per tracker and workload; each row is the median round by responses/s; spread is (max-min)/median of responses/s over the rounds. ",
+			o.rounds, o.duration, o.warmup)
+	}
+	fmt.Fprintf(w, "Took %s.\n\n", res.took.Round(time.Second))
 	if len(res.rows) > 0 {
 		printRows(w, res.rows, res.med)
 	}
