@@ -3,6 +3,8 @@ package loadgen
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"strconv"
 )
 
 // Errors of the bencode walker. They are values so that a failed validation allocates nothing.
@@ -224,4 +226,72 @@ func CheckScrapeBody(body []byte, want int) (Verdict, []byte) {
 		return Malformed, nil
 	}
 	return OK, nil
+}
+
+var (
+	keyComplete   = []byte("complete")
+	keyIncomplete = []byte("incomplete")
+	// errNoFiles means a scrape answer without a "files" dictionary.
+	errNoFiles = errors.New("scrape answer without files")
+)
+
+// ScrapeFiles calls fn with the info hash, seeders (complete) and leechers (incomplete) of each
+// entry of an HTTP scrape answer's "files" dictionary. A "failure reason", a malformed answer
+// or an entry without both counts is an error.
+func ScrapeFiles(body []byte, fn func(hash []byte, complete, incomplete int64)) error {
+	var files, reason []byte
+	if err := topKeys(body, func(k, v []byte) {
+		switch {
+		case bytes.Equal(k, keyFiles):
+			files = v
+		case bytes.Equal(k, keyFailure):
+			reason = v
+		}
+	}); err != nil {
+		return err
+	}
+	if reason != nil {
+		return fmt.Errorf("scrape failure: %s", failureText(reason))
+	}
+	if files == nil {
+		return errNoFiles
+	}
+	var entryErr error
+	if err := topKeys(files, func(h, entry []byte) {
+		complete, incomplete := int64(-1), int64(-1)
+		err := topKeys(entry, func(k, v []byte) {
+			switch {
+			case bytes.Equal(k, keyComplete):
+				complete = bint(v)
+			case bytes.Equal(k, keyIncomplete):
+				incomplete = bint(v)
+			}
+		})
+		if err == nil && (complete < 0 || incomplete < 0) {
+			err = errBencode
+		}
+		if err != nil {
+			if entryErr == nil {
+				entryErr = err
+			}
+			return
+		}
+		fn(h, complete, incomplete)
+	}); err != nil {
+		return err
+	}
+	return entryErr
+}
+
+// bint returns the value of a bencoded non-negative integer that skipValue accepted, or -1 when
+// v is not one (or does not fit).
+func bint(v []byte) int64 {
+	if len(v) < 3 || v[0] != 'i' || v[len(v)-1] != 'e' {
+		return -1
+	}
+	n, err := strconv.ParseInt(string(v[1:len(v)-1]), 10, 64)
+	if err != nil || n < 0 {
+		return -1
+	}
+	return n
 }

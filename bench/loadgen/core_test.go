@@ -68,9 +68,10 @@ func TestUDPAgainstCore(t *testing.T) {
 	assert.GreaterOrEqual(t, res.P99us, res.P50us)
 }
 
-// TestFillVerifyAgainstCore fills the real core and checks by scrape that it stored every peer:
-// distinct peer IDs and distinct ip:port, ten peers per torrent. A verify that expects more
-// peers than were sent must report mismatches, so the check can fail.
+// TestFillVerifyAgainstCore fills the real core and checks by scrape that it stored every peer
+// in its role: distinct peer IDs and distinct ip:port, ten peers per torrent, five of them
+// seeding. A verify that expects more peers than were sent must report mismatches, so the
+// check can fail; a second fill at an offset adds new peers rather than updating the first.
 func TestFillVerifyAgainstCore(t *testing.T) {
 	addr := startCore(t)
 	fill := Config{Mode: ModeUDPFill, Target: addr, Sockets: 8, Conns: 32, FillPeers: 1000, FillTorrents: 100, Timeout: time.Second}
@@ -79,6 +80,15 @@ func TestFillVerifyAgainstCore(t *testing.T) {
 	assert.Zero(t, res.Errors, "first error: %s", res.FirstError)
 	assert.Equal(t, uint64(1000), res.Kinds["announce"])
 
+	verify := func(t *testing.T, peers int) *VerifyResult {
+		t.Helper()
+		v := fill
+		v.Mode, v.FillPeers, v.VerifySample = ModeUDPVerify, peers, 100
+		res, err := Run(context.Background(), v, nil)
+		require.NoError(t, err)
+		require.NotNil(t, res.Verify)
+		return res.Verify
+	}
 	tests := []struct {
 		name       string
 		peers      int
@@ -89,15 +99,50 @@ func TestFillVerifyAgainstCore(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			v := fill
-			v.Mode, v.FillPeers, v.VerifySample = ModeUDPVerify, tt.peers, 100
-			res, err := Run(context.Background(), v, nil)
-			require.NoError(t, err)
-			require.NotNil(t, res.Verify)
-			assert.Equal(t, 100, res.Verify.Torrents)
-			assert.Equal(t, uint64(1000), res.Verify.Got)
-			assert.Equal(t, uint64(tt.peers), res.Verify.Want)
-			assert.Equal(t, tt.mismatches, res.Verify.Mismatches)
+			vr := verify(t, tt.peers)
+			assert.Equal(t, 100, vr.Torrents)
+			assert.Equal(t, uint64(1000), vr.Got)
+			assert.Equal(t, uint64(500), vr.GotSeeders)
+			assert.Equal(t, uint64(500), vr.GotLeechers)
+			assert.Equal(t, uint64(tt.peers), vr.Want)
+			assert.Equal(t, tt.mismatches, vr.Mismatches)
 		})
 	}
+
+	t.Run("replacements add peers", func(t *testing.T) {
+		churn := fill
+		churn.FillOffset = fill.FillPeers
+		res, err := Run(context.Background(), churn, nil)
+		require.NoError(t, err)
+		assert.Zero(t, res.Errors, "first error: %s", res.FirstError)
+		vr := verify(t, 2*fill.FillPeers)
+		assert.Zero(t, vr.Mismatches)
+		assert.Equal(t, uint64(1000), vr.GotSeeders)
+		assert.Equal(t, uint64(1000), vr.GotLeechers)
+	})
+}
+
+// TestOpenAgainstCore drives the real core open-loop at a rate it sustains easily: every
+// request is answered, the rate achieved is the rate offered, and the quantiles are ordered.
+func TestOpenAgainstCore(t *testing.T) {
+	addr := startCore(t)
+	const rate, window = 2000.0, 500 * time.Millisecond
+	res, err := Run(context.Background(), Config{
+		Mode: ModeUDPOpen, Target: addr, Sockets: 4, Torrents: 1000, Peers: 4000, Rate: rate,
+		Warmup: 100 * time.Millisecond, Duration: window, Timeout: time.Second,
+		ConnectEvery: 5, ScrapeEvery: 5,
+	}, nil)
+	require.NoError(t, err)
+	require.NotNil(t, res.Open)
+	assert.Zero(t, res.Errors, "verdicts %v, first error: %s", res.ByVerdict, res.FirstError)
+	assert.Zero(t, res.Open.Lost)
+	assert.InDelta(t, rate*window.Seconds(), float64(res.Open.Sent), 1)
+	assert.Equal(t, res.Open.Sent, res.Responses)
+	assert.InDelta(t, rate, res.PerSecond, rate*0.01)
+	assert.Positive(t, res.Kinds["announce"])
+	assert.Positive(t, res.Kinds["scrape"])
+	assert.Positive(t, res.Kinds["connect"])
+	assert.Positive(t, res.P50us)
+	assert.LessOrEqual(t, res.P50us, res.P99us)
+	assert.LessOrEqual(t, res.P99us, res.P999us)
 }

@@ -48,6 +48,12 @@ type fakeTracker struct {
 	numWant  int
 	hosts    int    // source addresses the peers are spread over: MaxHosts, or Conns for http-fill
 	behave   string // "ok", "failure", "500", "garbage", "close", "short-scrape"
+	// fill is set for http-fill, whose peers offset on seed by FillSeeder (instead of
+	// IsSeeder) in torrent (i-offset) % torrents; users is its PrivateUsers: announces must
+	// come with the peer's user's passkey in the path, scrapes with user 0's.
+	fill   bool
+	offset int
+	users  int
 
 	mu      sync.Mutex
 	pool    map[[20]byte]bool
@@ -85,7 +91,21 @@ func (f *fakeTracker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return params[k][0]
 	}
-	switch r.URL.Path {
+	path := r.URL.Path
+	if f.users > 0 {
+		key, rest, ok := strings.Cut(strings.TrimPrefix(path, "/"), "/")
+		if !ok || len(key) != PasskeyLen {
+			f.bad(w, "path %s without a passkey", path)
+			return
+		}
+		path = "/" + rest
+		if path == "/scrape" && key != string(ptr(Passkey(0))[:]) {
+			f.bad(w, "scrape with passkey %s", key)
+			return
+		}
+		r.Header.Set("X-Passkey", key)
+	}
+	switch path {
 	case "/announce":
 		if len(hashes) != 1 {
 			f.bad(w, "%d info_hash", len(hashes))
@@ -109,8 +129,16 @@ func (f *fakeTracker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		wantLeft := "1000"
-		if IsSeeder(i) {
+		if (!f.fill && IsSeeder(i)) || (f.fill && FillSeeder(i-f.offset, f.torrents)) {
 			wantLeft = "0"
+		}
+		if f.fill && InfoHash((i-f.offset)%f.torrents) != [20]byte(hashes[0]) {
+			f.bad(w, "peer %d sent to the wrong torrent", i)
+			return
+		}
+		if f.users > 0 && r.Header.Get("X-Passkey") != string(ptr(Passkey(PeerUser(i, f.users)))[:]) {
+			f.bad(w, "peer %d with passkey %s", i, r.Header.Get("X-Passkey"))
+			return
 		}
 		if one("port") != strconv.Itoa(int(PeerPort(i, f.hosts))) || one("left") != wantLeft ||
 			one("numwant") != strconv.Itoa(f.numWant) || one("compact") != "1" {
@@ -131,7 +159,7 @@ func (f *fakeTracker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	default:
-		f.bad(w, "path %s", r.URL.Path)
+		f.bad(w, "path %s", path)
 		return
 	}
 	var body []byte
@@ -144,7 +172,7 @@ func (f *fakeTracker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "garbage":
 		body = []byte("<html>not bencode</html>")
 	default:
-		if r.URL.Path == "/scrape" {
+		if path == "/scrape" {
 			n := len(hashes)
 			if f.behave == "short-scrape" {
 				n--
@@ -223,30 +251,60 @@ func TestHTTPAgainstFake(t *testing.T) {
 	}
 }
 
+// ptr returns a pointer to a copy of v, so that an array result can be sliced.
+func ptr[T any](v T) *T { return &v }
+
 // TestHTTPFillAgainstFake checks that an HTTP fill announces every peer exactly once, from its
-// own address, also when the server closes the connection after every answer.
+// own address, to its torrent, in its role and with its passkey, also when the server closes
+// the connection after every answer, and that http-verify reads the scrape counts back.
 func TestHTTPFillAgainstFake(t *testing.T) {
-	for _, behave := range []string{"ok", "close"} {
-		t.Run(behave, func(t *testing.T) {
+	tests := []struct {
+		behave        string
+		offset, users int
+	}{
+		{"ok", 0, 0},
+		{"close", 0, 0},
+		{"ok", 400, 0}, // the churn's replacements
+		{"ok", 0, 7},   // private mode
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%s offset %d users %d", tt.behave, tt.offset, tt.users), func(t *testing.T) {
 			const conns, peers, torrents = 4, 400, 40
-			f := &fakeTracker{torrents: torrents, numWant: 0, hosts: conns, behave: behave, pool: map[[20]byte]bool{}, seen: map[int]bool{}}
+			f := &fakeTracker{torrents: torrents, numWant: 0, hosts: conns, behave: tt.behave, fill: true,
+				offset: tt.offset, users: tt.users, pool: map[[20]byte]bool{}, seen: map[int]bool{}}
 			for i := range torrents {
 				f.pool[InfoHash(i)] = true
 			}
 			srv := httptest.NewServer(f)
 			defer srv.Close()
-			res, err := Run(context.Background(), Config{
+			cfg := Config{
 				Mode: ModeHTTPFill, Target: srv.Listener.Addr().String(), Conns: conns,
-				FillPeers: peers, FillTorrents: torrents, Timeout: 2 * time.Second,
-			}, nil)
+				FillPeers: peers, FillTorrents: torrents, FillOffset: tt.offset, PrivateUsers: tt.users,
+				Timeout: 2 * time.Second,
+			}
+			res, err := Run(context.Background(), cfg, nil)
 			require.NoError(t, err)
 			f.mu.Lock()
-			defer f.mu.Unlock()
 			assert.Empty(t, f.invalid, "requests the fake refused")
 			assert.Len(t, f.seen, peers)
+			for i := range f.seen {
+				assert.True(t, i >= tt.offset && i < tt.offset+peers, "peer %d out of the fill", i)
+			}
+			f.mu.Unlock()
 			assert.Zero(t, res.Errors, "first error: %s", res.FirstError)
 			assert.Equal(t, uint64(peers), res.Kinds["announce"])
-			assert.Equal(t, behave == "close", res.Reconnects > 0)
+			assert.Equal(t, tt.behave == "close", res.Reconnects > 0)
+
+			// The fake answers every scrape with 1 seeder and 2 leechers; the fill sent 5 and 5.
+			cfg.Mode, cfg.VerifySample = ModeHTTPVerify, 20
+			res, err = Run(context.Background(), cfg, nil)
+			require.NoError(t, err)
+			require.NotNil(t, res.Verify)
+			f.mu.Lock()
+			assert.Empty(t, f.invalid, "scrapes the fake refused")
+			f.mu.Unlock()
+			assert.Equal(t, VerifyResult{Torrents: 20, Mismatches: 20, Want: 200, Got: 60,
+				WantSeeders: 100, GotSeeders: 20, WantLeechers: 100, GotLeechers: 40}, *res.Verify)
 		})
 	}
 }

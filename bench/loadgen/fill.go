@@ -21,10 +21,14 @@ const (
 // when every announce has been answered, resending those that time out.
 func (r *run) fill(ctx context.Context) (*Result, error) {
 	cfg := &r.cfg
-	if cfg.FillPeers > cfg.Sockets*PortsPerHost {
-		return nil, fmt.Errorf("loadgen: %d peers need more than %d sockets", cfg.FillPeers, cfg.Sockets)
+	if cfg.FillOffset < 0 {
+		return nil, fmt.Errorf("loadgen: fill offset %d: want 0 or more", cfg.FillOffset)
 	}
-	var torrentOf func(i int) int
+	if cfg.FillOffset+cfg.FillPeers > cfg.Sockets*PortsPerHost {
+		return nil, fmt.Errorf("loadgen: peers up to %d need more than %d sockets", cfg.FillOffset+cfg.FillPeers, cfg.Sockets)
+	}
+	var torrentOf func(j int) int
+	seeder := func(j int) bool { return FillSeeder(j, cfg.FillTorrents) }
 	if cfg.FillPopular {
 		pop := NewPopularity(cfg.Torrents, cfg.FillPeers)
 		rng := rand.New(rand.NewPCG(3, 4))
@@ -32,9 +36,10 @@ func (r *run) fill(ctx context.Context) (*Result, error) {
 		for i := range t {
 			t[i] = uint32(pop.Draw(rng))
 		}
-		torrentOf = func(i int) int { return int(t[i]) }
+		torrentOf = func(j int) int { return int(t[j]) }
+		seeder = func(j int) bool { return j%2 == 0 }
 	} else {
-		torrentOf = func(i int) int { return i % cfg.FillTorrents }
+		torrentOf = func(j int) int { return j % cfg.FillTorrents }
 	}
 	window := max(1, min((cfg.Conns+cfg.Sockets-1)/cfg.Sockets, maxWindow))
 	socks := make([]*udpSocket, cfg.Sockets)
@@ -62,7 +67,7 @@ func (r *run) fill(ctx context.Context) (*Result, error) {
 		go func() {
 			defer wg.Done()
 			defer u.conn.Close()
-			retrans[k], errs[k] = r.fillSocket(ctx, u, k, window, torrentOf, &all[k])
+			retrans[k], errs[k] = r.fillSocket(ctx, u, k, window, torrentOf, seeder, &all[k])
 		}()
 	}
 	wg.Wait()
@@ -81,14 +86,16 @@ func (r *run) fill(ctx context.Context) (*Result, error) {
 	return res, nil
 }
 
-// fillSocket announces the peers of socket k (k, k+S, k+2S, ...) with window requests in flight.
-func (r *run) fillSocket(ctx context.Context, u *udpSocket, k, window int, torrentOf func(int) int, s *stats) (int, error) {
+// fillSocket announces the peers of socket k (the peers i = k mod S from FillOffset on) with
+// window requests in flight.
+func (r *run) fillSocket(ctx context.Context, u *udpSocket, k, window int, torrentOf func(int) int, seeder func(int) bool, s *stats) (int, error) {
 	cfg := &r.cfg
 	slots := make([]slot, window)
 	for i := range slots {
 		slots[i].action = ActionAnnounce
 	}
-	next := k // next peer to announce
+	first, end := cfg.FillOffset, cfg.FillOffset+cfg.FillPeers
+	next := first + ((k-first%cfg.Sockets)%cfg.Sockets+cfg.Sockets)%cfg.Sockets // next peer to announce
 	pending := 0
 	var seq uint32
 	retrans := 0
@@ -108,18 +115,18 @@ func (r *run) fillSocket(ctx context.Context, u *udpSocket, k, window int, torre
 		}
 		sl.action = ActionAnnounce
 		left := int64(1000)
-		if IsSeeder(peer) {
+		if seeder(peer - first) {
 			left = 0
 		}
 		a := UDPAnnounce{
-			ConnID: u.connID, TxID: sl.tx, InfoHash: InfoHash(torrentOf(peer)), PeerID: PeerID(peer),
+			ConnID: u.connID, TxID: sl.tx, InfoHash: InfoHash(torrentOf(peer - first)), PeerID: PeerID(peer),
 			Left: left, Event: EventStarted, Key: uint32(peer), NumWant: 0, Port: PeerPort(peer, cfg.Sockets),
 		}
 		sl.sent = time.Now()
 		_, _ = u.conn.Write(AppendUDPAnnounce(u.out[:0], &a))
 	}
 	for i := range slots {
-		if next >= cfg.FillPeers {
+		if next >= end {
 			break
 		}
 		send(i, next)
@@ -171,7 +178,7 @@ func (r *run) fillSocket(ctx context.Context, u *udpSocket, k, window int, torre
 					// step compares stay meaningful; the error is counted all the same.
 					retrans++
 					send(i, sl.peer)
-				} else if next < cfg.FillPeers {
+				} else if next < end {
 					send(i, next)
 					next += cfg.Sockets
 				} else {
@@ -197,74 +204,4 @@ func (r *run) fillSocket(ctx context.Context, u *udpSocket, k, window int, torre
 		}
 	}
 	return retrans, nil
-}
-
-// verify scrapes VerifySample torrents, evenly spaced over FillTorrents, and compares
-// seeders+leechers with the number of peers a fill of FillPeers sent to each.
-func (r *run) verify(ctx context.Context) (*Result, error) {
-	cfg := &r.cfg
-	u, err := dialUDP(0, cfg.Target)
-	if err != nil {
-		return nil, err
-	}
-	defer u.conn.Close()
-	if err := u.connect(ctx, 5*time.Second); err != nil {
-		return nil, err
-	}
-	sample := min(cfg.VerifySample, cfg.FillTorrents)
-	torrents := make([]int, sample)
-	for k := range torrents {
-		torrents[k] = k * cfg.FillTorrents / sample
-	}
-	want := func(t int) uint64 {
-		n := cfg.FillPeers / cfg.FillTorrents
-		if t < cfg.FillPeers%cfg.FillTorrents {
-			n++
-		}
-		return uint64(n)
-	}
-	vr := &VerifyResult{Torrents: sample}
-	const batch = 50
-	hashes := make([][20]byte, 0, batch)
-	var tx uint32
-	for lo := 0; lo < sample; lo += batch {
-		batchT := torrents[lo:min(lo+batch, sample)]
-		hashes = hashes[:0]
-		for _, t := range batchT {
-			hashes = append(hashes, InfoHash(t))
-		}
-		var p []byte
-		for try := 0; ; try++ {
-			if try == 5 {
-				return nil, fmt.Errorf("loadgen: verify: no scrape answer after %d tries", try)
-			}
-			tx++
-			if _, err := u.conn.Write(AppendUDPScrape(u.out[:0], u.connID, tx, hashes)); err != nil {
-				return nil, fmt.Errorf("loadgen: verify: %w", err)
-			}
-			_ = u.conn.SetReadDeadline(time.Now().Add(cfg.Timeout))
-			n, err := u.conn.Read(u.buf)
-			if err != nil {
-				continue
-			}
-			if _, id, ok := UDPHeader(u.buf[:n]); !ok || id != tx {
-				continue
-			}
-			p = u.buf[:n]
-			break
-		}
-		if v, _ := CheckUDP(p, ActionScrape, len(hashes)); v != OK {
-			return nil, fmt.Errorf("loadgen: verify: scrape answer %s (%d bytes)", v, len(p))
-		}
-		for j, t := range batchT {
-			seeders, _, leechers := ScrapeCounts(p, j)
-			got := uint64(seeders) + uint64(leechers)
-			vr.Want += want(t)
-			vr.Got += got
-			if got != want(t) {
-				vr.Mismatches++
-			}
-		}
-	}
-	return &Result{Mode: ModeUDPVerify, Verify: vr}, nil
 }

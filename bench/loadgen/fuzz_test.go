@@ -103,3 +103,30 @@ func FuzzCheckUDP(f *testing.F) {
 		}
 	})
 }
+
+// FuzzScrapeFiles feeds arbitrary bodies to the scrape reader: it must not panic, must report
+// only non-negative counts under keys found in the body, and must accept
+// nothing CheckScrapeBody finds malformed or failed.
+func FuzzScrapeFiles(f *testing.F) {
+	f.Add([]byte("d5:filesd20:aaaaaaaaaaaaaaaaaaaad8:completei3e10:downloadedi0e10:incompletei4eeee"))
+	f.Add([]byte("d5:filesdee"))
+	f.Add([]byte("d5:filesd1:ad8:completei-1e10:incompletei0eeee"))
+	f.Add([]byte("d14:failure reason3:no!e"))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		n := 0
+		err := ScrapeFiles(body, func(h []byte, complete, incomplete int64) {
+			n++
+			if complete < 0 || incomplete < 0 {
+				t.Fatalf("negative counts %d, %d", complete, incomplete)
+			}
+			if !bytes.Contains(body, h) {
+				t.Fatalf("hash %q not in the body", h)
+			}
+		})
+		if err == nil {
+			if v, _ := CheckScrapeBody(body, n); v != OK {
+				t.Fatalf("read %d entries of %q, which CheckScrapeBody judges %v", n, body, v)
+			}
+		}
+	})
+}

@@ -18,6 +18,7 @@ const (
 type Histogram struct {
 	counts [histBuckets]uint64
 	n      uint64
+	max    time.Duration
 }
 
 func bucketOf(v uint64) int {
@@ -46,6 +47,7 @@ func (h *Histogram) Record(d time.Duration) {
 	}
 	h.counts[bucketOf(uint64(d))]++
 	h.n++
+	h.max = max(h.max, d)
 }
 
 // Count returns the number of durations recorded.
@@ -57,7 +59,11 @@ func (h *Histogram) Merge(o *Histogram) {
 		h.counts[i] += c
 	}
 	h.n += o.n
+	h.max = max(h.max, o.max)
 }
+
+// Max returns the largest duration recorded, exactly, or 0 when nothing was recorded.
+func (h *Histogram) Max() time.Duration { return h.max }
 
 // Quantile returns the duration below which a fraction q (0..1) of the recorded durations fall,
 // as the midpoint of the bucket that holds it, or 0 when nothing was recorded.

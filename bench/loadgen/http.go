@@ -15,6 +15,9 @@ type AnnounceParams struct {
 	Left     int64
 	Event    string // "", "started", "completed" or "stopped"
 	NumWant  int
+	// Passkey, when set, is sent in the path (/<passkey>/announce), as a private tracker's
+	// users announce.
+	Passkey []byte
 }
 
 const hexUpper = "0123456789ABCDEF"
@@ -55,7 +58,12 @@ func appendTail(dst []byte, host string, close bool) []byte {
 // AppendAnnounce appends the bytes of an HTTP/1.1 announce request (compact, no_peer_id) to dst.
 // close adds "Connection: close".
 func AppendAnnounce(dst []byte, host string, a *AnnounceParams, close bool) []byte {
-	dst = append(dst, "GET /announce?info_hash="...)
+	dst = append(dst, "GET /"...)
+	if len(a.Passkey) > 0 {
+		dst = append(dst, a.Passkey...)
+		dst = append(dst, '/')
+	}
+	dst = append(dst, "announce?info_hash="...)
 	dst = appendEscaped(dst, a.InfoHash[:])
 	dst = append(dst, "&peer_id="...)
 	dst = appendUnreserved(dst, a.PeerID[:])
@@ -75,7 +83,17 @@ func AppendAnnounce(dst []byte, host string, a *AnnounceParams, close bool) []by
 
 // AppendScrape appends the bytes of an HTTP/1.1 scrape request for hashes to dst.
 func AppendScrape(dst []byte, host string, hashes [][20]byte, close bool) []byte {
-	dst = append(dst, "GET /scrape"...)
+	return AppendScrapeAt(dst, host, nil, hashes, close)
+}
+
+// AppendScrapeAt is AppendScrape with passkey in the path (/<passkey>/scrape) when it is set.
+func AppendScrapeAt(dst []byte, host string, passkey []byte, hashes [][20]byte, close bool) []byte {
+	dst = append(dst, "GET /"...)
+	if len(passkey) > 0 {
+		dst = append(dst, passkey...)
+		dst = append(dst, '/')
+	}
+	dst = append(dst, "scrape"...)
 	for i := range hashes {
 		if i == 0 {
 			dst = append(dst, "?info_hash="...)

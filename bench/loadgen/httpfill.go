@@ -13,14 +13,15 @@ import (
 
 // httpFill announces each of FillPeers peers once (started, numwant 0) over Conns keep-alive
 // connections and returns when all are answered. Connection w comes from source address
-// w mod hosts, hosts = min(Conns, MaxHosts), and sends the peers i = w (mod Conns), whose
-// address is that source address and port PeerPort(i, hosts). A server that closes the
-// connection (opentracker) is redialled and the announce resent.
+// w mod hosts, hosts = min(Conns, MaxHosts), and sends the peers i = w (mod Conns) from
+// FillOffset on, whose address is that source address and port PeerPort(i, hosts). A server
+// that closes the connection (opentracker) is redialled and the announce resent. With
+// PrivateUsers, peer i announces with the passkey of user PeerUser(i, PrivateUsers).
 func (r *run) httpFill(ctx context.Context) (*Result, error) {
 	cfg := &r.cfg
 	hosts := min(cfg.Conns, MaxHosts)
-	if cfg.FillPeers > hosts*PortsPerHost {
-		return nil, fmt.Errorf("loadgen: %d peers need more than %d connections", cfg.FillPeers, cfg.Conns)
+	if cfg.FillOffset < 0 || cfg.FillOffset+cfg.FillPeers > hosts*PortsPerHost {
+		return nil, fmt.Errorf("loadgen: peers %d to %d need more than %d connections", cfg.FillOffset, cfg.FillOffset+cfg.FillPeers, cfg.Conns)
 	}
 	if cfg.Conns > MaxHosts && cfg.Conns%MaxHosts != 0 {
 		return nil, fmt.Errorf("loadgen: http-fill: -conns over %d must be a multiple of it", MaxHosts)
@@ -62,7 +63,9 @@ func (r *run) httpFillConn(ctx context.Context, w, hosts int, s *stats) error {
 		}
 	}()
 	served, tries := 0, 0
-	for i := w; i < cfg.FillPeers; {
+	first, end := cfg.FillOffset, cfg.FillOffset+cfg.FillPeers
+	var passkey [PasskeyLen]byte
+	for i := first + ((w-first%cfg.Conns)%cfg.Conns+cfg.Conns)%cfg.Conns; i < end; {
 		if ctx.Err() != nil {
 			return fmt.Errorf("loadgen: http-fill: %w", ctx.Err())
 		}
@@ -82,11 +85,15 @@ func (r *run) httpFillConn(ctx context.Context, w, hosts int, s *stats) error {
 			served = 0
 		}
 		a := AnnounceParams{
-			InfoHash: InfoHash(i % cfg.FillTorrents), PeerID: PeerID(i), Port: PeerPort(i, hosts),
+			InfoHash: InfoHash((i - first) % cfg.FillTorrents), PeerID: PeerID(i), Port: PeerPort(i, hosts),
 			Left: 1000, Event: "started", NumWant: 0,
 		}
-		if IsSeeder(i) {
+		if FillSeeder(i-first, cfg.FillTorrents) {
 			a.Left = 0
+		}
+		if cfg.PrivateUsers > 0 {
+			passkey = Passkey(PeerUser(i, cfg.PrivateUsers))
+			a.Passkey = passkey[:]
 		}
 		req = AppendAnnounce(req[:0], cfg.Target, &a, false)
 		t0 := time.Now()

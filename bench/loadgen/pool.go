@@ -133,3 +133,39 @@ func PeerID(i int) [20]byte {
 // IsSeeder reports whether peer i is a seeder: three in four are, as in aquatic's default
 // peer_seeder_probability of 0.75. It is fixed per peer, so a peer never flips.
 func IsSeeder(i int) bool { return splitmix64(uint64(i))&3 != 0 }
+
+// FillSeeder reports whether peer j of a memory fill (the j-th peer announced, sent to torrent
+// j mod torrents) is a seeder: the even-numbered peers of each torrent are (j/torrents even),
+// so that a torrent of n peers holds ceil(n/2) seeders and floor(n/2) leechers, and a torrent
+// of one peer is seeded.
+func FillSeeder(j, torrents int) bool { return (j/max(1, torrents))%2 == 0 }
+
+// FillCounts returns the seeders and leechers a fill of peers over torrents sends to torrent t.
+func FillCounts(peers, torrents, t int) (seeders, leechers int) {
+	torrents = max(1, torrents)
+	n := peers / torrents
+	if t < peers%torrents {
+		n++
+	}
+	return (n + 1) / 2, n / 2
+}
+
+// PasskeyLen is the length of a Gazelle passkey (torrent_pass).
+const PasskeyLen = 32
+
+// Passkey returns the passkey of user u (0-based) of the private workloads: u+1 in lowercase
+// hex, 32 digits.
+func Passkey(u int) [PasskeyLen]byte {
+	var k [PasskeyLen]byte
+	const digits = "0123456789abcdef"
+	v := uint64(u + 1)
+	for i := PasskeyLen - 1; i >= 0; i-- {
+		k[i] = digits[v&15]
+		v >>= 4
+	}
+	return k
+}
+
+// PeerUser returns the user (0-based) whose passkey peer i announces with in the private
+// workloads: each user holds ten consecutive peers, and users wrap around after users.
+func PeerUser(i, users int) int { return (i / 10) % max(1, users) }

@@ -18,6 +18,8 @@ const (
 	ModeUDPFill      = "udp-fill"      // announce each of FillPeers peers once, then stop
 	ModeHTTPFill     = "http-fill"     // the same over HTTP keep-alive connections
 	ModeUDPVerify    = "udp-verify"    // scrape a sample of the filled torrents and count peers
+	ModeHTTPVerify   = "http-verify"   // the same over HTTP (private mode refuses UDP scrapes)
+	ModeUDPOpen      = "udp-open"      // open loop: the UDP mix sent at Rate, on a fixed schedule
 )
 
 // Config is one run of the generator. Zero values take the defaults of Defaults.
@@ -43,10 +45,20 @@ type Config struct {
 	ConnectEvery int           // UDP: one request in ConnectEvery is a connect (aquatic: 102)
 	ScrapeEvery  int           // UDP: one non-connect request in ScrapeEvery is a scrape (100)
 
-	FillPeers    int  // udp-fill, udp-verify: peer i goes to torrent i % FillTorrents
+	FillPeers    int  // fills and verifies: the j-th peer announced goes to torrent j % FillTorrents
 	FillTorrents int  // (or, with FillPopular, to a torrent drawn by popularity)
 	FillPopular  bool // udp-fill: draw torrents from the pool's popularity
-	VerifySample int  // udp-verify: torrents scraped
+	// FillOffset is the first peer of a fill: it announces the peers FillOffset to
+	// FillOffset+FillPeers-1 (peer IDs, ports), the j-th of them to torrent j % FillTorrents
+	// and as a seeder when FillSeeder(j, FillTorrents). A fill with offset FillPeers after one
+	// with offset 0 replaces every peer by a new one in the same torrent and the same role.
+	FillOffset   int
+	VerifySample int // udp-verify, http-verify: torrents scraped
+	// PrivateUsers, when positive, makes http-fill and http-verify send passkeys: peer i
+	// announces with the passkey of user PeerUser(i, PrivateUsers); scrapes use user 0's.
+	PrivateUsers int
+
+	Rate float64 // udp-open: requests offered per second
 }
 
 // Defaults returns c with zero fields set to the defaults.
@@ -91,13 +103,26 @@ type Result struct {
 	PerSecond  float64            `json:"per_second"`
 	P50us      float64            `json:"p50_us"`
 	P99us      float64            `json:"p99_us"`
+	P999us     float64            `json:"p999_us"`
 	Reconnects uint64             `json:"reconnects,omitempty"` // HTTP keep-alive: connections the server closed
 	Resumed    uint64             `json:"resumed,omitempty"`    // HTTPS: connections that resumed a session
 	Handshakes uint64             `json:"handshakes,omitempty"` // HTTPS: connections made
 	Kinds      map[string]uint64  `json:"kinds,omitempty"`      // UDP: OK answers per action
 	WarmupErrs uint64             `json:"warmup_errors,omitempty"`
 	Verify     *VerifyResult      `json:"verify,omitempty"`
+	Open       *OpenResult        `json:"open,omitempty"`
 	Extra      map[string]float64 `json:"extra,omitempty"`
+}
+
+// OpenResult is what an open-loop run adds: what was offered, what never came back, and how
+// late the generator itself sent (a late send counts in the latency all the same).
+type OpenResult struct {
+	Offered  float64 `json:"offered"`    // requests per second on the schedule
+	Sent     uint64  `json:"sent"`       // requests scheduled in the measured window
+	Lost     uint64  `json:"lost"`       // of those, never answered (lost or later than the drain)
+	LagP50us float64 `json:"lag_p50_us"` // send time minus scheduled time
+	LagP99us float64 `json:"lag_p99_us"`
+	LagMaxus float64 `json:"lag_max_us"`
 }
 
 // VerifyResult compares the peers a tracker reports by scrape with the peers a fill sent.
@@ -106,6 +131,11 @@ type VerifyResult struct {
 	Mismatches int    `json:"mismatches"` // torrents whose seeders+leechers differ from what was sent
 	Want       uint64 `json:"want"`       // peers sent to the scraped torrents
 	Got        uint64 `json:"got"`        // seeders+leechers the tracker reported for them
+	// The same split by role: a torrent differs when either count differs.
+	WantSeeders  uint64 `json:"want_seeders"`
+	GotSeeders   uint64 `json:"got_seeders"`
+	WantLeechers uint64 `json:"want_leechers"`
+	GotLeechers  uint64 `json:"got_leechers"`
 }
 
 // Phases of a run, shared by the workers.
@@ -180,11 +210,11 @@ func Run(ctx context.Context, cfg Config, mark Marker) (*Result, error) {
 		return r.fill(ctx)
 	case ModeHTTPFill:
 		return r.httpFill(ctx)
-	case ModeUDPVerify:
+	case ModeUDPVerify, ModeHTTPVerify:
 		return r.verify(ctx)
-	case ModeHTTPAnnounce, ModeUDP:
+	case ModeHTTPAnnounce, ModeUDP, ModeUDPOpen:
 		hosts := MaxHosts
-		if cfg.Mode == ModeUDP {
+		if cfg.Mode != ModeHTTPAnnounce {
 			hosts = cfg.Sockets
 		}
 		if cfg.Peers > hosts*PortsPerHost {
@@ -202,6 +232,9 @@ func Run(ctx context.Context, cfg Config, mark Marker) (*Result, error) {
 	case ModeHTTPScrape:
 	default:
 		return nil, fmt.Errorf("loadgen: unknown mode %q", cfg.Mode)
+	}
+	if cfg.Mode == ModeUDPOpen {
+		return r.open(ctx, mark)
 	}
 
 	var workers []func(*stats)
@@ -285,6 +318,7 @@ func summarize(mode string, all []stats, elapsed time.Duration) *Result {
 	}
 	res.P50us = float64(sum.hist.Quantile(0.50)) / 1e3
 	res.P99us = float64(sum.hist.Quantile(0.99)) / 1e3
+	res.P999us = float64(sum.hist.Quantile(0.999)) / 1e3
 	res.Reconnects = sum.reconnects
 	res.Resumed, res.Handshakes = sum.resumed, sum.handshakes
 	res.WarmupErrs = sum.warmupErrs

@@ -179,6 +179,12 @@ func TestAppendAnnounce(t *testing.T) {
 		"Host: 127.0.0.1:1\r\nUser-Agent: chihaya-bench/1\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n"
 	assert.Equal(t, want, got)
 
+	a.Passkey = []byte("00000000000000000000000000000001")
+	got = string(AppendAnnounce(nil, "h", &a, false))
+	assert.True(t, strings.HasPrefix(got, "GET /00000000000000000000000000000001/announce?info_hash="), got)
+	got = string(AppendScrapeAt(nil, "h", a.Passkey, [][20]byte{{1}}, false))
+	assert.True(t, strings.HasPrefix(got, "GET /00000000000000000000000000000001/scrape?info_hash=%01"), got)
+
 	s := string(AppendScrape(nil, "h", [][20]byte{{1}, {2}}, false))
 	assert.True(t, strings.HasPrefix(s, "GET /scrape?info_hash=%01"+strings.Repeat("%00", 19)+"&info_hash=%02"), s)
 	assert.True(t, strings.HasSuffix(s, "HTTP/1.1\r\nHost: h\r\nUser-Agent: chihaya-bench/1\r\nAccept-Encoding: identity\r\n\r\n"), s)
@@ -296,4 +302,100 @@ func TestPopularityHasAHotHead(t *testing.T) {
 	want := p.headMass + (1-p.headMass)*0.01
 	assert.InDelta(t, want, float64(head)/draws, 0.01)
 	assert.Greater(t, want, 0.5, "most announces go to the hot 1%")
+}
+
+func TestFillSeederAndCounts(t *testing.T) {
+	tests := []struct {
+		name                     string
+		peers, torrents, torrent int
+		seeders, leechers        int
+	}{
+		{"ten per torrent", 1_000_000, 100_000, 7, 5, 5},
+		{"one per torrent seeds", 1_000_000, 1_000_000, 999_999, 1, 0},
+		{"one torrent", 1_000_000, 1, 0, 500_000, 500_000},
+		{"odd count: one more seeder", 1050, 100, 49, 6, 5},
+		{"past the remainder", 1050, 100, 50, 5, 5},
+		{"no torrents counts as one", 3, 0, 0, 2, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, l := FillCounts(tt.peers, tt.torrents, tt.torrent)
+			assert.Equal(t, tt.seeders, s)
+			assert.Equal(t, tt.leechers, l)
+		})
+	}
+	// FillCounts agrees with what a fill sends: peer j to torrent j % T, seeding by FillSeeder.
+	const peers, torrents = 1234, 100
+	var seeders, leechers [torrents]int
+	for j := range peers {
+		if FillSeeder(j, torrents) {
+			seeders[j%torrents]++
+		} else {
+			leechers[j%torrents]++
+		}
+	}
+	for tr := range torrents {
+		s, l := FillCounts(peers, torrents, tr)
+		require.Equal(t, seeders[tr], s, "torrent %d", tr)
+		require.Equal(t, leechers[tr], l, "torrent %d", tr)
+	}
+}
+
+func TestPasskey(t *testing.T) {
+	assert.Equal(t, "00000000000000000000000000000001", string(ptr(Passkey(0))[:]))
+	assert.Equal(t, "000000000000000000000000000186a0", string(ptr(Passkey(99_999))[:]))
+	tests := []struct{ peer, users, want int }{
+		{0, 100, 0}, {9, 100, 0}, {10, 100, 1}, {999, 100, 99}, {1000, 100, 0}, {5, 0, 0},
+	}
+	for _, tt := range tests {
+		assert.Equal(t, tt.want, PeerUser(tt.peer, tt.users), "peer %d of %d users", tt.peer, tt.users)
+	}
+}
+
+func TestScrapeFiles(t *testing.T) {
+	h1, h2 := "20:aaaaaaaaaaaaaaaaaaaa", "20:bbbbbbbbbbbbbbbbbbbb"
+	tests := []struct {
+		name    string
+		body    string
+		want    map[string][2]int64
+		wantErr bool
+	}{
+		{"two", "d5:filesd" + h1 + "d8:completei3e10:downloadedi0e10:incompletei4ee" + h2 + "d8:completei0e10:incompletei1eeee",
+			map[string][2]int64{"aaaaaaaaaaaaaaaaaaaa": {3, 4}, "bbbbbbbbbbbbbbbbbbbb": {0, 1}}, false},
+		{"none", "d5:filesdee", map[string][2]int64{}, false},
+		{"entry without incomplete", "d5:filesd" + h1 + "d8:completei3eeee", nil, true},
+		{"negative count", "d5:filesd" + h1 + "d8:completei-3e10:incompletei4eeee", nil, true},
+		{"failure", "d14:failure reason3:no!e", nil, true},
+		{"no files", "d5:flagsdee", nil, true},
+		{"malformed", "d5:files", nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := map[string][2]int64{}
+			err := ScrapeFiles([]byte(tt.body), func(h []byte, c, i int64) { got[string(h)] = [2]int64{c, i} })
+			if tt.wantErr {
+				assert.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, got)
+		})
+	}
+}
+
+func TestHistogramMaxAndTail(t *testing.T) {
+	var h, o Histogram
+	assert.Zero(t, h.Max())
+	for range 9990 {
+		h.Record(100 * time.Microsecond)
+	}
+	for range 10 {
+		o.Record(20 * time.Millisecond)
+	}
+	o.Record(35 * time.Millisecond)
+	h.Merge(&o)
+	assert.Equal(t, 35*time.Millisecond, h.Max())
+	// 11 of 10,001 above 100 µs: the p99.9 lands in the tail, the p99 does not.
+	assert.InDelta(t, float64(20*time.Millisecond), float64(h.Quantile(0.999)), float64(20*time.Millisecond)/16)
+	assert.InDelta(t, float64(100*time.Microsecond), float64(h.Quantile(0.99)), float64(100*time.Microsecond)/16)
 }

@@ -53,6 +53,12 @@ type options struct {
 	scrapePrefill int
 	// chihayaKeys is a JSON object of config keys laid over example_config.json for Chihaya.
 	chihayaKeys string
+	// The issue 19 workloads.
+	memShapes    string        // memory-shapes: PEERS/TORRENTS,...
+	churnTimeout time.Duration // memory-churn: Chihaya's peer_timeout
+	openRate     float64       // udp-open: offered rate; 0: half of opentracker's saturated udp rate
+	privateUsers int           // memory-private: users; 0: one per 10 peers
+	mysqlDSN     string        // memory-private: a MariaDB server to create the database on
 }
 
 func main() {
@@ -73,6 +79,11 @@ func main() {
 	flag.StringVar(&o.opentracker, "opentracker", "opentracker", "opentracker binary")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (binaries, configs, logs)")
 	flag.StringVar(&o.chihayaKeys, "chihaya-config", "", `config keys laid over example_config.json for Chihaya, as a JSON object, e.g. '{"rate_limit": {"announce_rate": 1e9}}'`)
+	flag.StringVar(&o.memShapes, "mem-shapes", "1M/1M,1M/1", "memory-shapes: swarm shapes PEERS/TORRENTS, comma-separated (k and M suffixes); add 10M/1M for ten million peers")
+	flag.DurationVar(&o.churnTimeout, "churn-timeout", 2*time.Minute, "memory-churn: Chihaya's peer_timeout (the fill and the replacements must take less)")
+	flag.Float64Var(&o.openRate, "open-rate", 0, "udp-open: requests offered per second (default: half of opentracker's saturated udp rate in this run)")
+	flag.IntVar(&o.privateUsers, "private-users", 0, "memory-private: site users, each peer announcing as user (i/10) mod this (default: one per 10 peers)")
+	flag.StringVar(&o.mysqlDSN, "mysql-dsn", os.Getenv("CHIHAYA_MYSQL_DSN"), "memory-private: MariaDB server to create a throwaway database on, user:password@tcp(host:port)/ (default $CHIHAYA_MYSQL_DSN; empty: start one with .ci/mariadb.sh)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -86,13 +97,15 @@ func main() {
 	os.Exit(code)
 }
 
-// The workloads, in the order they run. memory-http (the memory workload loaded over HTTP) is
-// left out by default: opentracker closes every connection, so loading 1M peers into it over
-// HTTP takes minutes.
+// The workloads, in the order they run. The memory workloads after memory are left out by
+// default: memory-http because opentracker closes every connection, so loading 1M peers into it
+// over HTTP takes minutes; memory-shapes, memory-churn and memory-private because they take
+// minutes too (and memory-private a MariaDB server).
 var (
 	allWorkloads = []string{"http-keepalive", "http-close", "http-scrape-1", "http-scrape-10", "udp",
-		"https-keepalive", "https-close", "https-resume", "memory", "memory-http"}
-	defaultWorkloads = allWorkloads[:len(allWorkloads)-1]
+		"https-keepalive", "https-close", "https-resume", "udp-open", "memory",
+		"memory-http", "memory-shapes", "memory-churn", "memory-private"}
+	defaultWorkloads = allWorkloads[:slices.Index(allWorkloads, "memory")+1]
 	httpsWorkloads   = []string{"https-keepalive", "https-close", "https-resume"}
 )
 
@@ -143,6 +156,8 @@ type env struct {
 	whitelist string
 	exampleCf map[string]any
 	starts    int
+	// private is the Gazelle database of memory-private.
+	private *privateDB
 	// certFile and keyFile are the HTTPS workloads' self-signed certificate.
 	certFile, keyFile string
 }
@@ -164,7 +179,28 @@ func run(ctx context.Context, o options) error {
 			return fmt.Errorf("missing:\n  - nginx (for %s): apt-get install -y nginx-light, or leave the https workloads out (-workloads)\nnothing was installed", w)
 		}
 	}
-	e, err := prepare(ctx, o)
+	if want["memory-private"] {
+		if m := mariadbMissing(o); m != "" {
+			return fmt.Errorf("missing:\n  - %s\nnothing was installed", m)
+		}
+	}
+	shapes, err := parseShapes(o.memShapes)
+	if err != nil {
+		return err
+	}
+	if o.memTorrents < 1 || o.memPeers < o.memTorrents {
+		return fmt.Errorf("-mem-peers %d over -mem-torrents %d: want at least one peer per torrent", o.memPeers, o.memTorrents)
+	}
+	if want["memory-churn"] && o.churnTimeout < 4*time.Second {
+		return fmt.Errorf("-churn-timeout %s: want at least 4s", o.churnTimeout)
+	}
+	pool := max(1_000_000, o.memTorrents)
+	if want["memory-shapes"] {
+		for _, sh := range shapes {
+			pool = max(pool, sh.torrents)
+		}
+	}
+	e, err := prepare(ctx, o, pool)
 	if err != nil {
 		return err
 	}
@@ -181,18 +217,34 @@ func run(ctx context.Context, o options) error {
 			n += len(w.trackers) * o.rounds
 		}
 	}
+	if want["udp-open"] {
+		n += 2 * o.rounds
+	}
 	total := time.Duration(n) * per
+	// Rough fill rates: ~100,000 UDP announces/s, ~3,000/s into opentracker over HTTP.
+	fillTime := func(peers int) time.Duration { return time.Duration(peers/100_000+15) * time.Second }
 	if want["memory"] {
-		total += 90 * time.Second
+		total += 2 * fillTime(o.memPeers)
 	}
 	if want["memory-http"] {
-		total += 6 * time.Minute // opentracker takes ~5 minutes to load 1M peers over HTTP
+		total += time.Duration(o.memPeers/3000+60) * time.Second
+	}
+	if want["memory-shapes"] {
+		for _, sh := range shapes {
+			total += 2 * fillTime(sh.peers)
+		}
+	}
+	if want["memory-churn"] {
+		total += 2*fillTime(o.memPeers) + o.churnTimeout
+	}
+	if want["memory-private"] {
+		total += time.Duration(o.memPeers/20_000+60) * time.Second
 	}
 	fmt.Fprintf(os.Stderr, "bench: %d measurements of ~%s each, plus the memory workloads; about %s in all\n",
 		n, per.Round(time.Second), total.Round(10*time.Second))
 
 	start := time.Now()
-	var rows []row
+	var res results
 	for _, w := range workloads(o) {
 		if !want[w.name] {
 			continue
@@ -213,31 +265,126 @@ func run(ctx context.Context, o options) error {
 				m.round = r + 1
 				fmt.Fprintf(os.Stderr, "  %-15s %-12s round %d: %9.0f resp/s  %.4f CPU s/1000  tracker CPU %3.0f%%  generator CPU %3.0f%%  errors %d\n",
 					w.name, t, r+1, m.res.PerSecond, m.cpuPer1000(), 100*m.trackerUtil(), 100*m.genUtil(), m.res.Errors)
-				rows = append(rows, m)
+				res.rows = append(res.rows, m)
 			}
 		}
 	}
-	var mem []memRow
-	for _, proto := range []string{"udp", "http"} {
-		name := "memory"
-		if proto == "http" {
-			name = "memory-http"
+	res.med = medians(res.rows)
+	if want["udp-open"] {
+		if err := e.runOpen(ctx, &res); err != nil {
+			return err
 		}
+	}
+	var specs []memSpec
+	for _, name := range []string{"memory", "memory-http"} {
 		if !want[name] {
 			continue
 		}
 		for _, t := range []string{chihaya, opentracker} {
-			m, err := e.memory(ctx, t, proto)
-			if err != nil {
-				return fmt.Errorf("%s, %s: %w", name, t, err)
+			proto := strings.TrimPrefix(name, "memory-")
+			if name == "memory" {
+				proto = "udp"
 			}
-			fmt.Fprintf(os.Stderr, "  %-15s %-12s %.1f bytes/peer, verify %d/%d peers\n", name, t, m.perPeer(), m.verify.Got, m.verify.Want)
-			mem = append(mem, m)
+			specs = append(specs, memSpec{workload: name, tracker: t, proto: proto, shape: shape{o.memPeers, o.memTorrents}})
 		}
 	}
-	printTables(os.Stdout, o, rows, mem, time.Since(start))
+	if want["memory-shapes"] {
+		for _, sh := range shapes {
+			for _, t := range []string{chihaya, opentracker} {
+				specs = append(specs, memSpec{workload: "memory-shapes", tracker: t, proto: "udp", shape: sh})
+			}
+		}
+	}
+	for _, s := range specs {
+		m, err := e.memory(ctx, s)
+		if err != nil {
+			return fmt.Errorf("%s %s, %s: %w", s.workload, s.shape, s.tracker, err)
+		}
+		fmt.Fprintf(os.Stderr, "  %-15s %-12s %s: %.1f bytes/peer, verify %d/%d peers, %d torrents differ\n",
+			s.workload, s.tracker, s.shape, m.perPeer(), m.verify.Got, m.verify.Want, m.verify.Mismatches)
+		res.mem = append(res.mem, m)
+	}
+	if want["memory-churn"] {
+		c, err := e.churn(ctx)
+		if err != nil {
+			return fmt.Errorf("memory-churn, chihaya: %w", err)
+		}
+		fmt.Fprintf(os.Stderr, "  %-15s %-12s RSS %.1f MB after the fill, %.1f MB at the peak, %.1f MB after the reaper: %.2fx\n",
+			"memory-churn", chihaya, mb(c.before), mb(c.peak), mb(c.after), c.ratio())
+		res.churn = &c
+	}
+	if want["memory-private"] {
+		m, err := e.runPrivate(ctx)
+		if err != nil {
+			return fmt.Errorf("memory-private, chihaya: %w", err)
+		}
+		fmt.Fprintf(os.Stderr, "  %-15s %-12s %.1f bytes/peer, verify %d/%d peers\n", "memory-private", chihaya, m.perPeer(), m.verify.Got, m.verify.Want)
+		res.mem = append(res.mem, m)
+	}
+	res.took = time.Since(start)
+	printTables(os.Stdout, o, &res)
 	return nil
 }
+
+// results is everything one run measured.
+type results struct {
+	rows []row
+	med  map[medKey]row
+	// open are the udp-open rounds, at openRate requests/s (openSource says where the rate
+	// came from).
+	open       []openRow
+	openRate   float64
+	openSource string
+	mem        []memRow
+	churn      *churnRow
+	took       time.Duration
+}
+
+// runOpen runs the udp-open rounds, the trackers alternating as in the other workloads.
+func (e *env) runOpen(ctx context.Context, res *results) error {
+	rate, source, err := e.openRate(ctx, res.med)
+	if err != nil {
+		return err
+	}
+	res.openRate, res.openSource = rate, source
+	for r := 0; r < e.o.rounds; r++ {
+		order := []string{chihaya, opentracker}
+		if r%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, t := range order {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			m, err := e.measureOpen(ctx, t, rate)
+			if err != nil {
+				return fmt.Errorf("udp-open, %s, round %d: %w", t, r+1, err)
+			}
+			m.round = r + 1
+			fmt.Fprintf(os.Stderr, "  %-15s %-12s round %d: %9.0f of %.0f resp/s  p50 %s  p99 %s  p99.9 %s  lost %d (kernel drops %d)  tracker CPU %3.0f%%  generator lag p99 %s\n",
+				"udp-open", t, r+1, m.res.PerSecond, rate, us(m.res.P50us), us(m.res.P99us), us(m.res.P999us), m.res.Open.Lost, m.drops,
+				100*m.trackerUtil(), us(m.res.Open.LagP99us))
+			res.open = append(res.open, m)
+		}
+	}
+	return nil
+}
+
+// runPrivate makes the private database, measures Chihaya's private mode on it and drops it.
+func (e *env) runPrivate(ctx context.Context) (memRow, error) {
+	users := e.privateUsers(e.o.memPeers)
+	db, err := e.openPrivateDB(ctx, users, e.o.memTorrents)
+	if err != nil {
+		return memRow{}, err
+	}
+	defer db.close()
+	e.private = db
+	defer func() { e.private = nil }()
+	return e.memory(ctx, memSpec{workload: "memory-private", tracker: chihaya, proto: "http", shape: shape{e.o.memPeers, e.o.memTorrents}, private: true})
+}
+
+// mb converts kB to MB.
+func mb(kb uint64) float64 { return float64(kb) / 1024 }
 
 // checkDeps says what is missing and how to get it; it installs nothing.
 func checkDeps(o options) error {
@@ -282,7 +429,7 @@ func btoi(b bool) int {
 }
 
 // prepare builds the binaries and writes the whitelist.
-func prepare(ctx context.Context, o options) (*env, error) {
+func prepare(ctx context.Context, o options, pool int) (*env, error) {
 	root, err := repoRoot()
 	if err != nil {
 		return nil, err
@@ -303,7 +450,7 @@ func prepare(ctx context.Context, o options) (*env, error) {
 	if out, err := build.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("go build: %w\n%s", err, out)
 	}
-	wl := exec.CommandContext(ctx, filepath.Join(dir, "loadgen"), "-whitelist", e.whitelist, "-torrents", "1000000")
+	wl := exec.CommandContext(ctx, filepath.Join(dir, "loadgen"), "-whitelist", e.whitelist, "-torrents", strconv.Itoa(pool))
 	if out, err := wl.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("write whitelist: %w\n%s", err, out)
 	}
@@ -362,6 +509,21 @@ func freePort() (int, error) {
 
 // startTracker starts tracker t pinned to the tracker CPU and waits until it answers.
 func (e *env) startTracker(ctx context.Context, t string) (*proc, string, error) {
+	return e.startChihaya(ctx, t, nil)
+}
+
+// startChihaya is startTracker with keys laid over Chihaya's config (t is chihaya or
+// chihaya-tls; keys must be nil for the other trackers). With "private_enabled", the readiness
+// probe announces with user 0's passkey to torrent 0, which the private database registers.
+func (e *env) startChihaya(ctx context.Context, t string, keys map[string]any) (*proc, string, error) {
+	if keys != nil && t != chihaya && t != chihayaTLS {
+		return nil, "", fmt.Errorf("config keys for %s: only Chihaya takes them", t)
+	}
+	probe := readyProbe{torrent: probeTorrent}
+	if keys["private_enabled"] == true {
+		k := loadgen.Passkey(0)
+		probe = readyProbe{torrent: 0, passkey: k[:]}
+	}
 	port, err := freePort()
 	if err != nil {
 		return nil, "", err
@@ -402,18 +564,16 @@ func (e *env) startTracker(ctx context.Context, t string) (*proc, string, error)
 		}
 		return p, tlsAddr, nil
 	case chihaya, chihayaTLS:
-		cf := map[string]any{}
-		for k, v := range e.exampleCf {
-			cf[k] = v
+		over := map[string]any{"addr": addr, "udp_addr": addr}
+		for k, v := range keys {
+			over[k] = v
 		}
-		cf["addr"] = addr
-		cf["udp_addr"] = addr
 		if t == chihayaTLS {
-			cf["tls_addr"], cf["tls_cert_file"], cf["tls_key_file"] = tlsAddr, e.certFile, e.keyFile
+			over["tls_addr"], over["tls_cert_file"], over["tls_key_file"] = tlsAddr, e.certFile, e.keyFile
 		}
-		b, err := json.MarshalIndent(cf, "", "  ")
+		b, err := chihayaConfig(e.exampleCf, over)
 		if err != nil {
-			return nil, "", fmt.Errorf("chihaya config: %w", err)
+			return nil, "", err
 		}
 		if err := os.WriteFile(base+".json", b, 0o644); err != nil {
 			return nil, "", fmt.Errorf("chihaya config: %w", err)
@@ -434,7 +594,7 @@ func (e *env) startTracker(ctx context.Context, t string) (*proc, string, error)
 	if err != nil {
 		return nil, "", err
 	}
-	if err := waitReady(ctx, p, addr); err != nil {
+	if err := waitReadyVia(ctx, p, addr, probe, probeHTTP); err != nil {
 		p.stop()
 		return nil, "", fmt.Errorf("%w (log: %s)", err, tail(base+".log"))
 	}
@@ -449,25 +609,46 @@ func (e *env) startTracker(ctx context.Context, t string) (*proc, string, error)
 	return p, p.target, nil
 }
 
+// chihayaConfig returns Chihaya's config file: base (example_config.json with -chihaya-config
+// laid over it) with the top-level keys of over replacing its own.
+func chihayaConfig(base, over map[string]any) ([]byte, error) {
+	cf := make(map[string]any, len(base)+len(over))
+	for k, v := range base {
+		cf[k] = v
+	}
+	for k, v := range over {
+		cf[k] = v
+	}
+	b, err := json.MarshalIndent(cf, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("chihaya config: %w", err)
+	}
+	return b, nil
+}
+
 // probeTorrent is the pool torrent the readiness probe announces to: the last of the whitelist,
 // which the workloads' popularity all but never draws.
 const probeTorrent = 999_999
 
-// waitReady polls addr with an HTTP announce of a probe peer on a whitelisted torrent until the
-// answer is a valid announce answer, then removes the probe peer with a stopped announce.
-// opentracker refuses every torrent until it has read its whitelist (but answers stopped
-// announces regardless, so the probe must be a regular one).
-func waitReady(ctx context.Context, p *proc, addr string) error {
-	return waitReadyVia(ctx, p, addr, probe)
+// readyProbe is the announce of the readiness probe: to the pool's torrent, with passkey in the
+// path when it is set (private mode).
+type readyProbe struct {
+	torrent int
+	passkey []byte
 }
 
-// waitReadyTLS is waitReady over TLS.
+// waitReadyTLS is waitReadyVia over TLS, with the public probe.
 func waitReadyTLS(ctx context.Context, p *proc, addr string) error {
-	return waitReadyVia(ctx, p, addr, probeTLS)
+	return waitReadyVia(ctx, p, addr, readyProbe{torrent: probeTorrent}, probeTLS)
 }
 
-func waitReadyVia(ctx context.Context, p *proc, addr string, probe func(string, []byte, *loadgen.ResponseReader) error) error {
-	a := loadgen.AnnounceParams{InfoHash: loadgen.InfoHash(probeTorrent), PeerID: [20]byte{'-', 'P', 'R', 'O', 'B', 'E', '-'}, Port: 1}
+// waitReadyVia polls addr with an HTTP announce of a probe peer on a whitelisted torrent until
+// the answer is a valid announce answer, then removes the probe peer with a stopped announce.
+// opentracker refuses every torrent until it has read its whitelist (but answers stopped
+// announces regardless, so the probe must be a regular one); Chihaya in private mode refuses
+// every passkey until it has loaded the site.
+func waitReadyVia(ctx context.Context, p *proc, addr string, rp readyProbe, probe func(string, []byte, *loadgen.ResponseReader) error) error {
+	a := loadgen.AnnounceParams{InfoHash: loadgen.InfoHash(rp.torrent), PeerID: [20]byte{'-', 'P', 'R', 'O', 'B', 'E', '-'}, Port: 1, Passkey: rp.passkey}
 	req := loadgen.AppendAnnounce(nil, addr, &a, true)
 	rr := loadgen.NewResponseReader(loadgen.MaxResponse)
 	var last error
@@ -492,7 +673,8 @@ func waitReadyVia(ctx context.Context, p *proc, addr string, probe func(string, 
 	return fmt.Errorf("not ready after 30 s: %w", last)
 }
 
-func probe(addr string, req []byte, rr *loadgen.ResponseReader) error {
+// probeHTTP sends one announce over a new plain HTTP connection and checks the answer.
+func probeHTTP(addr string, req []byte, rr *loadgen.ResponseReader) error {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return err
@@ -627,56 +809,6 @@ func (e *env) loadgen(ctx context.Context, mark func(ev string, pid int), args .
 		return nil, fmt.Errorf("loadgen printed no result (log: %s)", tail(logf))
 	}
 	return res, nil
-}
-
-// memRow is the memory workload's measurement for one tracker.
-type memRow struct {
-	tracker    string
-	proto      string // what the peers were announced over: udp or http
-	peers      int
-	rss0, rss1 uint64 // kB
-	fill       loadgen.Result
-	verify     loadgen.VerifyResult
-}
-
-func (m memRow) perPeer() float64 {
-	return (float64(m.rss1) - float64(m.rss0)) * 1024 / float64(m.peers)
-}
-
-// memory loads memPeers peers over memTorrents torrents into a fresh tracker over proto (udp or
-// http) and reports its RSS growth per peer, then checks by UDP scrape that it stored them.
-func (e *env) memory(ctx context.Context, t, proto string) (memRow, error) {
-	p, addr, err := e.startTracker(ctx, t)
-	if err != nil {
-		return memRow{}, err
-	}
-	defer p.stop()
-	time.Sleep(time.Second) // let a Go runtime finish its start-up allocations
-	m := memRow{tracker: t, proto: proto, peers: e.o.memPeers, rss0: rssKB(p.pid())}
-	common := []string{"-target", addr, "-fill-peers", strconv.Itoa(e.o.memPeers), "-fill-torrents", strconv.Itoa(e.o.memTorrents)}
-	fill := []string{"-mode", "udp-fill", "-conns", strconv.Itoa(e.o.udpConns)}
-	if proto == "http" {
-		fill = []string{"-mode", "http-fill", "-conns", strconv.Itoa(e.o.httpConns)}
-	}
-	res, err := e.loadgen(ctx, nil, append(fill, common...)...)
-	if err != nil {
-		return memRow{}, err
-	}
-	m.fill = *res
-	time.Sleep(2 * time.Second)
-	m.rss1 = rssKB(p.pid())
-	res, err = e.loadgen(ctx, nil, append([]string{"-mode", "udp-verify"}, common...)...)
-	if err != nil {
-		return memRow{}, err
-	}
-	if res.Verify == nil {
-		return memRow{}, errors.New("verify printed no counts")
-	}
-	m.verify = *res.Verify
-	if p.exited() {
-		return memRow{}, fmt.Errorf("tracker exited (log: %s)", tail(p.log))
-	}
-	return m, nil
 }
 
 // cpuTicks returns utime+stime of pid (all threads), in clock ticks, or 0 if it is gone.
