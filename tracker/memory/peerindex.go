@@ -14,8 +14,10 @@ var errSwarmFull = errors.New("memory: swarm full")
 
 // peerIndex finds an entry of a large swarm by its peer key. It is the table's scheme (table.go)
 // for peers: linear probing over 4-byte slots that hold the entry's position plus one below
-// placeBits and 8 bits of the key's hash above, at a load of 7/16 to 7/8, so that an indexed
-// peer costs about 6 bytes beside its entry where a Go map from PeerKey cost 50 or more. The
+// placeBits and 8 bits of the key's hash above, at a load of 7/10 to 7/8, so that an indexed
+// peer costs about 5 bytes beside its entry where a Go map from PeerKey cost 50 or more. The
+// index is any size, not a power of two, so that it grows by a quarter rather than doubling: a
+// key's home slot is its hash scaled to the size (the high half of a 32×32-bit product). The
 // hash is the entry's idKey, itself a seeded hash, mixed with the family and the user. The keys are read from the entries, so the index follows every move of an entry
 // (repoint) and is told before an entry goes (del).
 type peerIndex struct {
@@ -32,13 +34,22 @@ func newPeerIndex(t *torrent) *peerIndex {
 	return x
 }
 
-// size returns the number of slots for n entries: a power of two at least 8/7 of n.
+// size returns the number of slots for n entries: 10/7 of n, so that the load starts at 7/10.
 func (x *peerIndex) size(n int) int {
-	s := minSlots
-	for s*7 < n*8 {
-		s *= 2
+	return max(minSlots, n*10/7+1)
+}
+
+// home returns the slot where probing for hash h starts.
+func (x *peerIndex) home(h uint64) int {
+	return int(uint64(uint32(h)) * uint64(len(x.slots)) >> 32)
+}
+
+// next returns the slot after j, wrapping around.
+func (x *peerIndex) next(j int) int {
+	if j++; j == len(x.slots) {
+		return 0
 	}
-	return s
+	return j
 }
 
 func (x *peerIndex) hash(k *swarmKey) uint64 {
@@ -65,10 +76,9 @@ func (t *torrent) hashAt(x *peerIndex, i int) uint64 {
 // place puts position i, whose key hashes to h and is not in the index, in the first empty
 // slot from its home.
 func (x *peerIndex) place(h uint64, i uint32) {
-	mask := len(x.slots) - 1
-	j := int(h) & mask
+	j := x.home(h)
 	for x.slots[j] != 0 {
-		j = (j + 1) & mask
+		j = x.next(j)
 	}
 	x.slots[j] = tag(h) | (i + 1)
 }
@@ -76,10 +86,9 @@ func (x *peerIndex) place(h uint64, i uint32) {
 // find returns the position of the entry with key k in t, or -1.
 func (x *peerIndex) find(t *torrent, k *swarmKey) int {
 	h := x.hash(k)
-	mask := len(x.slots) - 1
 	tg := tag(h)
 	e := t.ents()
-	for j := int(h) & mask; ; j = (j + 1) & mask {
+	for j := x.home(h); ; j = x.next(j) {
 		s := x.slots[j]
 		if s == 0 {
 			return -1
@@ -96,9 +105,8 @@ func (x *peerIndex) find(t *torrent, k *swarmKey) int {
 
 // slotOf returns the slot that holds position i, whose key hashes to h.
 func (x *peerIndex) slotOf(h uint64, i int) int {
-	mask := len(x.slots) - 1
 	want := uint32(i + 1)
-	for j := int(h) & mask; ; j = (j + 1) & mask {
+	for j := x.home(h); ; j = x.next(j) {
 		if x.slots[j]&placeMask == want {
 			return j
 		}
@@ -108,7 +116,7 @@ func (x *peerIndex) slotOf(h uint64, i int) int {
 // add indexes the new entry i of t (t.n counts it), growing the index when it is full.
 func (x *peerIndex) add(t *torrent, i int) {
 	if int(t.n)*8 > len(x.slots)*7 {
-		x.slots = make([]uint32, 2*len(x.slots))
+		x.slots = make([]uint32, x.size(int(t.n)))
 		for j := range int(t.n) {
 			if j != i {
 				x.place(t.hashAt(x, j), uint32(j))
@@ -127,11 +135,10 @@ func (x *peerIndex) repoint(t *torrent, from, to int) {
 // del drops entry i of t from the index, before the entry goes. The slots after it that
 // probing would no longer reach across the hole move back.
 func (x *peerIndex) del(t *torrent, i int) {
-	mask := len(x.slots) - 1
 	hole := x.slotOf(t.hashAt(x, i), i)
 	x.slots[hole] = 0
-	for j := (hole + 1) & mask; x.slots[j] != 0; j = (j + 1) & mask {
-		home := int(t.hashAt(x, int(x.slots[j]&placeMask)-1)) & mask
+	for j := x.next(hole); x.slots[j] != 0; j = x.next(j) {
+		home := x.home(t.hashAt(x, int(x.slots[j]&placeMask)-1))
 		// The slot stays when its home lies cyclically in (hole, j].
 		if (hole <= j && hole < home && home <= j) || (hole > j && (hole < home || home <= j)) {
 			continue

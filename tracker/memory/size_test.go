@@ -114,12 +114,12 @@ func BenchmarkMemoryPerPeer(b *testing.B) {
 }
 
 // BenchmarkMemorySwarmSizes loads 1,000,000 IPv4 peers into swarms of 1 and of 2 (a public
-// tracker's long tail), where the cost of a torrent itself dominates, and of 1000 (its head),
-// where the peer index does. It reports the same figures as BenchmarkMemoryPerPeer.
+// tracker's long tail), where the cost of a torrent itself dominates, of 1000 (its head), where
+// the peer index does, and into one swarm. It reports the same figures as BenchmarkMemoryPerPeer.
 //
 //	go test -run XXX -bench MemorySwarmSizes -benchtime 1x ./tracker/memory/
 func BenchmarkMemorySwarmSizes(b *testing.B) {
-	for _, perTorrent := range []int{1, 2, 1000} {
+	for _, perTorrent := range []int{1, 2, 1000, 1_000_000} {
 		b.Run(fmt.Sprintf("swarm=%d", perTorrent), func(b *testing.B) {
 			benchmarkMemory(b, 1_000_000/perTorrent, perTorrent, load{})
 		})
