@@ -79,6 +79,7 @@ func runTrimmer(ctx context.Context, interval time.Duration, read func() heapSta
 		if tr.look(read()) {
 			trim()
 			tr.last = read()
+			tr.base = tr.last.objects
 		}
 	}
 }
@@ -86,17 +87,27 @@ func runTrimmer(ctx context.Context, interval time.Duration, read func() heapSta
 // trimmer decides, look by look, when to trim.
 type trimmer struct {
 	last heapStats // the previous look (zero before the first)
+	base uint64    // the allocated objects after the last trim, or at the first look
 }
 
-// look takes the heap's figures now and reports whether to trim.
+// look takes the heap's figures now and reports whether to trim: once the heap has settled,
+// when garbage and free pages are worth it, or after a burst of growth since the last trim. A
+// collection in the midst of a burst marks live what the burst frees just after it (a swarm's
+// old block is live while its new one is allocated, and a block of a million peers is 16 MB),
+// so the runtime's figures cannot tell that garbage from live data until the next collection,
+// which a settled heap does not start; one collection after each burst finds out.
 func (t *trimmer) look(now heapStats) bool {
 	prev := t.last
 	t.last = now
 	if prev == (heapStats{}) {
+		t.base = now.objects
 		return false // the first look has nothing to compare with
 	}
-	return settled(prev.cycles, now.cycles, prev.objects, now.objects, now.live) &&
-		worthTrimming(now.free, now.objects, now.live)
+	if !settled(prev.cycles, now.cycles, prev.objects, now.objects, now.live) {
+		return false
+	}
+	grew := now.objects - min(now.objects, t.base)
+	return worthTrimming(now.free, now.objects, now.live) || grew > max(trimMin, t.base/trimShare)
 }
 
 // settled reports whether the heap has settled between two looks: no collection ran (the

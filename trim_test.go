@@ -79,6 +79,24 @@ func TestTrimmerLook(t *testing.T) {
 			want: []bool{false, false, false, true},
 		},
 		{
+			name: "garbage that a collection in the midst of a burst saw live is trimmed after it",
+			looks: []heapStats{
+				{cycles: 3, objects: 20 * mb, live: 20 * mb},
+				{cycles: 4, objects: 40 * mb, live: 40 * mb},
+				{cycles: 4, objects: 40 * mb, live: 40 * mb},
+			},
+			want: []bool{false, false, true},
+		},
+		{
+			name: "small growth since the first look is left alone",
+			looks: []heapStats{
+				{cycles: 3, objects: 100 * mb, live: 100 * mb},
+				{cycles: 3, objects: 102 * mb, live: 100 * mb},
+				{cycles: 3, objects: 102 * mb, live: 100 * mb},
+			},
+			want: []bool{false, false, false},
+		},
+		{
 			name: "a collection between looks defers the trim",
 			looks: []heapStats{
 				garbage,

@@ -187,13 +187,13 @@ func (e *env) verify(ctx context.Context, mode string, args []string) (loadgen.V
 	return *res.Verify, nil
 }
 
-// settledRSS returns p's RSS once it has settled: sampled every 250 ms, at least 2 s after the
-// call, once the samples of the last 2 s differ by under 1% (a Go runtime that collects and
+// settledRSS returns p's RSS once it has settled: sampled every 250 ms, at least 5 s after the
+// call, once the samples of the last 5 s differ by under 1% (a Go runtime that collects and
 // returns memory to the OS after a burst takes a few seconds), and at most 20 s after the call.
 func settledRSS(ctx context.Context, p *proc) uint64 {
 	const (
 		tick    = 250 * time.Millisecond
-		window  = 8 // samples in 2 s
+		window  = 20 // samples in 5 s: a Go tracker hands its garbage back a few seconds after a burst
 		longest = 20 * time.Second
 	)
 	var samples []uint64
