@@ -213,7 +213,7 @@ func (RateLimit) Burst(rate float64, burst int) int {
 // MinAdminToken is the shortest admin_token accepted.
 const MinAdminToken = 16
 
-// MaxRateLimitTable bounds rate_limit.table_size (64 M buckets, about 1.2 GB).
+// MaxRateLimitTable bounds rate_limit.table_size (64 M buckets, 512 MB).
 const MaxRateLimitTable = 1 << 26
 
 // OcelotDeletionReasons are the texts Ocelot shows for Gazelle's deletion reason codes, in

@@ -498,6 +498,9 @@ func (s *Server) record(action stats.Action, rq *request, sc *scratch, err error
 }
 
 func (s *Server) announce(rq *request, sc *scratch) error {
+	// The limiter's line of its table loads while the query is parsed (a memory read, with many
+	// client addresses, that Allow would otherwise wait for).
+	s.limiter.Prefetch(ratelimit.Announce, rq.remote)
 	if err := sc.q.Parse(rq.query); err != nil {
 		return models.ErrMalformedRequest
 	}

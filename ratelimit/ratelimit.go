@@ -3,19 +3,31 @@
 // prefixes such as /24 and /48) and request kind, checked before any driver is called.
 //
 // The buckets live in a table of fixed size, so an attacker with many addresses cannot grow
-// it: the table is a set-associative cache of 4-way sets, each one 64-byte cache line, found by
-// a seeded 64-bit hash of the prefix (its low bits pick the set, its top 32 bits tell the ways
-// apart). A prefix that finds no room takes the way of its set whose bucket has been idle the
-// longest, whose owner starts again with a full bucket: under pressure the limiter forgets
-// quiet clients first and errs towards letting requests through, never towards refusing a
-// client that did nothing. Each bucket is one integer, the theoretical arrival time of the
-// generic cell rate algorithm (GCRA), which is a token bucket that needs no timer. A check takes
-// one set's lock and allocates nothing.
+// it: the table is a set-associative cache of 8-way sets, each one 64-byte cache line, found by
+// a secret-seeded 64-bit hash of the prefix (its low bits pick the set, its top 24 bits tell
+// the ways apart). A prefix that finds no room takes the way of its set whose bucket has been
+// idle the longest, whose owner starts again with a full bucket: under pressure the limiter
+// forgets quiet clients first and errs towards letting requests through, never towards
+// refusing a client that did nothing.
+//
+// Each bucket is one 64-bit word: the 24-bit tag and the theoretical arrival time (TAT) of the
+// generic cell rate algorithm (GCRA), a token bucket that needs no timer, in microseconds
+// since the Limiter was made, kept modulo 2^40 (about 12.7 days). So that 40 bits always tell
+// a time apart unambiguously, a sweep caps the age of idle buckets at about 19 hours once
+// every 19 hours, a chunk of the table at a time, done by whichever check finds it due (see
+// sweepStep).
+//
+// A check reads its set's line and changes its bucket with one compare-and-swap: it takes no
+// lock and allocates nothing. With many client addresses that line is mostly not in the cache,
+// and the memory read is most of what a check costs; a frontend calls Prefetch as a request
+// arrives, so that the read overlaps the parsing of the request rather than waiting in Allow.
 package ratelimit
 
 import (
-	"hash/maphash"
+	"encoding/binary"
 	"math"
+	"math/bits"
+	"math/rand/v2"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -38,11 +50,17 @@ const (
 var kindNames = [numKinds]string{"announce", "scrape"}
 
 // Rate is one kind's limit: PerSecond requests a second on average, and up to Burst at once
-// after a quiet spell. A PerSecond of 0 is no limit.
+// after a quiet spell. A PerSecond of 0 is no limit. The limiter counts in microseconds, so a
+// rate above 1,000,000 a second acts as 1,000,000, and a bucket refills from empty in at most
+// MaxRefill: a longer Burst/PerSecond is cut to it.
 type Rate struct {
 	PerSecond float64
 	Burst     int
 }
+
+// MaxRefill is the longest a bucket takes to refill from empty (Burst/PerSecond, rounded up to
+// whole microseconds), about 3.2 days.
+const MaxRefill = maxLead * time.Microsecond
 
 // Config is a Limiter's configuration.
 type Config struct {
@@ -50,34 +68,66 @@ type Config struct {
 	// IPv4Prefix and IPv6Prefix are the prefix lengths that share one bucket (32 and 64: an
 	// IPv4 address, an IPv6 /64).
 	IPv4Prefix, IPv6Prefix int
-	// Slots is how many buckets the table holds, rounded up to a multiple of the set size.
+	// Slots is how many buckets the table holds, rounded up to a power of two of at least 8.
 	Slots int
 }
 
-// ways is the set size: a prefix's bucket is in one of the 4 ways of the set it hashes to.
-const ways = 4
+const (
+	// ways is the set size: a prefix's bucket is in one of the 8 ways of the set it hashes to.
+	ways = 8
 
-// set is one cache line: a check reads and writes nothing else of the table.
-type set struct {
-	mu  sync.Mutex   // 8 bytes
-	tag [ways]uint32 // the top half of the hash of kind and prefix; 0 is a free way
-	tat [ways]int64  // the GCRA's theoretical arrival time, in ns since start
-	_   [64 - 8 - ways*12]byte
-}
+	tatBits = 40
+	tatMask = 1<<tatBits - 1
+	tagMask = ^uint64(tatMask)
+
+	// The times below are in microseconds. A bucket's true TAT is always within
+	// [lastSweep-ageCap, lastSweep-ageCap+2^40): a sweep raises every older TAT to
+	// ageCap before the time it started, a check runs only while less than mustSweep has
+	// passed since the last sweep started (or it finishes the sweep first), and a TAT runs at
+	// most maxLead ahead of the time it was written at. ageCap+mustSweep+maxLead < 2^40.
+
+	// ageCap is the age a sweep leaves an idle bucket with: buckets idle longer are all
+	// equally old to the eviction, which is all they need to be.
+	ageCap = 1 << 36 // 19 hours
+	// maxLead bounds a bucket's tolerance plus interval, so its TAT never runs further ahead.
+	maxLead = 1 << 38 // 3.2 days
+	// sweepEvery is how long after a sweep started the next one is due.
+	sweepEvery = 1 << 36
+	// mustSweep is how long after a sweep started a check waits for the next one to finish
+	// rather than going on without it (only when the table has had no checks for days).
+	mustSweep = 1 << 39 // 6.4 days
+	// sweepChunk is how many sets one step of a sweep goes over (32 KB of the table).
+	sweepChunk = 512
+)
+
+// set is one cache line: a check reads and writes nothing else of the table. A way is 0 when
+// free, or tag<<40 | TAT mod 2^40 (see the package comment).
+type set [ways]atomic.Uint64
 
 // Limiter decides whether a request may go on. It is safe for concurrent use. The zero of a
 // *Limiter (nil) allows everything.
 type Limiter struct {
-	sets  []set
-	mask  uint64
-	seed  maphash.Seed
-	start time.Time
 	// interval is the time one token takes to come back, tolerance how far ahead of now the
-	// theoretical arrival time may run (Burst-1 intervals); interval 0 is no limit. SetRates
-	// changes them while requests are checked.
+	// theoretical arrival time may run (Burst-1 intervals), both in µs; interval 0 is no limit.
+	// SetRates changes them while requests are checked.
 	interval  [numKinds]atomic.Int64
 	tolerance [numKinds]atomic.Int64
-	v4, v6    int
+	// lastSweep is when the last finished sweep started, in µs since start.
+	lastSweep atomic.Int64
+	sets      []set
+	mask      uint64
+	start     time.Time
+	// v4Mask and v6Mask keep the prefix bits of an IPv4 address and of an IPv6 address's two
+	// halves; seeds key the hash, three words per kind and family.
+	v4Mask uint64
+	v6Mask [2]uint64
+	seeds  [numKinds][2][3]uint64
+
+	// sweepMu is held by the check doing a step of a sweep; sweepAt is when the sweep under
+	// way started and sweepNext the first set it has still to go over (guarded by sweepMu).
+	sweepMu   sync.Mutex
+	sweepAt   int64
+	sweepNext int
 
 	limited   [numKinds]prometheus.Counter
 	evictions prometheus.Counter
@@ -92,12 +142,18 @@ func New(cfg Config, reg prometheus.Registerer) (*Limiter, error) {
 		nsets <<= 1
 	}
 	l := &Limiter{
-		sets:  alignedSets(nsets),
-		mask:  uint64(nsets - 1),
-		seed:  maphash.MakeSeed(),
-		start: time.Now(),
-		v4:    cfg.IPv4Prefix,
-		v6:    cfg.IPv6Prefix,
+		sets:   alignedSets(nsets),
+		mask:   uint64(nsets - 1),
+		start:  time.Now(),
+		v4Mask: uint64(math.MaxUint32) << (32 - min(max(cfg.IPv4Prefix, 0), 32)) & math.MaxUint32,
+		v6Mask: prefixMask(min(max(cfg.IPv6Prefix, 0), 128)),
+	}
+	for k := range l.seeds {
+		for f := range l.seeds[k] {
+			for i := range l.seeds[k][f] {
+				l.seeds[k][f][i] = rand.Uint64()
+			}
+		}
 	}
 	l.SetRates(cfg.Announce, cfg.Scrape)
 	limitedVec := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -126,14 +182,30 @@ func New(cfg Config, reg prometheus.Registerer) (*Limiter, error) {
 	return l, nil
 }
 
+// prefixMask returns the mask of the first n of 128 bits, as two big-endian words.
+func prefixMask(n int) [2]uint64 {
+	var m [2]uint64
+	for i := range m {
+		switch b := n - 64*i; {
+		case b >= 64:
+			m[i] = math.MaxUint64
+		case b > 0:
+			m[i] = ^uint64(0) << (64 - b)
+		}
+	}
+	return m
+}
+
 // SetRates changes the rates of announces and scrapes; a PerSecond of 0 turns that limit off.
 // Buckets keep their state: a client's next request is judged at the new rate.
 func (l *Limiter) SetRates(announce, scrape Rate) {
 	for k, r := range [numKinds]Rate{announce, scrape} {
 		iv, tol := int64(0), int64(0)
 		if r.PerSecond > 0 {
-			iv = max(int64(math.Ceil(float64(time.Second)/r.PerSecond)), 1)
-			tol = int64(max(r.Burst, 1)-1) * iv
+			// In float64 until clamped: a tiny rate or a huge burst overflows an int64.
+			ivf := min(max(math.Ceil(1e6/r.PerSecond), 1), maxLead)
+			iv = int64(ivf)
+			tol = int64(min(float64(max(r.Burst, 1)-1)*ivf, float64(maxLead-iv)))
 		}
 		// The tolerance first: a check that sees the new interval never sees the old tolerance
 		// of an off limit (0) with it.
@@ -154,44 +226,124 @@ func (l *Limiter) Allow(k Kind, addr netip.Addr, now time.Time) bool {
 		return true
 	}
 	tolerance := l.tolerance[k].Load()
+	t := now.Sub(l.start).Microseconds()
+	last := l.lastSweep.Load()
+	if t-last >= sweepEvery {
+		l.sweepStep(t)
+		last = l.lastSweep.Load()
+	}
+	base := last - ageCap
+	t = max(t, base) // a caller's time from before the last sweep started
 	h := l.key(k, addr)
 	s := &l.sets[h&l.mask]
-	tag := uint32(h >> 32)
+	tag := h & tagMask
 	if tag == 0 {
-		tag = 1
+		tag = 1 << tatBits
 	}
-	t := now.Sub(l.start).Nanoseconds()
-	s.mu.Lock()
-	w := -1
-	for i := range s.tag {
-		if s.tag[i] == tag {
-			w = i
-			break
-		}
-	}
-	if w < 0 {
-		// Take the way idle the longest (the smallest arrival time; a free way has 0).
-		w = 0
-		for i := 1; i < ways; i++ {
-			if s.tat[i] < s.tat[w] {
-				w = i
+	for {
+		// One pass finds the prefix's way or, failing that, the way idle the longest: a free
+		// one first, else the one with the earliest TAT, the lowest index among equals.
+		// Because TATs only grow (but for an eviction), two first requests of one prefix
+		// racing for the same set choose the same way, and the loser of its compare-and-swap
+		// then finds the winner's bucket; the rare exception (an eviction in between) gives
+		// the prefix two buckets for a while, which errs towards answering it.
+		w, victim, oldest := -1, 0, int64(math.MaxInt64)
+		var old uint64
+		for i := range s {
+			v := s[i].Load()
+			if v&tagMask == tag {
+				w, old = i, v
+				break
+			}
+			tat := int64(math.MinInt64)
+			if v != 0 {
+				tat = base + int64((v-uint64(base))&tatMask)
+			}
+			if tat < oldest {
+				victim, oldest, old = i, tat, v
 			}
 		}
-		if s.tag[w] != 0 {
-			l.evictions.Inc()
+		if w < 0 {
+			// A new bucket is full: the request is allowed and takes its first token.
+			if !s[victim].CompareAndSwap(old, tag|uint64(t+interval)&tatMask) {
+				continue
+			}
+			if old != 0 {
+				l.evictions.Inc()
+			}
+			return true
 		}
-		s.tag[w], s.tat[w] = tag, t
+		tat := base + int64((old-uint64(base))&tatMask)
+		if tat < t || tat-t > maxLead {
+			// Idle (the bucket is full), or a TAT no check can have written: full too.
+			tat = t
+		}
+		if tat-t > tolerance {
+			l.limited[k].Inc()
+			return false
+		}
+		if s[w].CompareAndSwap(old, tag|uint64(tat+interval)&tatMask) {
+			return true
+		}
 	}
-	tat := max(s.tat[w], t)
-	ok := tat-t <= tolerance
-	if ok {
-		s.tat[w] = tat + interval
+}
+
+// Prefetch tells the limiter that Allow(k, addr, …) is coming soon: it starts loading the
+// bucket's line of the table into the cache and returns without waiting, so that the work a
+// caller does in between (parsing the rest of the request) hides the memory read that Allow
+// would otherwise wait for. It changes nothing and costs a few nanoseconds; a nil Limiter or
+// a kind without a limit does nothing.
+func (l *Limiter) Prefetch(k Kind, addr netip.Addr) {
+	if l == nil || l.interval[k].Load() == 0 {
+		return
 	}
-	s.mu.Unlock()
-	if !ok {
-		l.limited[k].Inc()
+	prefetch(&l.sets[l.key(k, addr)&l.mask])
+}
+
+// sweepStep does the next step of the sweep that is due at t (µs since start): it raises the
+// TAT of every bucket idle more than ageCap to ageCap before the sweep's start, sweepChunk sets
+// at a time, one check at a time (the others go on meanwhile), and records the sweep's start
+// when it has gone over the whole table. Only when the table has had no check for days, so
+// that a TAT may be near the edge of what 40 bits tell apart, does a check wait for the whole
+// sweep to finish.
+func (l *Limiter) sweepStep(t int64) {
+	urgent := t-l.lastSweep.Load() >= mustSweep
+	if urgent {
+		l.sweepMu.Lock()
+	} else if !l.sweepMu.TryLock() {
+		return
 	}
-	return ok
+	defer l.sweepMu.Unlock()
+	for {
+		last := l.lastSweep.Load()
+		if t-last < sweepEvery || urgent && t-last < mustSweep && l.sweepNext == 0 {
+			return // done, by this check or another meanwhile
+		}
+		if l.sweepNext == 0 {
+			l.sweepAt = t
+		}
+		base, floor := last-ageCap, l.sweepAt-ageCap
+		end := min(l.sweepNext+sweepChunk, len(l.sets))
+		for i := l.sweepNext; i < end; i++ {
+			for j := range l.sets[i] {
+				p := &l.sets[i][j]
+				v := p.Load()
+				if v == 0 || base+int64((v-uint64(base))&tatMask) >= floor {
+					continue
+				}
+				// A failed swap means a check changed the bucket meanwhile: it is fresh.
+				p.CompareAndSwap(v, v&tagMask|uint64(floor)&tatMask)
+			}
+		}
+		l.sweepNext = end
+		if end == len(l.sets) {
+			l.sweepNext = 0
+			l.lastSweep.Store(l.sweepAt)
+		}
+		if !urgent {
+			return
+		}
+	}
 }
 
 // alignedSets returns n sets starting on a cache line, so that each set is one line.
@@ -207,21 +359,24 @@ func alignedSets(n int) []set {
 	return unsafe.Slice((*set)(unsafe.Pointer(&b[line-off])), n)
 }
 
-// key hashes k and addr's prefix: its low bits pick the set, its top 32 bits are the tag.
+// key hashes k and addr's prefix: its low bits pick the set, its top 24 bits are the tag. An
+// IPv4 address and its IPv4-mapped IPv6 form are one key; a zone is no part of it.
 func (l *Limiter) key(k Kind, addr netip.Addr) uint64 {
-	addr = addr.Unmap()
-	var b [18]byte
-	b[0] = byte(k)
-	if addr.Is4() {
-		b[1] = 4
-		p, _ := addr.Prefix(l.v4)
-		a := p.Addr().As4()
-		copy(b[2:], a[:])
-	} else {
-		b[1] = 6
-		p, _ := addr.WithZone("").Prefix(l.v6)
-		a := p.Addr().As16()
-		copy(b[2:], a[:])
+	s := &l.seeds[k]
+	if addr = addr.Unmap(); addr.Is4() {
+		// As4 rather than As16: a copy of 16 bytes just stored as two halves would stall on
+		// the store, a few nanoseconds on every check.
+		a := addr.As4()
+		return mix(mix(uint64(binary.BigEndian.Uint32(a[:]))&l.v4Mask^s[0][0], s[0][1]), s[0][2])
 	}
-	return maphash.Bytes(l.seed, b[:])
+	a := addr.As16()
+	hi := binary.BigEndian.Uint64(a[:8]) & l.v6Mask[0]
+	lo := binary.BigEndian.Uint64(a[8:]) & l.v6Mask[1]
+	return mix(mix(hi^s[1][0], lo^s[1][1]), s[1][2])
+}
+
+// mix folds the 128-bit product of a and b into 64 bits.
+func mix(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a, b)
+	return hi ^ lo
 }

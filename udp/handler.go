@@ -91,6 +91,9 @@ func (w *worker) handle(pkt []byte, from netip.AddrPort, oversized bool, out []b
 			kind = kindScrape
 		}
 		m.packets[kind][fam].Inc()
+		if kind == kindAnnounce {
+			w.s.limiter.Prefetch(ratelimit.Announce, from.Addr())
+		}
 		if !w.s.ids.valid(&w.id, from, h.connID, w.s.now()) {
 			m.rejected[rejectConnectionID].Inc()
 			return appendError(out, h.txID, string(models.ErrBadConnectionID), len(pkt))
