@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -581,6 +582,15 @@ func (c *replayConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	c.n.bytesWritten.Add(uint64(max(n, 0)))
 	return n, err
+}
+
+// SyscallConn gives the socket's descriptor once the replayed bytes are read (reads and writes
+// through it are not counted).
+func (c *replayConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok && len(c.prefix) == 0 {
+		return sc.SyscallConn()
+	}
+	return nil, errNoDescriptor
 }
 
 // CloseWrite shuts down the writing side when the connection can, as a *net.TCPConn does.

@@ -1,0 +1,19 @@
+//go:build !linux
+
+package ws
+
+import "errors"
+
+// poller is Linux's only: elsewhere every socket is read on a goroutine of its own.
+type poller struct{}
+
+func newPoller() (*poller, error) { return nil, errors.New("ws: no poller on this system") }
+
+func (p *poller) add(*conn) bool    { return false }
+func (p *poller) start(*conn) error { return errors.ErrUnsupported }
+func (p *poller) forget(*conn)      {}
+func (p *poller) close()            {}
+
+// readNow and writeNow are the poller's: a socket is never polled here.
+func (c *conn) readNow([]byte) (int, error)  { return 0, errors.ErrUnsupported }
+func (c *conn) writeNow([]byte) (int, error) { return 0, errors.ErrUnsupported }
