@@ -8,12 +8,13 @@ import (
 	"github.com/golang/glog"
 
 	"github.com/chihaya/chihaya/ratelimit"
+	"github.com/chihaya/chihaya/stats"
 	"github.com/chihaya/chihaya/tracker/models"
 )
 
 // handle answers one message, with sc's room. Bad input gets a failure on this socket only.
 // Nothing of the message is kept past it: what is relayed is copied into the queues of the
-// sockets it goes to.
+// sockets it goes to. Announces (answers included) and scrapes are recorded as requests.
 func (s *Server) handle(c *conn, msg []byte, sc *scratch) {
 	rq := &sc.rq
 	if err := rq.parse(msg, s.maxOffers); err != nil {
@@ -21,20 +22,40 @@ func (s *Server) handle(c *conn, msg []byte, sc *scratch) {
 		c.fail(sc, "", nil, err)
 		return
 	}
+	now := time.Now()
 	switch action(rq.Action) {
 	case "announce":
-		s.announce(c, sc)
+		ev, err := s.announce(c, sc, now)
+		s.record(c, stats.Announce, ev, err, now)
 	case "scrape":
-		s.scrape(c, sc)
+		err := s.scrape(c, sc, now)
+		s.record(c, stats.Scrape, models.None, err, now)
 	default:
 		s.m.bad[badInvalid].Add(1)
 		c.fail(sc, "", nil, errBadAction)
 	}
 }
 
-// fail queues a failure message. Errors that are not a models.ClientError are the tracker's own:
-// they are logged and the client is told no more than that.
-func (c *conn) fail(sc *scratch, action string, ih *models.InfoHash, err error) {
+// Recorder is told of every announce and scrape answered (*stats.Stats is one).
+type Recorder interface {
+	Record(r stats.Request)
+}
+
+// WithRecorder has the server report every announce (answers included) and scrape to r, as
+// requests of transport stats.WebSocket.
+func WithRecorder(r Recorder) Option { return func(s *Server) { s.recorder = r } }
+
+func (s *Server) record(c *conn, action stats.Action, ev models.Event, err error, start time.Time) {
+	if s.recorder == nil {
+		return
+	}
+	s.recorder.Record(stats.Request{Transport: stats.WebSocket, Action: action, Family: models.FamilyOf(c.remote),
+		Event: ev, Err: err, Duration: time.Since(start)})
+}
+
+// fail queues a failure message, and returns err. Errors that are not a models.ClientError are
+// the tracker's own: they are logged and the client is told no more than that.
+func (c *conn) fail(sc *scratch, action string, ih *models.InfoHash, err error) error {
 	var ce models.ClientError
 	if !errors.As(err, &ce) {
 		glog.Errorf("ws: %s %s: %v", c.remote, action, err)
@@ -45,33 +66,30 @@ func (c *conn) fail(sc *scratch, action string, ih *models.InfoHash, err error) 
 	c.s.m.failures.Add(1)
 	sc.msg = appendFailure(sc.msg[:0], action, ih, string(ce))
 	c.send(sc.msg, sc)
+	return err
 }
 
-func (s *Server) announce(c *conn, sc *scratch) {
+func (s *Server) announce(c *conn, sc *scratch, now time.Time) (models.Event, error) {
 	rq := &sc.rq
 	var ih models.InfoHash
 	var id, to models.PeerID
 	if !decodeBinary(rq.InfoHash, (*[20]byte)(&ih)) {
 		s.m.bad[badInvalid].Add(1)
-		c.fail(sc, "", nil, errBadInfoHash)
-		return
+		return models.None, c.fail(sc, "", nil, errBadInfoHash)
 	}
 	if !decodeBinary(rq.PeerID, (*[20]byte)(&id)) {
 		s.m.bad[badInvalid].Add(1)
-		c.fail(sc, "", nil, errBadPeerID)
-		return
+		return models.None, c.fail(sc, "", nil, errBadPeerID)
 	}
 	answer := present(rq.Answer)
 	if answer && !decodeBinary(rq.ToPeerID, (*[20]byte)(&to)) {
 		s.m.bad[badInvalid].Add(1)
-		c.fail(sc, "", nil, errBadToPeerID)
-		return
+		return models.None, c.fail(sc, "", nil, errBadToPeerID)
 	}
 	ev, ok := event(rq.Event)
 	if !ok {
 		s.m.bad[badInvalid].Add(1)
-		c.fail(sc, "announce", &ih, models.ErrInvalidEvent)
-		return
+		return models.None, c.fail(sc, "announce", &ih, models.ErrInvalidEvent)
 	}
 	if rq.NumOffers > len(rq.Offers) {
 		s.m.offersCut.Add(uint64(rq.NumOffers - len(rq.Offers)))
@@ -82,14 +100,12 @@ func (s *Server) announce(c *conn, sc *scratch) {
 		s.m.messages[msgAnnounce].Add(1)
 	}
 	if s.limiter != nil && !s.limiter.Allow(ratelimit.Announce, c.remote, time.Now()) {
-		c.fail(sc, "announce", &ih, models.ErrRateLimited)
-		return
+		return ev, c.fail(sc, "announce", &ih, models.ErrRateLimited)
 	}
 
 	j := c.joinedOf(&ih)
 	if j == nil && ev != models.Stopped && len(c.joined) >= maxSwarmsPerConn {
-		c.fail(sc, "announce", &ih, errTooManySwarms)
-		return
+		return ev, c.fail(sc, "announce", &ih, errTooManySwarms)
 	}
 	a := models.Announce{
 		InfoHash: ih, PeerID: id, Passkey: c.passkey, UserAgent: c.userAgent,
@@ -115,12 +131,11 @@ func (s *Server) announce(c *conn, sc *scratch) {
 		a.Left = leftOf(known && j.seeder)
 	}
 
-	sc.ctx.Begin(time.Now())
+	sc.ctx.Begin(now)
 	err := s.tkr.HandleAnnounce(sc.ctx, &a, sc)
 	sc.ctx.End()
 	if err != nil {
-		c.fail(sc, "announce", &ih, err)
-		return
+		return ev, c.fail(sc, "announce", &ih, err)
 	}
 	if j != nil && j.id != id && j.registered {
 		// The socket announces ih under another peer ID now: the old one is gone.
@@ -164,6 +179,7 @@ func (s *Server) announce(c *conn, sc *scratch) {
 	if answer {
 		s.relayAnswer(sc, &ih, &id, &to)
 	}
+	return ev, nil
 }
 
 // relayLocal sends offer i to the i-th of min(len(offers), max) random other peers of the
@@ -196,7 +212,7 @@ func (s *Server) relayAnswer(sc *scratch, ih *models.InfoHash, from, to *models.
 	s.m.answersLost.Add(1)
 }
 
-func (s *Server) scrape(c *conn, sc *scratch) {
+func (s *Server) scrape(c *conn, sc *scratch, now time.Time) error {
 	rq := &sc.rq
 	s.m.messages[msgScrape].Add(1)
 	hashes := sc.hashes[:0]
@@ -206,15 +222,13 @@ func (s *Server) scrape(c *conn, sc *scratch) {
 		var ih models.InfoHash
 		if !decodeBinary(rq.InfoHash, (*[20]byte)(&ih)) {
 			s.m.bad[badInvalid].Add(1)
-			c.fail(sc, "", nil, errBadInfoHash)
-			return
+			return c.fail(sc, "", nil, errBadInfoHash)
 		}
 		hashes = append(hashes, ih)
 	case rq.InfoHash[0] == '[':
 		n := elements(rq.InfoHash, nil)
 		if n > s.tkr.MaxScrapeInfoHashes() {
-			c.fail(sc, "scrape", nil, errTooManyHashes)
-			return
+			return c.fail(sc, "scrape", nil, errTooManyHashes)
 		}
 		p := parser{b: rq.InfoHash, i: 1}
 		p.space()
@@ -224,33 +238,29 @@ func (s *Server) scrape(c *conn, sc *scratch) {
 			var ih models.InfoHash
 			if !decodeBinary(p.b[start:p.i], (*[20]byte)(&ih)) {
 				s.m.bad[badInvalid].Add(1)
-				c.fail(sc, "", nil, errBadInfoHash)
-				return
+				return c.fail(sc, "", nil, errBadInfoHash)
 			}
 			hashes = append(hashes, ih)
 		}
 	default:
 		s.m.bad[badInvalid].Add(1)
-		c.fail(sc, "", nil, errBadInfoHash)
-		return
+		return c.fail(sc, "", nil, errBadInfoHash)
 	}
 	sc.hashes = hashes
 	if s.limiter != nil && !s.limiter.Allow(ratelimit.Scrape, c.remote, time.Now()) {
-		c.fail(sc, "scrape", nil, models.ErrRateLimited)
-		return
+		return c.fail(sc, "scrape", nil, models.ErrRateLimited)
 	}
 	if len(hashes) == 0 {
-		c.fail(sc, "scrape", nil, errNoScrapeHashes)
-		return
+		return c.fail(sc, "scrape", nil, errNoScrapeHashes)
 	}
-	sc.ctx.Begin(time.Now())
+	sc.ctx.Begin(now)
 	err := s.tkr.HandleScrape(sc.ctx, &models.Scrape{Passkey: c.passkey, InfoHashes: hashes}, sc)
 	sc.ctx.End()
 	if err != nil {
-		c.fail(sc, "scrape", nil, err)
-		return
+		return c.fail(sc, "scrape", nil, err)
 	}
 	interval, _ := s.tkr.AnnounceInterval()
 	sc.msg = appendScrape(sc.msg[:0], sc.files, int((interval+time.Second-1)/time.Second))
 	c.send(sc.msg, sc)
+	return nil
 }

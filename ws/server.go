@@ -44,6 +44,7 @@ type Server struct {
 	tkr          *tracker.Tracker
 	ips          *clientip.Resolver
 	limiter      *ratelimit.Limiter
+	recorder     Recorder
 	realIPHeader string
 	reqTimeout   time.Duration
 
