@@ -100,16 +100,8 @@ func (tc *trackedConn) Close() error {
 	return tc.Conn.Close()
 }
 
-// SyscallConn gives the socket's descriptor when the connection under it gives one: the
-// WebSocket tracker reads its sockets when its poller says they are readable.
-func (tc *trackedConn) SyscallConn() (syscall.RawConn, error) {
-	if sc, ok := tc.Conn.(syscall.Conn); ok {
-		return sc.SyscallConn()
-	}
-	return nil, errNoDescriptor
-}
-
-// errNoDescriptor is SyscallConn's answer for a connection that is not a plain socket.
+// errNoDescriptor is the answer of SyscallConn and TakeDescriptor for a connection that is
+// not a plain socket.
 var errNoDescriptor = errors.New("http: the connection has no descriptor of its own")
 
 // CloseWrite shuts down the writing side when the connection can, as a *net.TCPConn does.

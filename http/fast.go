@@ -570,6 +570,9 @@ func (c *replayConn) Read(p []byte) (int, error) {
 	if len(c.prefix) > 0 {
 		n := copy(p, c.prefix)
 		c.prefix = c.prefix[n:]
+		if len(c.prefix) == 0 {
+			c.prefix = nil // let go of the copy: a WebSocket lives on
+		}
 		return n, nil
 	}
 	n, err := c.Conn.Read(p)

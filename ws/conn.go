@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/golang/glog"
@@ -47,9 +46,10 @@ type joined struct {
 
 // conn is one WebSocket.
 type conn struct {
-	s         *Server
+	s *Server
+	// nc is the socket read on a goroutine; of a polled socket, only what counts it in the
+	// HTTP frontend's connection budget until its Close.
 	nc        net.Conn
-	rc        syscall.RawConn // nc's descriptor for the poller; nil when read on a goroutine
 	remote    netip.Addr
 	passkey   string
 	userAgent string
@@ -64,17 +64,30 @@ type conn struct {
 	lastHeard atomic.Int64
 	lastPing  int64
 
-	mu       sync.Mutex
-	out      *[]byte // frames to write (from framePool), nil when none
-	queued   int     // messages in out
-	state    uint8   // writeIdle, writeScheduled, writeBusy
-	reading  bool    // polled: a goroutine is reading it
-	more     bool    // polled: the socket turned readable again while it was being read
-	dead     bool    // closed, or closing
-	closing  bool    // a close frame is queued: close the socket once it is written
-	slot     uint32  // in the poller
-	gen      uint32
-	finished atomic.Bool
+	// stalledAt is when a polled socket's writer began to wait for room (0: it is not waiting):
+	// the keeper closes a socket that takes nothing for writeTimeout.
+	stalledAt atomic.Int64
+	finished  atomic.Bool
+
+	mu      sync.Mutex
+	out     *[]byte // frames to write (from framePool), nil when none
+	queued  int     // messages in out
+	state   uint8   // writeIdle, writeScheduled, writeBusy
+	dead    bool    // closed, or closing
+	closing bool    // a close frame is queued: close the socket once it is written
+	// A polled socket's own: its descriptor (-1 once closed), whether a goroutine reads it and
+	// whether it turned readable again meanwhile, and the frames a write left (pending, from
+	// pendingOff on) while its writer waits for room (wantWrite), or whether room came while
+	// no writer waited (canWrite).
+	polled     bool
+	reading    bool
+	more       bool
+	wantWrite  bool
+	canWrite   bool
+	fd         int
+	pending    *[]byte
+	pendingOff int
+	slot, gen  uint32 // in the poller
 }
 
 // scratch is what handling messages needs: taken from the server's pool for one wakeup of a
@@ -308,7 +321,7 @@ func (c *conn) process(sc *scratch) bool {
 	if need > cap(b) {
 		nb := make([]byte, n, need)
 		copy(nb, b)
-		if c.rc != nil {
+		if c.polled {
 			putRead(c.in)
 			c.in = &nb
 			return true
@@ -389,6 +402,7 @@ func (c *conn) take() *[]byte {
 	if bp == nil || c.dead {
 		c.state = writeIdle
 		closing := c.closing && !c.dead
+		c.closeFD()
 		c.mu.Unlock()
 		if bp != nil {
 			putFrames(bp)
@@ -403,51 +417,90 @@ func (c *conn) take() *[]byte {
 	return bp
 }
 
-// flush writes what is queued. A polled socket is written without waiting, here; what it does
-// not take at once, and every write to a socket read on a goroutine, goes to a goroutine that
-// waits.
+// flush writes what is queued. A polled socket is written without waiting, here, and when it
+// cannot take all, the rest waits for the poller to find room (resumeWrite). A socket read on
+// a goroutine is written by a goroutine that waits.
 func (c *conn) flush() {
-	if c.rc == nil {
+	if !c.polled {
 		c.mu.Lock()
 		c.state = writeBusy
 		c.mu.Unlock()
-		go c.writeLoop(nil, 0)
+		go c.writeLoop()
 		return
 	}
+	c.drain()
+}
+
+// drain writes a polled socket's queue until it is empty, or the socket full.
+func (c *conn) drain() {
+	for {
+		bp := c.take()
+		if bp == nil || !c.writeOut(bp, 0) {
+			return
+		}
+	}
+}
+
+// resumeWrite runs when the poller finds room in a socket whose writer waits for it.
+func (c *conn) resumeWrite() {
+	c.stalledAt.Store(0)
+	c.mu.Lock()
+	bp, off := c.pending, c.pendingOff
+	c.pending = nil
+	c.mu.Unlock()
+	if bp != nil && c.writeOut(bp, off) {
+		c.drain()
+	}
+}
+
+// writeOut writes bp from off on to a polled socket, as much as it takes. It reports true when
+// all is written; else the writer waits for room (the rest is pending) or the socket failed.
+func (c *conn) writeOut(bp *[]byte, off int) bool {
+	for off < len(*bp) {
+		n, err := c.writeNow((*bp)[off:])
+		if err != nil {
+			putFrames(bp)
+			c.kill()
+			c.take() // ends the flush
+			return false
+		}
+		if n > 0 {
+			off += n
+			continue
+		}
+		c.mu.Lock()
+		if c.canWrite {
+			// Room came since this write began: try again rather than wait for more.
+			c.canWrite = false
+			c.mu.Unlock()
+			continue
+		}
+		if c.dead {
+			c.mu.Unlock()
+			putFrames(bp)
+			c.take()
+			return false
+		}
+		c.pending, c.pendingOff, c.wantWrite = bp, off, true
+		c.stalledAt.Store(c.s.clock())
+		c.mu.Unlock()
+		return false
+	}
+	putFrames(bp)
+	return true
+}
+
+// writeLoop writes the queue of a socket read on a goroutine until it is empty, waiting as long
+// as writeTimeout per write.
+func (c *conn) writeLoop() {
 	for {
 		bp := c.take()
 		if bp == nil {
 			return
 		}
-		n, err := c.writeNow(*bp)
-		if n == len(*bp) {
-			putFrames(bp)
-			continue
-		}
-		if err != nil {
-			putFrames(bp)
-			c.kill()
-			c.take() // ends the flush
-			return
-		}
-		go c.writeLoop(bp, n)
-		return
-	}
-}
-
-// writeLoop writes bp from off on, then whatever is queued, waiting as long as writeTimeout per
-// write.
-func (c *conn) writeLoop(bp *[]byte, off int) {
-	for {
-		if bp == nil {
-			if bp = c.take(); bp == nil {
-				return
-			}
-		}
 		_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-		_, err := c.nc.Write((*bp)[off:])
+		_, err := c.nc.Write(*bp)
 		putFrames(bp)
-		bp, off = nil, 0
 		if err != nil {
 			c.kill()
 			c.take() // ends the flush
@@ -456,8 +509,9 @@ func (c *conn) writeLoop(bp *[]byte, off int) {
 	}
 }
 
-// kill closes the socket. A polled socket that no goroutine is reading is finished here; a
-// reader finishes its own.
+// kill closes the socket: a socket read on a goroutine at once, which its reader then finds; a
+// polled one is shut down, and its descriptor closed once no goroutine reads or writes it. A
+// polled socket that no goroutine is reading is finished here; a reader finishes its own.
 func (c *conn) kill() {
 	c.mu.Lock()
 	if c.dead {
@@ -465,8 +519,21 @@ func (c *conn) kill() {
 		return
 	}
 	c.dead = true
-	idle := c.rc != nil && !c.reading
+	idle := c.polled && !c.reading
+	var pending *[]byte
+	if c.polled {
+		c.shutdown()
+		if c.wantWrite {
+			// The writer waits for room that will not come: the flush ends here.
+			pending, c.pending, c.wantWrite, c.state = c.pending, nil, false, writeIdle
+			c.stalledAt.Store(0)
+		}
+		c.closeFD()
+	}
 	c.mu.Unlock()
+	if pending != nil {
+		putFrames(pending)
+	}
 	_ = c.nc.Close()
 	if idle {
 		go c.finish()
@@ -485,7 +552,7 @@ func (c *conn) finish() {
 	if !writingClose {
 		c.kill()
 	}
-	if c.rc != nil {
+	if c.polled {
 		c.s.poll.forget(c)
 		c.s.m.polled.Add(-1)
 	}
@@ -495,6 +562,9 @@ func (c *conn) finish() {
 		c.in = nil
 	}
 	c.frames = frameReader{}
+	c.mu.Lock()
+	c.closeFD()
+	c.mu.Unlock()
 	c.s.untrack(c)
 }
 
@@ -557,8 +627,9 @@ func leftOf(seeder bool) int64 {
 	return 1
 }
 
-// keep closes sockets silent for ws_idle_timeout and pings the others every ws_ping_interval,
-// until the server closes.
+// keep closes sockets silent for ws_idle_timeout, and polled sockets that took nothing of what
+// they were written for writeTimeout, and pings the others every ws_ping_interval, until the
+// server closes.
 func (s *Server) keep() {
 	defer s.keeperDone.Done()
 	every := s.idleTimeout
@@ -568,7 +639,7 @@ func (s *Server) keep() {
 	every = min(max(every/4, 50*time.Millisecond), time.Second)
 	tick := time.NewTicker(every)
 	defer tick.Stop()
-	var idle, ping []*conn
+	var idle, ping, stuck []*conn
 	for {
 		select {
 		case <-s.stop:
@@ -578,7 +649,9 @@ func (s *Server) keep() {
 		now := s.clock()
 		s.mu.Lock()
 		for c := range s.conns {
-			switch {
+			switch stalled := c.stalledAt.Load(); {
+			case stalled != 0 && now-stalled >= int64(writeTimeout):
+				stuck = append(stuck, c)
 			case now-c.lastHeard.Load() >= int64(s.idleTimeout):
 				idle = append(idle, c)
 			case s.ping > 0 && now-c.lastPing >= int64(s.ping):
@@ -592,10 +665,14 @@ func (s *Server) keep() {
 			c.kill()
 			idle[i] = nil
 		}
+		for i, c := range stuck {
+			c.kill()
+			stuck[i] = nil
+		}
 		for i, c := range ping {
 			c.queue(opPing, nil, nil)
 			ping[i] = nil
 		}
-		idle, ping = idle[:0], ping[:0]
+		idle, ping, stuck = idle[:0], ping[:0], stuck[:0]
 	}
 }

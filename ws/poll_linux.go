@@ -3,22 +3,27 @@ package ws
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"sync"
 	"syscall"
 )
 
-// poller watches idle sockets for the server with an epoll instance of its own, so that no
-// goroutine waits on an idle socket. The epoll descriptor is itself in Go's netpoller: the
-// poller's goroutine parks there while no socket is readable, and holds no thread.
+// poller watches the server's plain TCP sockets with an epoll instance of its own, so that no
+// goroutine waits on an idle socket, and Go's netpoller keeps nothing for it either: the
+// socket's descriptor is taken from the HTTP frontend's connection after the handshake
+// (descriptorTaker), and read and written with plain system calls. The epoll descriptor itself
+// is in Go's netpoller: the poller's goroutine parks there while no socket is ready, and holds
+// no thread.
 //
-// Each socket is registered once, edge-triggered: when it turns readable the poller starts a
+// Each socket is registered once, edge-triggered. When it turns readable the poller starts a
 // goroutine that reads it (conn.readable) until it has read less than it had room for (all
 // there was); if the socket turns readable again meanwhile, the poller tells that goroutine to
 // read once more rather than starting another, so that one goroutine at a time reads a socket
-// and a wakeup costs no system call to arm the socket again. Events carry the socket's slot in
-// the poller and the slot's generation, so that an event for a socket finished meanwhile finds
-// nothing.
+// and a wakeup costs no system call to arm the socket again. When a socket that could not take
+// all its frames turns writable, the poller starts a goroutine that writes the rest
+// (conn.resumeWrite). Events carry the socket's slot in the poller and the slot's generation,
+// so that an event for a socket finished meanwhile finds nothing.
 type poller struct {
 	epfd int
 	file *os.File
@@ -34,11 +39,23 @@ type poller struct {
 	done   chan struct{}
 }
 
-// watched is what the poller asks of a socket: data or a close from the client, as they come.
-const watched = syscall.EPOLLIN | syscall.EPOLLRDHUP | epollET
+// descriptorTaker is a connection that hands its socket's descriptor over (the HTTP frontend's
+// connections do, but those under TLS).
+type descriptorTaker interface {
+	TakeDescriptor() (int, error)
+}
+
+// watched is what the poller asks of a socket: data or a close from the client, and room to
+// write, as they come.
+const watched = syscall.EPOLLIN | syscall.EPOLLOUT | syscall.EPOLLRDHUP | epollET
 
 // epollET is EPOLLET, which package syscall spells as a negative int.
 const epollET = 1 << 31
+
+const (
+	readEvents  = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLHUP | syscall.EPOLLERR
+	writeEvents = syscall.EPOLLOUT | syscall.EPOLLHUP | syscall.EPOLLERR
+)
 
 func newPoller() (*poller, error) {
 	fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
@@ -61,7 +78,21 @@ func newPoller() (*poller, error) {
 	return p, nil
 }
 
-// run dispatches readable sockets until close.
+// take takes nc's descriptor for the poller, when nc gives it.
+func (p *poller) take(c *conn, nc net.Conn) bool {
+	t, ok := nc.(descriptorTaker)
+	if !ok {
+		return false
+	}
+	fd, err := t.TakeDescriptor()
+	if err != nil {
+		return false
+	}
+	c.fd, c.polled = fd, true
+	return true
+}
+
+// run dispatches ready sockets until close.
 func (p *poller) run() {
 	defer close(p.done)
 	// Read returns when the descriptor closes; wait returns false whenever it has drained the
@@ -69,8 +100,9 @@ func (p *poller) run() {
 	_ = p.rc.Read(p.waitFn)
 }
 
-// wait takes the ready sockets without blocking and starts their readers. It reports false
-// when there are none left, to be called again once the epoll descriptor is readable.
+// wait takes the ready sockets without blocking and starts their readers and writers. It
+// reports false when there are none left, to be called again once the epoll descriptor is
+// readable.
 func (p *poller) wait(fd uintptr) bool {
 	for {
 		n, err := syscall.EpollWait(int(fd), p.events, 0)
@@ -82,18 +114,32 @@ func (p *poller) wait(fd uintptr) bool {
 		}
 		for i := range n {
 			ev := &p.events[i]
-			if c := p.lookup(uint32(ev.Fd), uint32(ev.Pad)); c != nil {
-				c.mu.Lock()
-				start := !c.dead && !c.reading
-				if start {
+			c := p.lookup(uint32(ev.Fd), uint32(ev.Pad))
+			if c == nil {
+				continue
+			}
+			var read, write bool
+			c.mu.Lock()
+			if ev.Events&readEvents != 0 && !c.dead {
+				if read = !c.reading; read {
 					c.reading = true
 				} else {
 					c.more = true
 				}
-				c.mu.Unlock()
-				if start {
-					go c.readable()
+			}
+			if ev.Events&writeEvents != 0 {
+				if write = c.wantWrite; write {
+					c.wantWrite = false
+				} else {
+					c.canWrite = true
 				}
+			}
+			c.mu.Unlock()
+			if read {
+				go c.readable()
+			}
+			if write {
+				go c.resumeWrite()
 			}
 		}
 		if n < len(p.events) {
@@ -111,9 +157,8 @@ func (p *poller) lookup(slot, gen uint32) *conn {
 	return nil
 }
 
-// add registers c's socket, not watched yet (start): it reports false when the poller cannot
-// watch it, and the socket is to be read on a goroutine.
-func (p *poller) add(c *conn) bool {
+// add registers c's socket, not watched yet (start). It fails only if epoll does.
+func (p *poller) add(c *conn) error {
 	p.mu.Lock()
 	var slot uint32
 	if n := len(p.free); n > 0 {
@@ -128,14 +173,11 @@ func (p *poller) add(c *conn) bool {
 	p.mu.Unlock()
 	// No event asked: nothing comes until start (an error or a hang-up, reported regardless,
 	// finds no conn in the slot).
-	if p.ctl(c, syscall.EPOLL_CTL_ADD, epollET) != nil {
-		p.mu.Lock()
-		p.gens[slot]++
-		p.free = append(p.free, slot)
-		p.mu.Unlock()
-		return false
+	if err := p.ctl(c.fd, syscall.EPOLL_CTL_ADD, epollET, slot, c.gen); err != nil {
+		p.forget(c)
+		return err
 	}
-	return true
+	return nil
 }
 
 // start has the poller watch c's socket, added and tracked. What the socket holds already is
@@ -144,7 +186,12 @@ func (p *poller) start(c *conn) error {
 	p.mu.Lock()
 	p.slots[c.slot] = c
 	p.mu.Unlock()
-	return p.ctl(c, syscall.EPOLL_CTL_MOD, watched)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fd < 0 {
+		return net.ErrClosed
+	}
+	return p.ctl(c.fd, syscall.EPOLL_CTL_MOD, watched, c.slot, c.gen)
 }
 
 // forget frees c's slot; the socket is closed (which takes it out of the epoll set) or about to
@@ -160,32 +207,17 @@ func (p *poller) forget(c *conn) {
 	p.free = append(p.free, c.slot)
 }
 
-// ctlOp is an epoll_ctl on a socket's descriptor, through its RawConn, with its function bound
-// once (a closure per call would be allocated).
-type ctlOp struct {
-	epfd int
-	op   int
-	ev   syscall.EpollEvent
-	err  error
-	fn   func(uintptr)
+// abandon gives up a socket added and never started: the poller forgets it, and its descriptor
+// is closed.
+func (p *poller) abandon(c *conn) {
+	p.forget(c)
+	_ = syscall.Close(c.fd)
+	c.fd = -1
 }
 
-var ctlPool = sync.Pool{New: func() any {
-	o := new(ctlOp)
-	o.fn = func(fd uintptr) { o.err = syscall.EpollCtl(o.epfd, o.op, int(fd), &o.ev) }
-	return o
-}}
-
-func (p *poller) ctl(c *conn, op int, events uint32) error {
-	o := ctlPool.Get().(*ctlOp)
-	o.epfd, o.op, o.err = p.epfd, op, nil
-	o.ev = syscall.EpollEvent{Events: events, Fd: int32(c.slot), Pad: int32(c.gen)}
-	err := c.rc.Control(o.fn)
-	if err == nil {
-		err = o.err
-	}
-	ctlPool.Put(o)
-	if err != nil {
+func (p *poller) ctl(fd, op int, events uint32, slot, gen uint32) error {
+	ev := syscall.EpollEvent{Events: events, Fd: int32(slot), Pad: int32(gen)}
+	if err := syscall.EpollCtl(p.epfd, op, fd, &ev); err != nil {
 		return fmt.Errorf("ws: epoll_ctl: %w", err)
 	}
 	return nil
@@ -197,68 +229,51 @@ func (p *poller) close() {
 	<-p.done
 }
 
-// rawIO is a read or a write on a descriptor through its RawConn, whose functions it binds
-// once: a closure made per call would be allocated.
-type rawIO struct {
-	p       []byte
-	n       int
-	err     error
-	readFn  func(uintptr) bool
-	writeFn func(uintptr) bool
-}
-
-var rawPool = sync.Pool{New: func() any {
-	r := new(rawIO)
-	r.readFn = func(fd uintptr) bool {
-		r.n, r.err = syscall.Read(int(fd), r.p)
-		return true
-	}
-	r.writeFn = func(fd uintptr) bool {
-		r.n, r.err = syscall.Write(int(fd), r.p)
-		return true
-	}
-	return r
-}}
-
 // errClosed is a read of a socket the client closed.
 var errClosed = errors.New("ws: socket closed")
 
-// readNow reads what the socket has without waiting: 0 and nil when it has nothing.
+// readNow reads what the polled socket has without waiting: 0 and nil when it has nothing.
+// Only the socket's reader calls it, and the descriptor stays open while it reads (closeFD).
 func (c *conn) readNow(p []byte) (int, error) {
-	r := rawPool.Get().(*rawIO)
-	r.p = p
-	err := c.rc.Read(r.readFn)
-	n, rerr := r.n, r.err
-	r.p, r.err = nil, nil
-	rawPool.Put(r)
+	n, err := syscall.Read(c.fd, p)
 	switch {
+	case err == syscall.EAGAIN || err == syscall.EINTR:
+		return 0, nil
 	case err != nil:
 		return 0, err
-	case rerr == syscall.EAGAIN || rerr == syscall.EINTR:
-		return 0, nil
-	case rerr != nil:
-		return 0, rerr
 	case n == 0:
 		return 0, errClosed
 	}
 	return n, nil
 }
 
-// writeNow writes what the socket takes of p without waiting.
+// writeNow writes what the polled socket takes of p without waiting. Only the socket's writer
+// calls it, and the descriptor stays open while it writes (closeFD).
 func (c *conn) writeNow(p []byte) (int, error) {
-	r := rawPool.Get().(*rawIO)
-	r.p = p
-	err := c.rc.Write(r.writeFn)
-	n, werr := r.n, r.err
-	r.p, r.err = nil, nil
-	rawPool.Put(r)
+	n, err := syscall.Write(c.fd, p)
 	switch {
+	case err == syscall.EAGAIN || err == syscall.EINTR:
+		return 0, nil
 	case err != nil:
 		return 0, err
-	case werr == syscall.EAGAIN || werr == syscall.EINTR:
-		return 0, nil
-	case werr != nil:
-		return 0, werr
 	}
 	return n, nil
+}
+
+// shutdown ends both ways of the polled socket, which its reader then finds at its end. It is
+// called with c.mu held.
+func (c *conn) shutdown() {
+	if c.fd >= 0 {
+		_ = syscall.Shutdown(c.fd, syscall.SHUT_RDWR)
+	}
+}
+
+// closeFD closes the polled socket's descriptor once it is finished and neither read nor
+// written: a descriptor closed under a reader or a writer could be another socket's by the time
+// they use it. It is called with c.mu held.
+func (c *conn) closeFD() {
+	if c.fd >= 0 && c.finished.Load() && !c.reading && c.state != writeBusy {
+		_ = syscall.Close(c.fd)
+		c.fd = -1
+	}
 }

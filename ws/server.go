@@ -13,12 +13,10 @@ package ws
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/golang/glog"
@@ -212,23 +210,24 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	now := s.clock()
 	c.lastHeard.Store(now)
 	c.lastPing = now
-	if s.poll != nil {
-		if rc, ok := rawConn(nc); ok {
-			c.rc = rc
-			if !s.poll.add(c) {
-				c.rc = nil
-			}
+	c.fd = -1
+	if s.poll != nil && s.poll.take(c, nc) {
+		if err := s.poll.add(c); err != nil {
+			glog.Errorf("%v: closing a WebSocket", err)
+			s.poll.abandon(c)
+			_ = nc.Close()
+			return
 		}
 	}
 	if !s.track(c) {
-		if c.rc != nil {
-			s.poll.forget(c)
+		if c.polled {
+			s.poll.abandon(c)
 		}
 		_ = nc.Close()
 		return
 	}
 	s.m.accepted.Add(1)
-	if c.rc == nil {
+	if !c.polled {
 		go c.serve()
 		return
 	}
@@ -236,20 +235,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := s.poll.start(c); err != nil {
 		c.kill()
 	}
-}
-
-// rawConn returns nc's descriptor for the poller, when nc gives one: a plain TCP socket does,
-// one under TLS does not.
-func rawConn(nc net.Conn) (syscall.RawConn, bool) {
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		return nil, false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return nil, false
-	}
-	return rc, true
 }
 
 // track registers c for Close and the keeper; it reports false once the server is closed.
