@@ -96,6 +96,9 @@ type scratch struct {
 	s      *Server
 	ctx    *fast.RequestContext // the context of the core's calls, request_timeout each
 	rq     request
+	a      models.Announce
+	ih     models.InfoHash
+	id, to models.PeerID
 	picked []member
 	msg    []byte // a message being built
 	resp   models.AnnounceResponse

@@ -71,25 +71,26 @@ func (c *conn) fail(sc *scratch, action string, ih *models.InfoHash, err error) 
 
 func (s *Server) announce(c *conn, sc *scratch, now time.Time) (models.Event, error) {
 	rq := &sc.rq
-	var ih models.InfoHash
-	var id, to models.PeerID
-	if !decodeBinary(rq.InfoHash, (*[20]byte)(&ih)) {
+	// The announce and its IDs live in sc: the core and the relay keep pointers to them past
+	// what escape analysis can see, which would put them on the heap per message.
+	ih, id, to := &sc.ih, &sc.id, &sc.to
+	if !decodeBinary(rq.InfoHash, (*[20]byte)(ih)) {
 		s.m.bad[badInvalid].Add(1)
 		return models.None, c.fail(sc, "", nil, errBadInfoHash)
 	}
-	if !decodeBinary(rq.PeerID, (*[20]byte)(&id)) {
+	if !decodeBinary(rq.PeerID, (*[20]byte)(id)) {
 		s.m.bad[badInvalid].Add(1)
 		return models.None, c.fail(sc, "", nil, errBadPeerID)
 	}
 	answer := present(rq.Answer)
-	if answer && !decodeBinary(rq.ToPeerID, (*[20]byte)(&to)) {
+	if answer && !decodeBinary(rq.ToPeerID, (*[20]byte)(to)) {
 		s.m.bad[badInvalid].Add(1)
 		return models.None, c.fail(sc, "", nil, errBadToPeerID)
 	}
 	ev, ok := event(rq.Event)
 	if !ok {
 		s.m.bad[badInvalid].Add(1)
-		return models.None, c.fail(sc, "announce", &ih, models.ErrInvalidEvent)
+		return models.None, c.fail(sc, "announce", ih, models.ErrInvalidEvent)
 	}
 	if rq.NumOffers > len(rq.Offers) {
 		s.m.offersCut.Add(uint64(rq.NumOffers - len(rq.Offers)))
@@ -100,21 +101,22 @@ func (s *Server) announce(c *conn, sc *scratch, now time.Time) (models.Event, er
 		s.m.messages[msgAnnounce].Add(1)
 	}
 	if s.limiter != nil && !s.limiter.Allow(ratelimit.Announce, c.remote, time.Now()) {
-		return ev, c.fail(sc, "announce", &ih, models.ErrRateLimited)
+		return ev, c.fail(sc, "announce", ih, models.ErrRateLimited)
 	}
 
-	j := c.joinedOf(&ih)
+	j := c.joinedOf(ih)
 	if j == nil && ev != models.Stopped && len(c.joined) >= maxSwarmsPerConn {
-		return ev, c.fail(sc, "announce", &ih, errTooManySwarms)
+		return ev, c.fail(sc, "announce", ih, errTooManySwarms)
 	}
-	a := models.Announce{
-		InfoHash: ih, PeerID: id, Passkey: c.passkey, UserAgent: c.userAgent,
+	a := &sc.a
+	*a = models.Announce{
+		InfoHash: *ih, PeerID: *id, Passkey: c.passkey, UserAgent: c.userAgent,
 		Endpoint: netip.AddrPortFrom(c.remote, 0), Remote: c.remote, Event: ev,
 		NumWant: 0, CompactOne: true, WebRTC: true,
 	}
 	// An answer carries no counters: it repeats the peer's last ones, as the reference never
 	// turns a seeder back into a leecher on one.
-	known := j != nil && j.id == id
+	known := j != nil && j.id == *id
 	var okUp, okDown, okLeft bool
 	a.Uploaded, okUp = number(rq.Uploaded)
 	a.Downloaded, okDown = number(rq.Downloaded)
@@ -132,52 +134,52 @@ func (s *Server) announce(c *conn, sc *scratch, now time.Time) (models.Event, er
 	}
 
 	sc.ctx.Begin(now)
-	err := s.tkr.HandleAnnounce(sc.ctx, &a, sc)
+	err := s.tkr.HandleAnnounce(sc.ctx, a, sc)
 	sc.ctx.End()
 	if err != nil {
-		return ev, c.fail(sc, "announce", &ih, err)
+		return ev, c.fail(sc, "announce", ih, err)
 	}
-	if j != nil && j.id != id && j.registered {
+	if j != nil && j.id != *id && j.registered {
 		// The socket announces ih under another peer ID now: the old one is gone.
-		s.idx.leave(&ih, &j.id, c)
+		s.idx.leave(ih, &j.id, c)
 	}
 	if ev == models.Stopped {
 		if j != nil {
-			s.idx.leave(&ih, &id, c)
+			s.idx.leave(ih, id, c)
 			if s.relay != nil {
-				s.relay.Leave(&ih, &id)
+				s.relay.Leave(ih, id)
 			}
-			c.forgetJoined(&ih)
+			c.forgetJoined(ih)
 		}
 	} else {
 		if j == nil {
-			c.joined = append(c.joined, joined{ih: ih})
+			c.joined = append(c.joined, joined{ih: *ih})
 			j = &c.joined[len(c.joined)-1]
 		}
-		if !j.registered || j.id != id {
-			s.idx.join(&ih, &id, c)
+		if !j.registered || j.id != *id {
+			s.idx.join(ih, id, c)
 			if s.relay != nil {
-				s.relay.Join(&ih, &id)
+				s.relay.Join(ih, id)
 			}
 		}
-		*j = joined{ih: ih, id: id, seeder: a.Left == 0, up: a.Uploaded, down: a.Downloaded, registered: true}
+		*j = joined{ih: *ih, id: *id, seeder: a.Left == 0, up: a.Uploaded, down: a.Downloaded, registered: true}
 	}
 
 	if !answer {
 		interval, _ := s.tkr.AnnounceInterval()
 		secs := int((interval + 5*time.Second - 1) / (5 * time.Second))
-		sc.msg = appendAnnounceReply(sc.msg[:0], &ih, secs, sc.resp.Complete, sc.resp.Incomplete)
+		sc.msg = appendAnnounceReply(sc.msg[:0], ih, secs, sc.resp.Complete, sc.resp.Incomplete)
 		c.send(sc.msg, sc)
 	}
 	if len(rq.Offers) > 0 && ev != models.Stopped {
 		if s.relay != nil {
-			s.relay.Offers(sc, c, &ih, &id, rq.Offers)
+			s.relay.Offers(sc, c, ih, id, rq.Offers)
 		} else {
-			s.relayLocal(sc, &ih, &id, rq.Offers)
+			s.relayLocal(sc, ih, id, rq.Offers)
 		}
 	}
 	if answer {
-		s.relayAnswer(sc, &ih, &id, &to)
+		s.relayAnswer(sc, ih, id, to)
 	}
 	return ev, nil
 }

@@ -199,7 +199,7 @@ func (p *poller) start(c *conn) error {
 func (p *poller) forget(c *conn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.gens[c.slot] != c.gen {
+	if int(c.slot) >= len(p.slots) || p.gens[c.slot] != c.gen || p.slots[c.slot] != nil && p.slots[c.slot] != c {
 		return
 	}
 	p.slots[c.slot] = nil
