@@ -236,8 +236,11 @@ var errClosed = errors.New("ws: socket closed")
 // Only the socket's reader calls it, and the descriptor stays open while it reads (closeFD).
 func (c *conn) readNow(p []byte) (int, error) {
 	n, err := syscall.Read(c.fd, p)
+	for err == syscall.EINTR {
+		n, err = syscall.Read(c.fd, p)
+	}
 	switch {
-	case err == syscall.EAGAIN || err == syscall.EINTR:
+	case err == syscall.EAGAIN:
 		return 0, nil
 	case err != nil:
 		return 0, err
@@ -251,8 +254,11 @@ func (c *conn) readNow(p []byte) (int, error) {
 // calls it, and the descriptor stays open while it writes (closeFD).
 func (c *conn) writeNow(p []byte) (int, error) {
 	n, err := syscall.Write(c.fd, p)
+	for err == syscall.EINTR {
+		n, err = syscall.Write(c.fd, p)
+	}
 	switch {
-	case err == syscall.EAGAIN || err == syscall.EINTR:
+	case err == syscall.EAGAIN:
 		return 0, nil
 	case err != nil:
 		return 0, err
