@@ -1,6 +1,7 @@
 package ws
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"net/netip"
@@ -190,9 +191,15 @@ func (c *conn) readable() {
 		ok := c.readPolled(sc)
 		sc.flushAll()
 		sc.release()
-		if ok && c.in != nil && len(*c.in) == 0 {
+		if ok && c.in != nil {
+			// An idle socket keeps no buffer, only the bytes of a frame not whole yet.
+			b := *c.in
 			putRead(c.in)
 			c.in = nil
+			if len(b) > 0 {
+				kept := bytes.Clone(b)
+				c.in = &kept
+			}
 		}
 		c.mu.Lock()
 		more := ok && !c.dead && c.more
@@ -215,17 +222,17 @@ func (c *conn) readable() {
 // readPolled reads the socket until it has nothing more for now, handling every whole message;
 // it reports false when the connection is over.
 func (c *conn) readPolled(sc *scratch) bool {
-	if c.in == nil {
+	switch {
+	case c.in == nil:
 		c.in = readPool.Get().(*[]byte)
+	case len(*c.in) < readBufferSize:
+		bp := readPool.Get().(*[]byte)
+		*bp = append((*bp)[:0], *c.in...)
+		c.in = bp
 	}
 	for {
+		c.room()
 		b := *c.in
-		if len(b) == cap(b) { // process leaves room for the frame it waits for: never so
-			nb := make([]byte, len(b), 2*cap(b))
-			copy(nb, b)
-			putRead(c.in)
-			c.in, b = &nb, nb
-		}
 		n, err := c.readNow(b[len(b):cap(b)])
 		if err != nil {
 			return false
@@ -252,6 +259,7 @@ func (c *conn) serve() {
 	b := make([]byte, 0, 1024)
 	c.in = &b
 	for {
+		c.room()
 		b := *c.in
 		n, err := c.nc.Read(b[len(b):cap(b)])
 		if n > 0 {
@@ -274,15 +282,28 @@ func (c *conn) serve() {
 	}
 }
 
-// process handles the whole frames at the start of c.in and keeps the rest, with room for the
-// frame it waits for; it reports false when the connection is over.
+// room makes room in c.in for a read, doubling it when it is full: a frame longer than the
+// buffer grows it as its bytes come, never past twice the longest frame allowed (longer ones are
+// refused by their header).
+func (c *conn) room() {
+	b := *c.in
+	if len(b) < cap(b) {
+		return
+	}
+	nb := make([]byte, len(b), 2*cap(b))
+	copy(nb, b)
+	putRead(c.in)
+	c.in = &nb
+}
+
+// process handles the whole frames at the start of c.in and keeps the rest; it reports false
+// when the connection is over.
 func (c *conn) process(sc *scratch) bool {
 	s := c.s
 	b := *c.in
 	used := 0
-	need := 0
 	for {
-		n, more, op, payload, code := c.frames.next(b[used:], s.maxMessage)
+		n, _, op, payload, code := c.frames.next(b[used:], s.maxMessage)
 		if code != 0 {
 			if code == closeTooBig {
 				s.m.bad[badTooLarge].Add(1)
@@ -291,8 +312,7 @@ func (c *conn) process(sc *scratch) bool {
 			return false
 		}
 		if n == 0 {
-			need = more
-			break
+			break // the frame is not whole yet
 		}
 		used += n
 		switch op {
@@ -318,20 +338,8 @@ func (c *conn) process(sc *scratch) bool {
 			return false
 		}
 	}
-	// Keep the rest at the start, with room for all of the frame it starts.
-	n := copy(b, b[used:])
-	b = b[:n]
-	if need > cap(b) {
-		nb := make([]byte, n, need)
-		copy(nb, b)
-		if c.polled {
-			putRead(c.in)
-			c.in = &nb
-			return true
-		}
-		b = nb
-	}
-	*c.in = b
+	// Keep the rest at the start.
+	*c.in = b[:copy(b, b[used:])]
 	return true
 }
 
