@@ -348,6 +348,9 @@ func start(cfg *config.Config, lis listeners) (_ *Chihaya, err error) {
 	c.tkr = tkr
 	if cfg.WSEnabled {
 		wsOpts := []ws.Option{ws.WithLimiter(limiter)}
+		if c.stats != nil {
+			wsOpts = append(wsOpts, ws.WithRecorder(c.stats))
+		}
 		if rp, ok := c.pool.(redisPool); ok {
 			// Instances that share swarms in Redis relay offers and answers through it.
 			wsOpts = append(wsOpts, ws.WithRedis(rp.Client(), rp.KeyPrefix()))

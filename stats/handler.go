@@ -106,6 +106,11 @@ func (s *Stats) Snapshot(ctx context.Context) (map[string]any, error) {
 			"ipv4": g.sum("chihaya_requests_total", map[string]string{"family": "ipv4"}),
 			"ipv6": g.sum("chihaya_requests_total", map[string]string{"family": "ipv6"}),
 		},
+		"requests_by_transport": map[string]any{
+			"http": g.sum("chihaya_requests_total", map[string]string{"transport": HTTP.String()}),
+			"udp":  g.sum("chihaya_requests_total", map[string]string{"transport": UDP.String()}),
+			"ws":   g.sum("chihaya_requests_total", map[string]string{"transport": WebSocket.String()}),
+		},
 	}
 	for a := Action(0); a < numActions; a++ {
 		name := a.String()

@@ -33,10 +33,12 @@ type metrics struct {
 
 	// The series every request touches, looked up once so that the aggregator hashes no
 	// labels per event.
-	httpRequests [numActions][2]prometheus.Counter
-	durationBy   [numActions]prometheus.Observer
-	latencyBy    [numActions]prometheus.Observer
-	announcesBy  [models.Paused + 1]prometheus.Counter
+	// requestsBy holds HTTP's series from the start, the other transports' from their first
+	// request (so that a frontend turned off shows none).
+	requestsBy  [numTransports][numActions][2]prometheus.Counter
+	durationBy  [numActions]prometheus.Observer
+	latencyBy   [numActions]prometheus.Observer
+	announcesBy [models.Paused + 1]prometheus.Counter
 }
 
 func newMetrics(s *Stats) *metrics {
@@ -91,7 +93,7 @@ func newMetrics(s *Stats) *metrics {
 		m.durationBy[a] = m.duration.WithLabelValues(a.String())
 		m.latencyBy[a] = m.latency.WithLabelValues(a.String())
 		for f := models.IPv4; f <= models.IPv6; f++ {
-			m.httpRequests[a][f] = m.requests.WithLabelValues("http", a.String(), f.String())
+			m.requestsBy[HTTP][a][f] = m.requests.WithLabelValues(HTTP.String(), a.String(), f.String())
 		}
 	}
 	for e := models.None; e <= models.Paused; e++ {

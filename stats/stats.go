@@ -41,12 +41,19 @@ type Transport uint8
 const (
 	HTTP Transport = iota
 	UDP
+	// WebSocket is the WebSocket tracker's (package ws): an announce, an answer (which counts as
+	// an announce) or a scrape message.
+	WebSocket
+	numTransports
 )
 
-// String returns "http" or "udp".
+// String returns "http", "udp" or "ws".
 func (t Transport) String() string {
-	if t == UDP {
+	switch t {
+	case UDP:
 		return "udp"
+	case WebSocket:
+		return "ws"
 	}
 	return "http"
 }
@@ -185,8 +192,8 @@ func (s *Stats) send(e event) {
 	}
 }
 
-// RequestCounts are the announces and scrapes answered since start, over HTTP and UDP, as
-// typed values for reports (the site's stats report among them).
+// RequestCounts are the announces and scrapes answered since start, over HTTP, UDP and
+// WebSocket, as typed values for reports (the site's stats report among them).
 type RequestCounts struct {
 	// Announces and Scrapes count every request, failures included.
 	Announces, AnnounceFailures uint64
@@ -300,15 +307,16 @@ func (s *Stats) apply(e event, cur *[numActions]uint64, sample bool) {
 		return
 	}
 	r := &e.req
-	if r.Action >= numActions || r.Family > models.IPv6 || r.Event > models.Paused {
+	if r.Action >= numActions || r.Family > models.IPv6 || r.Event > models.Paused || r.Transport >= numTransports {
 		return // not a request a frontend can describe
 	}
 	action := r.Action.String()
-	if r.Transport == HTTP {
-		m.httpRequests[r.Action][r.Family].Inc()
-	} else {
-		m.requests.WithLabelValues(r.Transport.String(), action, r.Family.String()).Inc()
+	c := m.requestsBy[r.Transport][r.Action][r.Family]
+	if c == nil {
+		c = m.requests.WithLabelValues(r.Transport.String(), action, r.Family.String())
+		m.requestsBy[r.Transport][r.Action][r.Family] = c
 	}
+	c.Inc()
 	cur[r.Action]++
 	s.total[r.Action].Add(1)
 	secs := r.Duration.Seconds()

@@ -204,6 +204,8 @@ func TestRunAggregatesRequests(t *testing.T) {
 		{mk(HTTP, Scrape, models.IPv4, models.None, nil), 8},
 		{mk(HTTP, Scrape, models.IPv6, models.None, nil), 9},
 		{mk(HTTP, Scrape, models.IPv6, models.None, models.ErrTooManyInfoHashes), 1},
+		{mk(WebSocket, Announce, models.IPv4, models.Started, nil), 11},
+		{mk(WebSocket, Scrape, models.IPv6, models.None, nil), 12},
 	}
 	total := 0
 	for _, r := range recorded {
@@ -238,8 +240,10 @@ func TestRunAggregatesRequests(t *testing.T) {
 		{"chihaya_requests_total", map[string]string{"transport": "udp", "action": "announce", "family": "ipv4"}, 7},
 		{"chihaya_requests_total", map[string]string{"transport": "http", "action": "scrape", "family": "ipv4"}, 8},
 		{"chihaya_requests_total", map[string]string{"transport": "http", "action": "scrape", "family": "ipv6"}, 9 + 1},
+		{"chihaya_requests_total", map[string]string{"transport": "ws", "action": "announce", "family": "ipv4"}, 11},
+		{"chihaya_requests_total", map[string]string{"transport": "ws", "action": "scrape", "family": "ipv6"}, 12},
 		{"chihaya_requests_total", nil, float64(total)},
-		{"chihaya_announces_total", map[string]string{"event": "started"}, 3},
+		{"chihaya_announces_total", map[string]string{"event": "started"}, 3 + 11},
 		{"chihaya_announces_total", map[string]string{"event": "none"}, 2 + 7},
 		{"chihaya_announces_total", map[string]string{"event": "completed"}, 4},
 		{"chihaya_announces_total", map[string]string{"event": "stopped"}, 5},
@@ -254,12 +258,14 @@ func TestRunAggregatesRequests(t *testing.T) {
 	assert.Len(t, fams["chihaya_failures_total"].GetMetric(), 3, "one failures series per action and kind seen")
 	_, ok := value(fams, "chihaya_requests_total", map[string]string{"transport": "udp", "action": "scrape"})
 	assert.False(t, ok, "no udp scrape series without a udp scrape")
+	_, ok = value(fams, "chihaya_requests_total", map[string]string{"transport": "ws", "action": "announce", "family": "ipv6"})
+	assert.False(t, ok, "no ws series without a ws request")
 
 	// Every request, failures included, is observed once in the histogram and the summary.
 	for _, tc := range []struct {
 		action string
 		n      uint64
-	}{{"announce", 3 + 4 + 1 + 6 + 2 + 5 + 2 + 7}, {"scrape", 8 + 9 + 1}} {
+	}{{"announce", 3 + 4 + 1 + 6 + 2 + 5 + 2 + 7 + 11}, {"scrape", 8 + 9 + 1 + 12}} {
 		var hist *dto.Histogram
 		for _, m := range fams["chihaya_request_duration_seconds"].GetMetric() {
 			if hasLabels(m, map[string]string{"action": tc.action}) {
@@ -286,16 +292,17 @@ func TestRunAggregatesRequests(t *testing.T) {
 	doc, err := s.Snapshot(context.Background())
 	require.NoError(t, err)
 	ann := doc["announces"].(map[string]any)
-	assert.Equal(t, uint64(30), ann["total"])
+	assert.Equal(t, uint64(30+11), ann["total"])
 	assert.Equal(t, uint64(8), ann["failures"])
 	assert.Equal(t, map[string]any{
-		"none": uint64(9), "started": uint64(3), "completed": uint64(4), "stopped": uint64(5), "paused": uint64(1),
+		"none": uint64(9), "started": uint64(3 + 11), "completed": uint64(4), "stopped": uint64(5), "paused": uint64(1),
 	}, ann["by_event"])
 	scr := doc["scrapes"].(map[string]any)
-	assert.Equal(t, uint64(18), scr["total"])
+	assert.Equal(t, uint64(18+12), scr["total"])
 	assert.Equal(t, uint64(1), scr["failures"])
 	assert.NotContains(t, scr, "by_event")
-	assert.Equal(t, map[string]any{"ipv4": uint64(14 + 7 + 8), "ipv6": uint64(9 + 10)}, doc["requests_by_family"])
+	assert.Equal(t, map[string]any{"ipv4": uint64(14 + 7 + 8 + 11), "ipv6": uint64(9 + 10 + 12)}, doc["requests_by_family"])
+	assert.Equal(t, map[string]any{"http": uint64(14 + 9 + 8 + 10), "udp": uint64(7), "ws": uint64(11 + 12)}, doc["requests_by_transport"])
 	assert.Equal(t, map[string]any{
 		"invalid_info_hash": uint64(6), "internal": uint64(2), "too_many_info_hashes": uint64(1),
 	}, doc["failures"])

@@ -439,3 +439,38 @@ func metric(t *testing.T, c *chihaya.Chihaya, name string, labels ...string) flo
 	t.Fatalf("no metric %s %v", name, labels)
 	return 0
 }
+
+// TestRequestsCounted: announces (answers included) and scrapes are requests of transport ws in
+// chihaya_requests_total and /stats, failures included; a message that is not JSON is not one.
+func TestRequestsCounted(t *testing.T) {
+	c := startTracker(t, nil)
+	ih := bin("counted", 1)
+	a, b := dial(t, c, "/announce"), dial(t, c, "/announce")
+	a.send(announce(ih, bin("a", 1), "started", 10))
+	a.read()
+	msg := announce(ih, bin("b", 1), "started", 10)
+	msg["offers"] = offers(1, "counted")
+	b.send(msg)
+	b.read()
+	offer := a.read()
+	a.send(map[string]any{"action": "announce", "info_hash": ih, "peer_id": bin("a", 1), "to_peer_id": bin("b", 1),
+		"answer": map[string]any{"type": "answer", "sdp": "x"}, "offer_id": offer["offer_id"]})
+	b.read()
+	a.send(map[string]any{"action": "announce", "info_hash": "short", "peer_id": bin("a", 1)})
+	a.read()
+	a.sendRaw([]byte(`{"action":`))
+	a.read()
+	a.barrier(ih)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c.Stats().Sync(ctx)
+	assert.Equal(t, 4.0, metric(t, c, "chihaya_requests_total", "transport", "ws", "action", "announce"))
+	assert.Equal(t, 1.0, metric(t, c, "chihaya_requests_total", "transport", "ws", "action", "scrape"))
+	assert.Equal(t, 1.0, metric(t, c, "chihaya_failures_total", "action", "announce"))
+	doc, err := c.Stats().Snapshot(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(5), doc["requests_by_transport"].(map[string]any)["ws"])
+	assert.Equal(t, uint64(0), doc["requests_by_transport"].(map[string]any)["http"])
+	assert.Equal(t, uint64(4), doc["announces"].(map[string]any)["total"])
+}

@@ -1,8 +1,6 @@
 package ws
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
 	"net/netip"
 	"time"
@@ -10,38 +8,54 @@ import (
 	"github.com/golang/glog"
 
 	"github.com/chihaya/chihaya/ratelimit"
+	"github.com/chihaya/chihaya/stats"
 	"github.com/chihaya/chihaya/tracker/models"
 )
 
-// handle answers one message. Bad input gets a failure on this socket only. An idle socket
-// keeps nothing of its last message.
-func (s *Server) handle(c *conn, msg []byte) {
-	s.handleMessage(c, msg)
-	c.rq.reset()
-	c.offers = nil
-}
-
-func (s *Server) handleMessage(c *conn, msg []byte) {
-	rq := &c.rq
-	if err := rq.parse(msg); err != nil {
+// handle answers one message, with sc's room. Bad input gets a failure on this socket only.
+// Nothing of the message is kept past it: what is relayed is copied into the queues of the
+// sockets it goes to. Announces (answers included) and scrapes are recorded as requests.
+func (s *Server) handle(c *conn, msg []byte, sc *scratch) {
+	rq := &sc.rq
+	if err := rq.parse(msg, s.maxOffers); err != nil {
 		s.m.bad[badJSON].Add(1)
-		c.fail("", nil, err)
+		c.fail(sc, "", nil, err)
 		return
 	}
-	switch rq.Action {
+	now := time.Now()
+	switch action(rq.Action) {
 	case "announce":
-		s.announce(c, rq)
+		ev, err := s.announce(c, sc, now)
+		s.record(c, stats.Announce, ev, err, now)
 	case "scrape":
-		s.scrape(c, rq)
+		err := s.scrape(c, sc, now)
+		s.record(c, stats.Scrape, models.None, err, now)
 	default:
 		s.m.bad[badInvalid].Add(1)
-		c.fail("", nil, errBadAction)
+		c.fail(sc, "", nil, errBadAction)
 	}
 }
 
-// fail queues a failure message. Errors that are not a models.ClientError are the tracker's own:
-// they are logged and the client is told no more than that.
-func (c *conn) fail(action string, ih *models.InfoHash, err error) {
+// Recorder is told of every announce and scrape answered (*stats.Stats is one).
+type Recorder interface {
+	Record(r stats.Request)
+}
+
+// WithRecorder has the server report every announce (answers included) and scrape to r, as
+// requests of transport stats.WebSocket.
+func WithRecorder(r Recorder) Option { return func(s *Server) { s.recorder = r } }
+
+func (s *Server) record(c *conn, action stats.Action, ev models.Event, err error, start time.Time) {
+	if s.recorder == nil {
+		return
+	}
+	s.recorder.Record(stats.Request{Transport: stats.WebSocket, Action: action, Family: models.FamilyOf(c.remote),
+		Event: ev, Err: err, Duration: time.Since(start)})
+}
+
+// fail queues a failure message, and returns err. Errors that are not a models.ClientError are
+// the tracker's own: they are logged and the client is told no more than that.
+func (c *conn) fail(sc *scratch, action string, ih *models.InfoHash, err error) error {
 	var ce models.ClientError
 	if !errors.As(err, &ce) {
 		glog.Errorf("ws: %s %s: %v", c.remote, action, err)
@@ -50,51 +64,36 @@ func (c *conn) fail(action string, ih *models.InfoHash, err error) {
 		glog.Infof("ws: %s %s: %v", c.remote, action, err)
 	}
 	c.s.m.failures.Add(1)
-	c.send(appendFailure(nil, action, ih, string(ce)))
+	sc.msg = appendFailure(sc.msg[:0], action, ih, string(ce))
+	c.send(sc.msg, sc)
+	return err
 }
 
-// WriteAnnounce keeps the core's counts for the answer, which is written after the announce.
-func (c *conn) WriteAnnounce(resp *models.AnnounceResponse) error {
-	c.resp = *resp
-	c.resp.IPv4Peers, c.resp.IPv6Peers = nil, nil
-	return nil
-}
-
-// WriteScrape keeps the core's counts for the answer.
-func (c *conn) WriteScrape(resp *models.ScrapeResponse) error {
-	c.files = append(c.files[:0], resp.Files...)
-	return nil
-}
-
-func (s *Server) announce(c *conn, rq *request) {
-	var ih models.InfoHash
-	var id, to models.PeerID
-	if !binary(rq.InfoHash, (*[20]byte)(&ih)) {
+func (s *Server) announce(c *conn, sc *scratch, now time.Time) (models.Event, error) {
+	rq := &sc.rq
+	// The announce and its IDs live in sc: the core and the relay keep pointers to them past
+	// what escape analysis can see, which would put them on the heap per message.
+	ih, id, to := &sc.ih, &sc.id, &sc.to
+	if !decodeBinary(rq.InfoHash, (*[20]byte)(ih)) {
 		s.m.bad[badInvalid].Add(1)
-		c.fail("", nil, errBadInfoHash)
-		return
+		return models.None, c.fail(sc, "", nil, errBadInfoHash)
 	}
-	if !binary(rq.PeerID, (*[20]byte)(&id)) {
+	if !decodeBinary(rq.PeerID, (*[20]byte)(id)) {
 		s.m.bad[badInvalid].Add(1)
-		c.fail("", nil, errBadPeerID)
-		return
+		return models.None, c.fail(sc, "", nil, errBadPeerID)
 	}
 	answer := present(rq.Answer)
-	if answer && !binary(rq.ToPeerID, (*[20]byte)(&to)) {
+	if answer && !decodeBinary(rq.ToPeerID, (*[20]byte)(to)) {
 		s.m.bad[badInvalid].Add(1)
-		c.fail("", nil, errBadToPeerID)
-		return
+		return models.None, c.fail(sc, "", nil, errBadToPeerID)
 	}
 	ev, ok := event(rq.Event)
 	if !ok {
 		s.m.bad[badInvalid].Add(1)
-		c.fail("announce", &ih, models.ErrInvalidEvent)
-		return
+		return models.None, c.fail(sc, "announce", ih, models.ErrInvalidEvent)
 	}
-	c.offers = rq.Offers
-	if len(c.offers) > s.maxOffers {
-		s.m.offersCut.Add(uint64(len(c.offers) - s.maxOffers))
-		c.offers = c.offers[:s.maxOffers]
+	if rq.NumOffers > len(rq.Offers) {
+		s.m.offersCut.Add(uint64(rq.NumOffers - len(rq.Offers)))
 	}
 	if answer {
 		s.m.messages[msgAnswer].Add(1)
@@ -102,23 +101,22 @@ func (s *Server) announce(c *conn, rq *request) {
 		s.m.messages[msgAnnounce].Add(1)
 	}
 	if s.limiter != nil && !s.limiter.Allow(ratelimit.Announce, c.remote, time.Now()) {
-		c.fail("announce", &ih, models.ErrRateLimited)
-		return
+		return ev, c.fail(sc, "announce", ih, models.ErrRateLimited)
 	}
 
-	j := c.joined[ih]
+	j := c.joinedOf(ih)
 	if j == nil && ev != models.Stopped && len(c.joined) >= maxSwarmsPerConn {
-		c.fail("announce", &ih, errTooManySwarms)
-		return
+		return ev, c.fail(sc, "announce", ih, errTooManySwarms)
 	}
-	a := models.Announce{
-		InfoHash: ih, PeerID: id, Passkey: c.passkey, UserAgent: c.userAgent,
+	a := &sc.a
+	*a = models.Announce{
+		InfoHash: *ih, PeerID: *id, Passkey: c.passkey, UserAgent: c.userAgent,
 		Endpoint: netip.AddrPortFrom(c.remote, 0), Remote: c.remote, Event: ev,
 		NumWant: 0, CompactOne: true, WebRTC: true,
 	}
 	// An answer carries no counters: it repeats the peer's last ones, as the reference never
 	// turns a seeder back into a leecher on one.
-	known := j != nil && j.id == id
+	known := j != nil && j.id == *id
 	var okUp, okDown, okLeft bool
 	a.Uploaded, okUp = number(rq.Uploaded)
 	a.Downloaded, okDown = number(rq.Downloaded)
@@ -135,140 +133,136 @@ func (s *Server) announce(c *conn, rq *request) {
 		a.Left = leftOf(known && j.seeder)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), s.reqTimeout)
-	err := s.tkr.HandleAnnounce(ctx, &a, c)
-	cancel()
+	sc.ctx.Begin(now)
+	err := s.tkr.HandleAnnounce(sc.ctx, a, sc)
+	sc.ctx.End()
 	if err != nil {
-		c.fail("announce", &ih, err)
-		return
+		return ev, c.fail(sc, "announce", ih, err)
 	}
-	if j != nil && j.id != id && j.registered {
+	if j != nil && j.id != *id && j.registered {
 		// The socket announces ih under another peer ID now: the old one is gone.
-		s.idx.leave(&ih, &j.id, c)
+		s.idx.leave(ih, &j.id, c)
 	}
 	if ev == models.Stopped {
 		if j != nil {
-			s.idx.leave(&ih, &id, c)
+			s.idx.leave(ih, id, c)
 			if s.relay != nil {
-				s.relay.Leave(&ih, &id)
+				s.relay.Leave(ih, id)
 			}
-			delete(c.joined, ih)
+			c.forgetJoined(ih)
 		}
 	} else {
 		if j == nil {
-			j = &joined{}
-			c.joined[ih] = j
+			c.joined = append(c.joined, joined{ih: *ih})
+			j = &c.joined[len(c.joined)-1]
 		}
-		if !j.registered || j.id != id {
-			s.idx.join(&ih, &id, c)
+		if !j.registered || j.id != *id {
+			s.idx.join(ih, id, c)
 			if s.relay != nil {
-				s.relay.Join(&ih, &id)
+				s.relay.Join(ih, id)
 			}
 		}
-		*j = joined{id: id, seeder: a.Left == 0, up: a.Uploaded, down: a.Downloaded, registered: true}
+		*j = joined{ih: *ih, id: *id, seeder: a.Left == 0, up: a.Uploaded, down: a.Downloaded, registered: true}
 	}
 
 	if !answer {
 		interval, _ := s.tkr.AnnounceInterval()
 		secs := int((interval + 5*time.Second - 1) / (5 * time.Second))
-		c.send(appendAnnounceReply(nil, &ih, secs, c.resp.Complete, c.resp.Incomplete))
+		sc.msg = appendAnnounceReply(sc.msg[:0], ih, secs, sc.resp.Complete, sc.resp.Incomplete)
+		c.send(sc.msg, sc)
 	}
-	if len(c.offers) > 0 && ev != models.Stopped {
-		s.relayOffers(c, &ih, &id)
+	if len(rq.Offers) > 0 && ev != models.Stopped {
+		if s.relay != nil {
+			s.relay.Offers(sc, c, ih, id, rq.Offers)
+		} else {
+			s.relayLocal(sc, ih, id, rq.Offers)
+		}
 	}
 	if answer {
-		s.relayAnswer(c, &ih, &id, &to, rq)
+		s.relayAnswer(sc, ih, id, to)
 	}
+	return ev, nil
 }
 
-// relayOffers sends offer i to the i-th of min(len(offers), max) random other peers of the swarm.
-func (s *Server) relayOffers(c *conn, ih *models.InfoHash, from *models.PeerID) {
-	if s.relay != nil {
-		s.relay.Offers(c, ih, from, c.offers)
-		return
-	}
-	s.relayLocal(c, ih, from, c.offers)
-}
-
-// relayLocal relays offers to this instance's peers only.
-func (s *Server) relayLocal(c *conn, ih *models.InfoHash, from *models.PeerID, offers []offer) {
-	c.picked = s.idx.pick(ih, from, len(offers), c.picked[:0])
-	for i, m := range c.picked {
+// relayLocal sends offer i to the i-th of min(len(offers), max) random other peers of the
+// swarm on this instance.
+func (s *Server) relayLocal(sc *scratch, ih *models.InfoHash, from *models.PeerID, offers []offer) {
+	sc.picked = s.idx.pick(ih, from, len(offers), sc.picked[:0])
+	for i, m := range sc.picked {
 		o := &offers[i]
-		if m.c.send(appendRelay(nil, ih, from, "offer", o.Offer, o.OfferID)) {
+		sc.msg = appendRelay(sc.msg[:0], ih, from, "offer", o.Offer, o.OfferID)
+		if m.c.send(sc.msg, sc) {
 			s.m.offersRelayed.Add(1)
 		}
 	}
-	clear(c.picked)
+	clear(sc.picked)
 }
 
 // relayAnswer sends an answer to the peer it is for, if it is still connected.
-func (s *Server) relayAnswer(c *conn, ih *models.InfoHash, from, to *models.PeerID, rq *request) {
-	msg := appendRelay(nil, ih, from, "answer", rq.Answer, rq.OfferID)
+func (s *Server) relayAnswer(sc *scratch, ih *models.InfoHash, from, to *models.PeerID) {
+	rq := &sc.rq
+	sc.msg = appendRelay(sc.msg[:0], ih, from, "answer", rq.Answer, rq.OfferID)
 	if dst := s.idx.lookup(ih, to); dst != nil {
-		if dst.send(msg) {
+		if dst.send(sc.msg, sc) {
 			s.m.answersRelayed.Add(1)
 		}
 		return
 	}
-	if s.relay != nil && s.relay.Answer(ih, to, msg) {
+	if s.relay != nil && s.relay.Answer(ih, to, sc.msg) {
 		return
 	}
 	s.m.answersLost.Add(1)
 }
 
-func (s *Server) scrape(c *conn, rq *request) {
+func (s *Server) scrape(c *conn, sc *scratch, now time.Time) error {
+	rq := &sc.rq
 	s.m.messages[msgScrape].Add(1)
-	var hashes []models.InfoHash
+	hashes := sc.hashes[:0]
 	switch {
 	case !present(rq.InfoHash):
 	case rq.InfoHash[0] == '"':
 		var ih models.InfoHash
-		if !binary(rq.InfoHash, (*[20]byte)(&ih)) {
+		if !decodeBinary(rq.InfoHash, (*[20]byte)(&ih)) {
 			s.m.bad[badInvalid].Add(1)
-			c.fail("", nil, errBadInfoHash)
-			return
+			return c.fail(sc, "", nil, errBadInfoHash)
 		}
 		hashes = append(hashes, ih)
 	case rq.InfoHash[0] == '[':
-		var raws []json.RawMessage
-		if json.Unmarshal(rq.InfoHash, &raws) != nil {
-			s.m.bad[badInvalid].Add(1)
-			c.fail("", nil, errBadInfoHash)
-			return
+		n := elements(rq.InfoHash, nil)
+		if n > s.tkr.MaxScrapeInfoHashes() {
+			return c.fail(sc, "scrape", nil, errTooManyHashes)
 		}
-		if len(raws) > s.tkr.MaxScrapeInfoHashes() {
-			c.fail("scrape", nil, errTooManyHashes)
-			return
-		}
-		hashes = make([]models.InfoHash, len(raws))
-		for i, raw := range raws {
-			if !binary(raw, (*[20]byte)(&hashes[i])) {
+		p := parser{b: rq.InfoHash, i: 1}
+		p.space()
+		for more := p.peek() != ']'; more; more, _ = p.next(']') {
+			start := p.i
+			p.value(0) // checked by parse
+			var ih models.InfoHash
+			if !decodeBinary(p.b[start:p.i], (*[20]byte)(&ih)) {
 				s.m.bad[badInvalid].Add(1)
-				c.fail("", nil, errBadInfoHash)
-				return
+				return c.fail(sc, "", nil, errBadInfoHash)
 			}
+			hashes = append(hashes, ih)
 		}
 	default:
 		s.m.bad[badInvalid].Add(1)
-		c.fail("", nil, errBadInfoHash)
-		return
+		return c.fail(sc, "", nil, errBadInfoHash)
 	}
+	sc.hashes = hashes
 	if s.limiter != nil && !s.limiter.Allow(ratelimit.Scrape, c.remote, time.Now()) {
-		c.fail("scrape", nil, models.ErrRateLimited)
-		return
+		return c.fail(sc, "scrape", nil, models.ErrRateLimited)
 	}
 	if len(hashes) == 0 {
-		c.fail("scrape", nil, errNoScrapeHashes)
-		return
+		return c.fail(sc, "scrape", nil, errNoScrapeHashes)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.reqTimeout)
-	err := s.tkr.HandleScrape(ctx, &models.Scrape{Passkey: c.passkey, InfoHashes: hashes}, c)
-	cancel()
+	sc.ctx.Begin(now)
+	err := s.tkr.HandleScrape(sc.ctx, &models.Scrape{Passkey: c.passkey, InfoHashes: hashes}, sc)
+	sc.ctx.End()
 	if err != nil {
-		c.fail("scrape", nil, err)
-		return
+		return c.fail(sc, "scrape", nil, err)
 	}
 	interval, _ := s.tkr.AnnounceInterval()
-	c.send(appendScrape(nil, c.files, int((interval+time.Second-1)/time.Second)))
+	sc.msg = appendScrape(sc.msg[:0], sc.files, int((interval+time.Second-1)/time.Second))
+	c.send(sc.msg, sc)
+	return nil
 }

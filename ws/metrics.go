@@ -16,8 +16,9 @@ type relay interface {
 	Leave(ih *models.InfoHash, id *models.PeerID)
 	// Offers relays offer i to the i-th of up to len(offers) random other peers of the swarm,
 	// on any instance, this one included.
-	Offers(c *conn, ih *models.InfoHash, from *models.PeerID, offers []offer)
-	// Answer sends msg to peer to on another instance; it reports whether it found one.
+	Offers(sc *scratch, c *conn, ih *models.InfoHash, from *models.PeerID, offers []offer)
+	// Answer sends msg to peer to on another instance; it reports whether it found one. msg is
+	// the caller's: Answer copies what it keeps.
 	Answer(ih *models.InfoHash, to *models.PeerID, msg []byte) bool
 }
 
@@ -43,6 +44,7 @@ var msgNames = [numMsg]string{"announce", "answer", "scrape"}
 type metrics struct {
 	s              *Server
 	accepted       atomic.Uint64
+	polled         atomic.Int64
 	upgradeFailed  atomic.Uint64
 	messages       [numMsg]atomic.Uint64
 	bad            [numBad]atomic.Uint64
@@ -65,6 +67,8 @@ func (m *metrics) init(s *Server) { m.s = s }
 var (
 	descOpen = prometheus.NewDesc("chihaya_ws_connections_open",
 		"WebSocket connections open.", nil, nil)
+	descPolled = prometheus.NewDesc("chihaya_ws_connections_polled",
+		"WebSocket connections open that the poller reads; the others (under TLS) have a goroutine each.", nil, nil)
 	descAccepted = prometheus.NewDesc("chihaya_ws_connections_total",
 		"WebSocket connections accepted.", nil, nil)
 	descUpgradeFailed = prometheus.NewDesc("chihaya_ws_upgrade_failures_total",
@@ -107,7 +111,7 @@ func (s *Server) Collectors() []prometheus.Collector { return []prometheus.Colle
 type collector struct{ s *Server }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descOpen, descAccepted, descUpgradeFailed, descPeers, descMessages,
+	for _, d := range []*prometheus.Desc{descOpen, descPolled, descAccepted, descUpgradeFailed, descPeers, descMessages,
 		descBad, descFailures, descOffers, descOffersCut, descAnswers, descAnswersLost, descSlow, descIdle,
 		descRemoteSent, descRemoteDropped, descRemoteReceived, descRemoteLost, descRemoteErrors} {
 		ch <- d
@@ -123,6 +127,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
 	ch <- prometheus.MustNewConstMetric(descOpen, prometheus.GaugeValue, float64(open))
+	ch <- prometheus.MustNewConstMetric(descPolled, prometheus.GaugeValue, float64(m.polled.Load()))
 	ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, float64(s.idx.peers()))
 	counter(descAccepted, m.accepted.Load())
 	counter(descUpgradeFailed, m.upgradeFailed.Load())

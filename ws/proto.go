@@ -2,7 +2,6 @@ package ws
 
 import (
 	"bytes"
-	"encoding/json"
 	"math"
 	"strconv"
 	"unicode/utf8"
@@ -23,84 +22,74 @@ const (
 	errNoScrapeHashes = models.ClientError("missing info_hash")
 )
 
-// request is one message from a client, as JSON has it. Offers, answers and offer IDs are kept
-// as raw JSON and relayed as they came: the tracker reads none of them.
-type request struct {
-	Action     string          `json:"action"`
-	InfoHash   json.RawMessage `json:"info_hash"`
-	PeerID     json.RawMessage `json:"peer_id"`
-	ToPeerID   json.RawMessage `json:"to_peer_id"`
-	OfferID    json.RawMessage `json:"offer_id"`
-	Event      json.RawMessage `json:"event"`
-	Uploaded   json.RawMessage `json:"uploaded"`
-	Downloaded json.RawMessage `json:"downloaded"`
-	Left       json.RawMessage `json:"left"`
-	Offers     []offer         `json:"offers"`
-	Answer     json.RawMessage `json:"answer"`
-}
-
-// offer is one entry of an announce's offers.
-type offer struct {
-	Offer   json.RawMessage `json:"offer"`
-	OfferID json.RawMessage `json:"offer_id"`
-}
-
-// reset clears r for the next message, keeping nothing of the last but the offers' room.
-func (r *request) reset() {
-	offers := r.Offers
-	clear(offers)
-	*r = request{Offers: offers[:0]}
-}
-
-// present reports whether a raw field was sent with a value other than null.
-func present(raw json.RawMessage) bool {
-	return len(raw) > 0 && string(raw) != "null"
-}
-
-// parse decodes msg into r. The whole message must be valid UTF-8, so that whatever is relayed
-// of it is too: a browser closes a socket that receives a text frame that is not.
-func (r *request) parse(msg []byte) error {
-	if !utf8.Valid(msg) {
-		return errNotUTF8
+// action is what a message asks: "announce", "scrape", or "" for null or absence; what
+// another string or escapes would make of it is refused as well.
+func action(raw []byte) string {
+	var buf [16]byte
+	a, ok := text(raw, &buf)
+	switch {
+	case ok && string(a) == "announce":
+		return "announce"
+	case ok && string(a) == "scrape":
+		return "scrape"
+	case !present(raw):
+		return ""
 	}
-	r.reset()
-	if err := json.Unmarshal(msg, r); err != nil {
-		r.reset()
-		return errNotJSON
-	}
-	return nil
+	return "?"
 }
 
-// binary decodes a JSON string of 20 characters U+0000–U+00FF, a "binary string", into dst.
-func binary(raw json.RawMessage, dst *[20]byte) bool {
+// decodeBinary decodes a JSON string of 20 characters U+0000–U+00FF, a "binary string", into dst. raw
+// is the string's raw JSON, its syntax checked.
+func decodeBinary(raw []byte, dst *[20]byte) bool {
 	if len(raw) < 22 || raw[0] != '"' {
 		return false
 	}
 	body := raw[1 : len(raw)-1]
-	if bytes.IndexByte(body, '\\') < 0 {
-		// The common case: no escapes, decode the UTF-8 in place.
-		n := 0
-		for len(body) > 0 {
-			c, size := utf8.DecodeRune(body)
-			if c > 0xFF || n == len(dst) || c == utf8.RuneError && size <= 1 {
-				return false
-			}
-			dst[n] = byte(c)
-			n++
-			body = body[size:]
-		}
-		return n == len(dst)
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return false
-	}
 	n := 0
-	for _, c := range s {
-		if c > 0xFF || n == len(dst) {
+	for i := 0; i < len(body); {
+		if n == len(dst) {
 			return false
 		}
-		dst[n] = byte(c)
+		c := body[i]
+		switch {
+		case c < 0x80 && c != '\\':
+			dst[n] = c
+			i++
+		case (c == 0xC2 || c == 0xC3) && i+1 < len(body) && body[i+1]&0xC0 == 0x80:
+			// U+0080–U+00FF in UTF-8.
+			dst[n] = c<<6 | body[i+1]&0x3F
+			i += 2
+		case c == '\\' && i+1 < len(body):
+			switch e := body[i+1]; e {
+			case 'b':
+				dst[n] = '\b'
+			case 'f':
+				dst[n] = '\f'
+			case 'n':
+				dst[n] = '\n'
+			case 'r':
+				dst[n] = '\r'
+			case 't':
+				dst[n] = '\t'
+			case 'u':
+				if len(body)-i < 6 {
+					return false
+				}
+				r := hexVal(body[i+2 : i+6])
+				if r < 0 || r > 0xFF {
+					return false
+				}
+				dst[n] = byte(r)
+				i += 4
+			case '"', '\\', '/':
+				dst[n] = e
+			default:
+				return false
+			}
+			i += 2
+		default:
+			return false // a character above U+00FF, or not UTF-8
+		}
 		n++
 	}
 	return n == len(dst)
@@ -108,16 +97,33 @@ func binary(raw json.RawMessage, dst *[20]byte) bool {
 
 // number reads a JSON number as the reference client sends it (possibly a float, or a string of
 // digits); ok is false for anything else, null and absence included.
-func number(raw json.RawMessage) (int64, bool) {
+func number(raw []byte) (int64, bool) {
 	if !present(raw) {
 		return 0, false
 	}
 	if raw[0] == '"' {
-		var s string
-		if json.Unmarshal(raw, &s) != nil {
+		if len(raw) < 2 {
 			return 0, false
 		}
-		raw = []byte(s)
+		raw = raw[1 : len(raw)-1]
+		if bytes.IndexByte(raw, '\\') >= 0 {
+			raw = unquote(raw, make([]byte, 0, len(raw))) // rare: a number in escapes
+		}
+	}
+	// Up to 15 digits, what a float64 holds exactly: the common case, without ParseFloat.
+	if len(raw) > 0 && len(raw) <= 15 {
+		var v int64
+		digits := true
+		for _, c := range raw {
+			if !isDigit(c) {
+				digits = false
+				break
+			}
+			v = v*10 + int64(c-'0')
+		}
+		if digits {
+			return v, true
+		}
 	}
 	f, err := strconv.ParseFloat(string(raw), 64)
 	if err != nil || math.IsNaN(f) || f < 0 {
@@ -131,15 +137,16 @@ func number(raw json.RawMessage) (int64, bool) {
 
 // event reads an announce's event: started, stopped, completed, update, paused, or absent
 // (update).
-func event(raw json.RawMessage) (models.Event, bool) {
+func event(raw []byte) (models.Event, bool) {
 	if !present(raw) {
 		return models.None, true
 	}
-	var s string
-	if json.Unmarshal(raw, &s) != nil {
+	var buf [16]byte
+	s, ok := text(raw, &buf)
+	if !ok {
 		return 0, false
 	}
-	switch s {
+	switch string(s) {
 	case "", "update":
 		return models.None, true
 	case "started":
@@ -174,10 +181,47 @@ func appendBinary(dst []byte, b []byte) []byte {
 	return append(dst, '"')
 }
 
-// appendString appends s as a JSON string.
+// appendString appends s as a JSON string, as encoding/json writes it: the characters JSON
+// requires, <, > and &, U+2028 and U+2029 escaped, and invalid UTF-8 as U+FFFD.
 func appendString(dst []byte, s string) []byte {
-	b, _ := json.Marshal(s)
-	return append(dst, b...)
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				dst = append(dst, '\\', c)
+			case c == '\n':
+				dst = append(dst, '\\', 'n')
+			case c == '\r':
+				dst = append(dst, '\\', 'r')
+			case c == '\t':
+				dst = append(dst, '\\', 't')
+			case c == '\b':
+				dst = append(dst, '\\', 'b')
+			case c == '\f':
+				dst = append(dst, '\\', 'f')
+			case c < 0x20 || c == '<' || c == '>' || c == '&':
+				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
+			default:
+				dst = append(dst, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			dst = append(dst, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			dst = append(dst, '\\', 'u', '2', '0', '2', hex[r&0xF])
+		default:
+			dst = append(dst, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(dst, '"')
 }
 
 // appendFailure appends a failure message. action and ih are left out when empty or nil.
@@ -212,7 +256,7 @@ func appendAnnounceReply(dst []byte, ih *models.InfoHash, interval, complete, in
 
 // appendRelay appends a relayed offer or answer: kind is "offer" or "answer", body and offerID
 // the raw JSON the sender sent, from the sender's peer ID.
-func appendRelay(dst []byte, ih *models.InfoHash, from *models.PeerID, kind string, body, offerID json.RawMessage) []byte {
+func appendRelay(dst []byte, ih *models.InfoHash, from *models.PeerID, kind string, body, offerID []byte) []byte {
 	dst = append(dst, `{"action":"announce","info_hash":`...)
 	dst = appendBinary(dst, ih[:])
 	dst = append(dst, `,"peer_id":`...)
@@ -221,7 +265,7 @@ func appendRelay(dst []byte, ih *models.InfoHash, from *models.PeerID, kind stri
 	dst = append(dst, kind...)
 	dst = append(dst, '"', ':')
 	if len(body) == 0 {
-		body = json.RawMessage("null") // an offer without one, relayed as the reference does
+		body = []byte("null") // an offer without one, relayed as the reference does
 	}
 	dst = append(dst, body...)
 	if len(offerID) > 0 {

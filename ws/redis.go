@@ -166,6 +166,7 @@ func (r *redisRelay) isAlive(instance string) bool {
 // peer ID it is for, then the message.
 func (r *redisRelay) receive() {
 	defer r.wg.Done()
+	var buf []byte
 	for {
 		msg, err := r.sub.ReceiveMessage(r.ctx)
 		if err != nil {
@@ -189,7 +190,8 @@ func (r *redisRelay) receive() {
 		copy(ih[:], p[:20])
 		copy(to[:], p[20:40])
 		r.s.m.remoteReceived.Add(1)
-		if c := r.s.idx.lookup(&ih, &to); c == nil || !c.send([]byte(p[40:])) {
+		buf = append(buf[:0], p[40:]...)
+		if c := r.s.idx.lookup(&ih, &to); c == nil || !c.send(buf, nil) {
 			r.s.m.remoteLost.Add(1)
 		}
 	}
@@ -277,7 +279,7 @@ func (r *redisRelay) Leave(ih *models.InfoHash, id *models.PeerID) {
 
 // Offers sends offer i to the i-th of up to len(offers) random other peers of the swarm on any
 // instance. Without Redis it falls back to this instance's peers.
-func (r *redisRelay) Offers(c *conn, ih *models.InfoHash, from *models.PeerID, offers []offer) {
+func (r *redisRelay) Offers(sc *scratch, c *conn, ih *models.InfoHash, from *models.PeerID, offers []offer) {
 	s := r.s
 	ctx, cancel := r.reqCtx()
 	defer cancel()
@@ -286,7 +288,7 @@ func (r *redisRelay) Offers(c *conn, ih *models.InfoHash, from *models.PeerID, o
 	kvs, err := r.rdb.HRandFieldWithValues(ctx, key, len(offers)+1).Result()
 	if err != nil {
 		s.m.remoteErrors.Add(1)
-		s.relayLocal(c, ih, from, offers)
+		s.relayLocal(sc, ih, from, offers)
 		return
 	}
 	var dead []string
@@ -306,12 +308,12 @@ func (r *redisRelay) Offers(c *conn, ih *models.InfoHash, from *models.PeerID, o
 		copy(to[:], kv.Key)
 		o := &offers[i]
 		i++
-		msg := appendRelay(nil, ih, from, "offer", o.Offer, o.OfferID)
+		sc.msg = appendRelay(sc.msg[:0], ih, from, "offer", o.Offer, o.OfferID)
 		if kv.Value != r.id {
-			r.enqueue(kv.Value, ih, &to, msg)
+			r.enqueue(kv.Value, ih, &to, sc.msg)
 			continue
 		}
-		if dst := s.idx.lookup(ih, &to); dst != nil && dst.send(msg) {
+		if dst := s.idx.lookup(ih, &to); dst != nil && dst.send(sc.msg, sc) {
 			s.m.offersRelayed.Add(1)
 		}
 	}

@@ -13,14 +13,10 @@ package ws
 
 import (
 	"context"
-	"errors"
-	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/golang/glog"
@@ -31,14 +27,10 @@ import (
 	"github.com/chihaya/chihaya/config"
 	"github.com/chihaya/chihaya/ratelimit"
 	"github.com/chihaya/chihaya/tracker"
-	"github.com/chihaya/chihaya/tracker/models"
 )
 
 // writeTimeout bounds the writing of one frame to a client.
 const writeTimeout = 10 * time.Second
-
-// readBufferSize is each socket's read buffer; longer messages are read through it in pieces.
-const readBufferSize = 1024
 
 // maxSwarmsPerConn bounds the torrents one socket may announce: the entries a connection holds
 // in the index, and the stopped announces its close makes.
@@ -50,6 +42,7 @@ type Server struct {
 	tkr          *tracker.Tracker
 	ips          *clientip.Resolver
 	limiter      *ratelimit.Limiter
+	recorder     Recorder
 	realIPHeader string
 	reqTimeout   time.Duration
 
@@ -60,6 +53,7 @@ type Server struct {
 	queueLen    int
 
 	up    websocket.Upgrader
+	poll  *poller // nil: every socket is read on a goroutine of its own
 	idx   *index
 	relay relay
 	// redis and redisPrefix, when set (WithRedis), make the relay between instances.
@@ -68,11 +62,24 @@ type Server struct {
 	rr          *redisRelay
 	m           metrics
 
+	// scratch holds the room handling messages takes (getScratch).
+	scratch sync.Pool
+	// base is the context of every call to the core.
+	base       context.Context
+	cancelBase context.CancelFunc
+	// epoch starts the server's clock (clock), which sockets are timed by.
+	epoch      time.Time
+	stop       chan struct{}
+	keeperDone sync.WaitGroup
+
 	mu     sync.Mutex
 	conns  map[*conn]struct{}
 	closed bool
 	wg     sync.WaitGroup
 }
+
+// clock is the time since the server started, in nanoseconds, monotonic.
+func (s *Server) clock() int64 { return int64(time.Since(s.epoch)) }
 
 // Option configures a Server.
 type Option func(*Server)
@@ -101,9 +108,10 @@ func New(cfg *config.Config, tkr *tracker.Tracker, opts ...Option) (*Server, err
 	}
 	s.up = websocket.Upgrader{
 		HandshakeTimeout: writeTimeout,
-		// An idle socket holds a small read buffer of its own rather than net/http's 4 KiB one;
-		// writes borrow a buffer from the pool only while they write.
-		ReadBufferSize:  readBufferSize,
+		// gorilla/websocket answers the handshake only: the tracker reads and writes the frames
+		// itself (frame.go). The read buffer it makes regardless is the smallest it takes, and
+		// is dropped with its Conn; it makes no write buffer with a pool.
+		ReadBufferSize:  maxControlPayload,
 		WriteBufferPool: &sync.Pool{},
 		// Browsers on any site may use a public tracker, as they may the reference's.
 		CheckOrigin: func(*http.Request) bool { return true },
@@ -118,6 +126,14 @@ func New(cfg *config.Config, tkr *tracker.Tracker, opts ...Option) (*Server, err
 		}
 		s.relay = s.rr
 	}
+	if s.poll, err = newPoller(); err != nil {
+		glog.Warningf("%v: every WebSocket is read on a goroutine of its own", err)
+		s.poll = nil
+	}
+	s.epoch, s.stop = time.Now(), make(chan struct{})
+	s.base, s.cancelBase = context.WithCancel(context.Background())
+	s.keeperDone.Add(1)
+	go s.keep()
 	return s, nil
 }
 
@@ -183,19 +199,45 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.m.upgradeFailed.Add(1)
 		return // the upgrader answered
 	}
-	c := &conn{s: s, ws: ws, remote: remote, passkey: pk, userAgent: strings.Clone(r.UserAgent()),
-		joined: make(map[models.InfoHash]*joined)}
+	// From here on the socket is the tracker's: gorilla's Conn, which read nothing past the
+	// handshake, is dropped with its buffer, and net/http, when this returns, lets go of the
+	// request, its headers and its buffers, which an idle socket would otherwise keep.
+	nc := ws.NetConn()
+	// net/http's deadlines (http_write_timeout) were the upgrade's; the socket's own rules apply
+	// now.
+	_ = nc.SetDeadline(time.Time{})
+	c := &conn{s: s, nc: nc, remote: remote, passkey: pk, userAgent: strings.Clone(r.UserAgent())}
+	now := s.clock()
+	c.lastHeard.Store(now)
+	c.lastPing = now
+	c.fd = -1
+	if s.poll != nil && s.poll.take(c, nc) {
+		if err := s.poll.add(c); err != nil {
+			glog.Errorf("%v: closing a WebSocket", err)
+			s.poll.abandon(c)
+			_ = nc.Close()
+			return
+		}
+	}
 	if !s.track(c) {
-		_ = ws.Close()
+		if c.polled {
+			s.poll.abandon(c)
+		}
+		_ = nc.Close()
 		return
 	}
 	s.m.accepted.Add(1)
-	// The socket is read on a goroutine of its own, and this one returns: net/http then lets go
-	// of the request, its headers and its buffers, which an idle socket would otherwise keep.
-	go c.serve()
+	if !c.polled {
+		go c.serve()
+		return
+	}
+	s.m.polled.Add(1)
+	if err := s.poll.start(c); err != nil {
+		c.kill()
+	}
 }
 
-// track registers c for Close; it reports false once the server is closed.
+// track registers c for Close and the keeper; it reports false once the server is closed.
 func (s *Server) track(c *conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -218,11 +260,19 @@ func (s *Server) untrack(c *conn) {
 // swarms.
 func (s *Server) Close(ctx context.Context) error {
 	s.mu.Lock()
-	s.closed = true
+	if !s.closed {
+		s.closed = true
+		close(s.stop)
+	}
+	conns := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
-		c.kill()
+		conns = append(conns, c)
 	}
 	s.mu.Unlock()
+	s.keeperDone.Wait()
+	for _, c := range conns {
+		c.kill()
+	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	var err error
@@ -231,270 +281,12 @@ func (s *Server) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
+	if s.poll != nil {
+		s.poll.close()
+	}
+	s.cancelBase()
 	if s.rr != nil {
 		s.rr.close()
 	}
 	return err
-}
-
-// joined is what a connection knows of a peer it announced: its ID and last counters, which an
-// answer message (which carries none) repeats.
-type joined struct {
-	id         models.PeerID
-	seeder     bool
-	up, down   int64
-	registered bool // in the index
-}
-
-// conn is one WebSocket. Its reader runs on a goroutine of its own; a writer goroutine runs
-// only while its send queue is not empty.
-type conn struct {
-	s         *Server
-	ws        *websocket.Conn
-	remote    netip.Addr
-	passkey   string
-	userAgent string
-
-	// The reader's own state.
-	joined map[models.InfoHash]*joined
-	rq     request
-	offers []offer
-	picked []member
-	buf    []byte
-	resp   models.AnnounceResponse
-	files  []models.TorrentStats
-
-	mu      sync.Mutex
-	queue   [][]byte
-	writing bool
-	dead    bool
-	slow    bool
-	pinger  *time.Timer
-
-	idle atomic.Bool // the read deadline passed
-}
-
-// serve reads messages until the socket fails or closes, then removes the connection's peers.
-func (c *conn) serve() {
-	defer c.s.untrack(c)
-	s := c.s
-	nc := c.ws.NetConn()
-	// net/http's write deadline (http_write_timeout) is the upgrade's; from now on the socket's
-	// own rules apply.
-	_ = nc.SetDeadline(time.Time{})
-	c.ws.SetReadLimit(s.maxMessage)
-	c.extend()
-	c.ws.SetPongHandler(func(string) error { c.extend(); return nil })
-	if s.ping > 0 {
-		c.mu.Lock()
-		c.pinger = time.AfterFunc(s.ping, c.sendPing)
-		c.mu.Unlock()
-	}
-	for {
-		bp, err := c.read()
-		if err != nil {
-			var ne net.Error
-			switch {
-			case errors.Is(err, websocket.ErrReadLimit):
-				s.m.bad[badTooLarge].Add(1)
-			case errors.As(err, &ne) && ne.Timeout():
-				s.m.idleClosed.Add(1)
-			}
-			break
-		}
-		c.extend()
-		s.handle(c, *bp)
-		if cap(*bp) <= maxPooledRead {
-			readPool.Put(bp)
-		}
-	}
-	c.mu.Lock()
-	if c.pinger != nil {
-		c.pinger.Stop()
-	}
-	c.mu.Unlock()
-	c.kill()
-	s.leaveAll(c)
-}
-
-// sendPing pings the client, which answers with a pong that keeps the socket from going idle,
-// and arms the next ping.
-func (c *conn) sendPing() {
-	if c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeTimeout)) != nil {
-		return
-	}
-	c.mu.Lock()
-	if !c.dead {
-		c.pinger.Reset(c.s.ping)
-	}
-	c.mu.Unlock()
-}
-
-// readPool holds the buffers messages are read into: only a socket handling a message holds
-// one. A message is never kept past its handling (relays copy what they send).
-var readPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
-
-// maxPooledRead is the largest read buffer put back in readPool.
-const maxPooledRead = 64 << 10
-
-// read reads the next data message into a buffer of readPool.
-func (c *conn) read() (*[]byte, error) {
-	_, r, err := c.ws.NextReader()
-	if err != nil {
-		return nil, err
-	}
-	bp := readPool.Get().(*[]byte)
-	b := (*bp)[:0]
-	for {
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
-		}
-		n, err := r.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if err == io.EOF {
-			*bp = b
-			return bp, nil
-		}
-		if err != nil {
-			*bp = b[:0]
-			readPool.Put(bp)
-			return nil, err
-		}
-	}
-}
-
-// extend moves the idle deadline on: any message or pong keeps the socket.
-func (c *conn) extend() {
-	if c.s.idleTimeout > 0 {
-		_ = c.ws.SetReadDeadline(time.Now().Add(c.s.idleTimeout))
-	}
-}
-
-// send queues msg, which the queue then owns. A peer whose queue is full is too slow to keep:
-// its socket is closed, and its reader removes it from its swarms. send never blocks.
-func (c *conn) send(msg []byte) bool {
-	c.mu.Lock()
-	if c.dead {
-		c.mu.Unlock()
-		return false
-	}
-	if len(c.queue) >= c.s.queueLen {
-		c.dead, c.slow = true, true
-		c.mu.Unlock()
-		c.s.m.slowDropped.Add(1)
-		_ = c.ws.NetConn().Close()
-		return false
-	}
-	c.queue = append(c.queue, msg)
-	if !c.writing {
-		c.writing = true
-		go c.flush()
-	}
-	c.mu.Unlock()
-	return true
-}
-
-// flush writes the queue until it is empty. Each batch of queued messages goes out in one
-// write: text frames built here, whole, so that the control frames gorilla writes itself (pings,
-// pongs, a close), each one write of its own, never land inside one.
-func (c *conn) flush() {
-	nc := c.ws.NetConn()
-	bp := framePool.Get().(*[]byte)
-	defer func() {
-		if cap(*bp) <= maxPooledFrames {
-			framePool.Put(bp)
-		}
-	}()
-	for {
-		c.mu.Lock()
-		batch := c.queue
-		c.queue = nil
-		if len(batch) == 0 || c.dead {
-			c.writing = false
-			c.mu.Unlock()
-			return
-		}
-		c.mu.Unlock()
-		out := (*bp)[:0]
-		for _, msg := range batch {
-			out = appendTextFrame(out, msg)
-		}
-		*bp = out
-		_ = nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-		if _, err := nc.Write(out); err != nil {
-			c.kill()
-			c.mu.Lock()
-			c.writing = false
-			c.mu.Unlock()
-			return
-		}
-	}
-}
-
-// framePool holds the buffers batches of frames are built in: only writing sockets hold one.
-var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
-
-// maxPooledFrames is the largest buffer put back in framePool.
-const maxPooledFrames = 1 << 20
-
-// appendTextFrame appends msg as one unmasked, final text frame (RFC 6455 §5.2), as a server
-// sends them.
-func appendTextFrame(dst, msg []byte) []byte {
-	const finText = 0x81
-	n := len(msg)
-	switch {
-	case n < 126:
-		dst = append(dst, finText, byte(n))
-	case n <= 0xFFFF:
-		dst = append(dst, finText, 126, byte(n>>8), byte(n))
-	default:
-		dst = append(dst, finText, 127, byte(uint64(n)>>56), byte(uint64(n)>>48), byte(uint64(n)>>40), byte(uint64(n)>>32),
-			byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
-	}
-	return append(dst, msg...)
-}
-
-// kill closes the socket; the reader then finds it closed.
-func (c *conn) kill() {
-	c.mu.Lock()
-	c.dead = true
-	c.queue = nil
-	c.mu.Unlock()
-	_ = c.ws.NetConn().Close()
-}
-
-// leaveAll removes the connection's peers from every swarm it announced, as stopped announces.
-func (s *Server) leaveAll(c *conn) {
-	for ih, j := range c.joined {
-		if !j.registered {
-			continue
-		}
-		s.idx.leave(&ih, &j.id, c)
-		if s.relay != nil {
-			s.relay.Leave(&ih, &j.id)
-		}
-		a := models.Announce{
-			InfoHash: ih, PeerID: j.id, Passkey: c.passkey, UserAgent: c.userAgent,
-			Endpoint: netip.AddrPortFrom(c.remote, 0), Remote: c.remote,
-			Event: models.Stopped, Uploaded: j.up, Downloaded: j.down, Left: leftOf(j.seeder),
-			CompactOne: true, WebRTC: true,
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), s.reqTimeout)
-		if err := s.tkr.HandleAnnounce(ctx, &a, discard{}); err != nil && glog.V(2) {
-			glog.Infof("ws: %s: stopped on close: %v", c.remote, err)
-		}
-		cancel()
-	}
-	clear(c.joined)
-}
-
-type discard struct{}
-
-func (discard) WriteAnnounce(*models.AnnounceResponse) error { return nil }
-
-func leftOf(seeder bool) int64 {
-	if seeder {
-		return 0
-	}
-	return 1
 }

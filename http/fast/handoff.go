@@ -1,9 +1,11 @@
 package fast
 
 import (
+	"errors"
 	"net"
 	nethttp "net/http"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/golang/glog"
@@ -55,6 +57,9 @@ func (c *replayConn) Read(p []byte) (int, error) {
 	if len(c.prefix) > 0 {
 		n := copy(p, c.prefix)
 		c.prefix = c.prefix[n:]
+		if len(c.prefix) == 0 {
+			c.prefix = nil // let go of the copy: a WebSocket lives on
+		}
 		return n, nil
 	}
 	n, err := c.Conn.Read(p)
@@ -67,6 +72,19 @@ func (c *replayConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	c.n.bytesWritten.Add(uint64(max(n, 0)))
 	return n, err
+}
+
+// errNoDescriptor is the answer of SyscallConn and TakeDescriptor for a connection that is
+// not a plain socket.
+var errNoDescriptor = errors.New("fast: the connection has no descriptor of its own")
+
+// SyscallConn gives the socket's descriptor once the replayed bytes are read (reads and writes
+// through it are not counted).
+func (c *replayConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok && len(c.prefix) == 0 {
+		return sc.SyscallConn()
+	}
+	return nil, errNoDescriptor
 }
 
 // CloseWrite shuts down the writing side when the connection can, as a *net.TCPConn does.

@@ -13,10 +13,12 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -40,6 +42,8 @@ type options struct {
 	memConns          string
 	offerBytes, offer int
 	extraConfig       string
+	workloads         string
+	settle            time.Duration
 }
 
 func main() {
@@ -54,36 +58,54 @@ func main() {
 	flag.StringVar(&o.memConns, "mem-conns", "5000,10000", "memory: idle sockets")
 	flag.IntVar(&o.offer, "offers", 5, "offers per announce")
 	flag.IntVar(&o.offerBytes, "offer-bytes", 500, "bytes of SDP per offer")
+	flag.StringVar(&o.workloads, "workloads", "relay,memory", "workloads to run")
+	flag.DurationVar(&o.settle, "mem-settle", 3*time.Second, "memory: wait after the last socket announced, before RSS is read")
 	flag.StringVar(&o.extraConfig, "chihaya-config", "", "more config keys for Chihaya, as a JSON object (such as {\"stats_addr\": \"127.0.0.1:6880\", \"pprof_enabled\": true} to profile it)")
 	flag.Parse()
 	if err := pin(os.Getpid(), o.genCPU); err != nil {
 		fmt.Fprintln(os.Stderr, "wsbench: pin the generator:", err)
 	}
-	fmt.Println("| tracker | announces/s | offers relayed/s | tracker CPU | announces per CPU-second |")
-	fmt.Println("|---|---|---|---|---|")
-	var mem []string
+	runRelay := strings.Contains(o.workloads, "relay")
+	runMemory := strings.Contains(o.workloads, "memory")
+	var rows, mem []string
 	for _, name := range strings.Split(o.trackers, ",") {
-		row, err := relay(o, name)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "wsbench: %s relay: %v\n", name, err)
-			os.Exit(1)
+		if runRelay {
+			row, err := relay(o, name)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "wsbench: %s relay: %v\n", name, err)
+				os.Exit(1)
+			}
+			fmt.Fprintln(os.Stderr, row)
+			rows = append(rows, row)
 		}
-		fmt.Println(row)
 		for _, n := range strings.Split(o.memConns, ",") {
+			if !runMemory {
+				break
+			}
 			conns, _ := strconv.Atoi(n)
 			r, err := memory(o, name, conns)
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "wsbench: %s memory: %v\n", name, err)
 				os.Exit(1)
 			}
+			fmt.Fprintln(os.Stderr, r)
 			mem = append(mem, r)
 		}
 	}
-	fmt.Println()
-	fmt.Println("| tracker | idle sockets | RSS before | RSS after | per socket |")
-	fmt.Println("|---|---|---|---|---|")
-	for _, r := range mem {
-		fmt.Println(r)
+	if runRelay {
+		fmt.Println("| tracker | announces/s | offers relayed/s | tracker CPU | announces per CPU-second |")
+		fmt.Println("|---|---|---|---|---|")
+		for _, r := range rows {
+			fmt.Println(r)
+		}
+		fmt.Println()
+	}
+	if runMemory {
+		fmt.Println("| tracker | idle sockets | RSS before | RSS after | per socket |")
+		fmt.Println("|---|---|---|---|---|")
+		for _, r := range mem {
+			fmt.Println(r)
+		}
 	}
 }
 
@@ -218,6 +240,54 @@ type peer struct {
 	replies chan struct{}
 }
 
+// The keys that tell the messages a peer gets apart, in the tracker's text (neither tracker
+// escapes them, and the SDP the generator sends holds none of them).
+var (
+	keyFailure  = []byte(`"failure reason"`)
+	keyOffer    = []byte(`"offer":`)
+	keyComplete = []byte(`"complete":`)
+)
+
+// read counts what the peer gets: offers relayed to it, and the answers to its announces, each
+// of which lets it announce again. It reads every message into the same buffer and tells them
+// apart by their keys, without decoding them: the generator, on its one CPU, is otherwise the
+// bottleneck.
+func (p *peer) read(announces, offers *atomic.Int64) {
+	buf := make([]byte, 0, 16<<10)
+	for {
+		_, r, err := p.c.NextReader()
+		if err != nil {
+			return
+		}
+		buf = buf[:0]
+		for {
+			if len(buf) == cap(buf) {
+				buf = append(buf, 0)[:len(buf)]
+			}
+			n, err := r.Read(buf[len(buf):cap(buf)])
+			buf = buf[:len(buf)+n]
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return
+			}
+		}
+		switch {
+		case bytes.Contains(buf, keyFailure):
+			fmt.Fprintf(os.Stderr, "failure: %s\n", buf)
+		case bytes.Contains(buf, keyOffer):
+			offers.Add(1)
+		case bytes.Contains(buf, keyComplete):
+			announces.Add(1)
+			select {
+			case p.replies <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
 func dial(url string) (*websocket.Conn, error) {
 	d := websocket.Dialer{ReadBufferSize: 4096, WriteBufferSize: 4096, HandshakeTimeout: 10 * time.Second}
 	c, _, err := d.Dial(url, nil)
@@ -240,34 +310,7 @@ func relay(o options, name string) (string, error) {
 			}
 			p := &peer{c: c, ih: bin('h', s, 0), id: bin('p', s, i), replies: make(chan struct{}, 1)}
 			peers = append(peers, p)
-			go func() {
-				for {
-					_, msg, err := c.ReadMessage()
-					if err != nil {
-						return
-					}
-					var m struct {
-						Offer    json.RawMessage `json:"offer"`
-						Complete *int            `json:"complete"`
-						Failure  string          `json:"failure reason"`
-					}
-					if json.Unmarshal(msg, &m) != nil {
-						continue
-					}
-					switch {
-					case m.Failure != "":
-						fmt.Fprintln(os.Stderr, "failure:", m.Failure)
-					case m.Offer != nil:
-						offers.Add(1)
-					case m.Complete != nil:
-						announces.Add(1)
-						select {
-						case p.replies <- struct{}{}:
-						default:
-						}
-					}
-				}
-			}()
+			go p.read(&announces, &offers)
 		}
 	}
 	defer func() {
@@ -282,19 +325,24 @@ func relay(o options, name string) (string, error) {
 		wg.Add(1)
 		go func(p *peer) {
 			defer wg.Done()
-			event := "started"
+			// Each peer's two announces, encoded once: the first with event started, the next
+			// ones with none. The tracker relays offers and offer IDs as they come, so that the
+			// same ones every time cost it what new ones would.
+			offs := make([]map[string]any, o.offer)
+			for i := range offs {
+				offs[i] = map[string]any{"offer": map[string]any{"type": "offer", "sdp": sdp}, "offer_id": bin('o', i, 0)}
+			}
+			msg := map[string]any{"action": "announce", "info_hash": p.ih, "peer_id": p.id, "numwant": o.offer,
+				"uploaded": 0, "downloaded": 0, "left": 100, "offers": offs}
+			regular, _ := json.Marshal(msg)
+			msg["event"] = "started"
+			started, _ := json.Marshal(msg)
 			for n := 0; ctx.Err() == nil; n++ {
-				offs := make([]map[string]any, o.offer)
-				for i := range offs {
-					offs[i] = map[string]any{"offer": map[string]any{"type": "offer", "sdp": sdp}, "offer_id": bin('o', n&0xffff, i)}
+				next := regular
+				if n == 0 {
+					next = started
 				}
-				msg := map[string]any{"action": "announce", "info_hash": p.ih, "peer_id": p.id, "numwant": o.offer,
-					"uploaded": 0, "downloaded": 0, "left": 100, "offers": offs}
-				if event != "" {
-					msg["event"] = event
-					event = ""
-				}
-				if err := p.c.WriteJSON(msg); err != nil {
+				if err := p.c.WriteMessage(websocket.TextMessage, next); err != nil {
 					return
 				}
 				select {
@@ -350,7 +398,7 @@ func memory(o options, name string, n int) (string, error) {
 			return "", err
 		}
 	}
-	time.Sleep(3 * time.Second) // let the tracker's collector run
+	time.Sleep(o.settle) // let the tracker's collector run
 	after := rssKB(t.pid())
 	return fmt.Sprintf("| %s | %d | %.1f MB | %.1f MB | %.1f KB |", name, n, float64(before)/1024, float64(after)/1024,
 		float64(after-before)/float64(n)), nil
