@@ -8,7 +8,8 @@
 // the ways apart). A prefix that finds no room takes the way of its set whose bucket has been
 // idle the longest, whose owner starts again with a full bucket: under pressure the limiter
 // forgets quiet clients first and errs towards letting requests through, never towards
-// refusing a client that did nothing.
+// refusing a client that did nothing. (Two prefixes share a bucket only when their hashes pick
+// the same set and the same tag: about one new prefix in two million, against a full set.)
 //
 // Each bucket is one 64-bit word: the 24-bit tag and the theoretical arrival time (TAT) of the
 // generic cell rate algorithm (GCRA), a token bucket that needs no timer, in microseconds
