@@ -479,6 +479,9 @@ func start(cfg *config.Config, lis listeners) (_ *Chihaya, err error) {
 	if d := cfg.MemoryTrimInterval.Duration; d > 0 {
 		c.goRun(func() { trimMemory(ctx, d) })
 	}
+	if mb := cfg.GCMinGrowthMB; mb > 0 && os.Getenv("GOGC") == "" {
+		c.goRun(func() { paceGC(ctx, cfg.GCPercent, uint64(mb)<<20, time.Second) })
+	}
 	c.watchCerts(ctx)
 	if c.ln != nil {
 		c.goRun(func() {

@@ -54,6 +54,11 @@ type DriverConfig struct {
 // keeps the process's memory close to its live data for little CPU.
 const DefaultGCPercent = 50
 
+// DefaultGCMinGrowthMB is gc_min_growth_mb's default: a small heap (few peers) that serves
+// HTTPS, whose handshakes leave about 40 KB of garbage each, would otherwise be collected dozens
+// of times a second; at the default gc_percent a heap of 32 MB or more is not affected.
+const DefaultGCMinGrowthMB = 16
+
 // DefaultMaxConnectionsPerIP is max_connections_per_ip's default: far more connections than
 // the users behind one NAT hold at once (a client holds one for an announce, and keeps it idle
 // for at most http_idle_timeout), few enough that one address cannot hold the whole budget of
@@ -125,6 +130,10 @@ type Config struct {
 	// GCPercent is the Go garbage collector's target (GOGC) while the tracker runs; the GOGC
 	// environment variable, when set, wins.
 	GCPercent int `json:"gc_percent"`
+	// GCMinGrowthMB is the least the heap may grow between two collections, in MiB: a heap
+	// whose GCPercent share is less collects later (gc_min_growth_mb); 0 leaves GCPercent
+	// alone. The GOGC environment variable, when set, turns it off.
+	GCMinGrowthMB int `json:"gc_min_growth_mb"`
 	// MemoryTrimInterval is how often the process looks for memory to hand back to the
 	// operating system once the heap has settled; 0 turns it off.
 	MemoryTrimInterval Duration `json:"memory_trim_interval"`
@@ -252,6 +261,7 @@ func Default() Config {
 		ShutdownTimeout:        Duration{15 * time.Second},
 		MaxConnectionsPerIP:    DefaultMaxConnectionsPerIP,
 		GCPercent:              DefaultGCPercent,
+		GCMinGrowthMB:          DefaultGCMinGrowthMB,
 		MemoryTrimInterval:     Duration{time.Second},
 		UDPBatchSize:           32,
 		WSEnabled:              true,
@@ -544,6 +554,9 @@ func (c *Config) Validate() error {
 	}
 	if c.GCPercent < 10 || c.GCPercent > 1000 {
 		return keyErr("gc_percent", "must be between 10 and 1000, got %d", c.GCPercent)
+	}
+	if c.GCMinGrowthMB < 0 || c.GCMinGrowthMB > 65536 {
+		return keyErr("gc_min_growth_mb", "must be between 0 and 65536, got %d", c.GCMinGrowthMB)
 	}
 	if c.MemoryTrimInterval.Duration < 0 {
 		return keyErr("memory_trim_interval", "must not be negative, got %s", c.MemoryTrimInterval.Duration)

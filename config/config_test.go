@@ -223,6 +223,8 @@ func TestParseBadKeys(t *testing.T) {
 		{name: "negative stats_buffer_size", input: `{"stats_buffer_size": -1}`, key: "stats_buffer_size"},
 		{name: "gc_percent too low", input: `{"gc_percent": 0}`, key: "gc_percent"},
 		{name: "gc_percent too high", input: `{"gc_percent": 5000}`, key: "gc_percent"},
+		{name: "gc_min_growth_mb negative", input: `{"gc_min_growth_mb": -1}`, key: "gc_min_growth_mb"},
+		{name: "gc_min_growth_mb too high", input: `{"gc_min_growth_mb": 100000}`, key: "gc_min_growth_mb"},
 		{name: "negative memory_trim_interval", input: `{"memory_trim_interval": "-1s"}`, key: "memory_trim_interval"},
 		{name: "negative announce rate", input: `{"rate_limit": {"announce_rate": -1}}`, key: "rate_limit.announce_rate"},
 		{name: "negative scrape burst", input: `{"rate_limit": {"scrape_rate": 1, "scrape_burst": -1}}`, key: "rate_limit.scrape_burst"},

@@ -60,7 +60,9 @@ type conn struct {
 	fd     int
 	remote netip.AddrPort
 	// tls is the connection while its TLS handshake is to be done, else nil.
-	tls  *tls.Conn
+	tls *tls.Conn
+	// sock is the socket under a TLS connection from the raw accept loop, else nil.
+	sock *sock
 	hand *handoffListener
 
 	in   []byte // in[r:w] is read and not yet answered
@@ -112,6 +114,12 @@ func (s *Server) serveConn(nc net.Conn, hand *handoffListener) {
 	c.conn, c.hand, c.first = nc, hand, true
 	c.tls, _ = nc.(*tls.Conn)
 	c.remote = remoteAddrPort(nc)
+	s.serveAccepted(c)
+}
+
+// serveAccepted answers c, whose connection and remote address are set and which an accept
+// loop counted in s.accepting.
+func (s *Server) serveAccepted(c *conn) {
 	c.tracked = s.track(c)
 	s.accepting.Done() // tracked (and counted in connWG) or refused: Shutdown may go on
 	if !c.tracked {
@@ -190,6 +198,10 @@ func (c *conn) serve() {
 				c.r += n
 				c.headStart = time.Time{}
 				if c.closing {
+					if c.sock != nil {
+						// The answer leaves with the close_notify alert (sock).
+						c.sock.holdWrites()
+					}
 					_ = c.flush()
 					return
 				}
@@ -481,7 +493,7 @@ func (s *Server) untrack(c *conn) {
 
 // release resets c and puts it back in the pool.
 func (s *Server) release(c *conn) {
-	c.conn, c.hand, c.fd, c.tls = nil, nil, -1, nil
+	c.conn, c.hand, c.fd, c.tls, c.sock = nil, nil, -1, nil, nil
 	c.inline, c.moved, c.tracked, c.handed = false, false, false, false
 	c.r, c.w = 0, 0
 	c.headStart, c.readDeadline, c.writeDeadline = time.Time{}, time.Time{}, time.Time{}

@@ -16,7 +16,9 @@
 //	reqctx.go    RequestContext, the reused context of a connection's requests
 //	raw_linux.go the raw accept loop: accept4, read, send and close on a plain TCP socket
 //	             until it would block (raw_other.go elsewhere)
-//	tls.go       the TLS handshake, on the connection's goroutine
+//	sock_linux.go the socket under a TLS connection from the raw accept loop: raw until it
+//	             would block, then on the poller; a closing answer held for the close_notify
+//	tls.go       the TLS handshake, on a kept worker goroutine
 //	handoff.go   the hand-over to net/http: replayed bytes, a listener fed by a channel
 //	hostless.go  Config.AddHost: Host lines for legacy Gazelle's heads, on handed-over connections
 //	table.go     the connection budget's table: what to shed, what to refuse

@@ -1,6 +1,7 @@
 package fast
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -20,7 +21,9 @@ import (
 // calls (accept4, read, write, close) instead of the nine or so of a net.Conn, which registers
 // with the poller, asks for its local address, sets TCP_NODELAY and keep-alive, and deregisters.
 // A connection that has to wait (a request that has not arrived yet, keep-alive, a full socket
-// buffer) becomes an *os.File on the runtime's poller then, with deadlines as usual.
+// buffer) becomes an *os.File on the runtime's poller then, with deadlines as usual. A TLS
+// listener is accepted from the same way: its sockets go to crypto/tls as a sock
+// (sock_linux.go), which does the same under the handshake.
 
 // rawListener returns a duplicate of ln's descriptor on the runtime's poller, when the raw
 // accept loop can serve ln: a *net.TCPListener's own raw descriptor cannot wait for readability.
@@ -43,15 +46,6 @@ func rawListener(ln net.Listener, deferSeconds int) (*os.File, bool) {
 	// Not f.Fd(), which would put the shared socket in blocking mode.
 	setDeferAccept(f, deferSeconds)
 	return f, true
-}
-
-// deferAccept sets TCP_DEFER_ACCEPT, for about deferSeconds, on a TLS listener's socket: a
-// client's ClientHello comes with its first bytes, so that the handshake starts at once and a
-// client that connects and says nothing costs the budget nothing (see rawListener).
-func deferAccept(ln net.Listener, deferSeconds int) {
-	if tl, ok := ln.(*net.TCPListener); ok {
-		setDeferAccept(tl, deferSeconds)
-	}
 }
 
 // setDeferAccept sets TCP_DEFER_ACCEPT on the listening socket of sc; a failure is logged at
@@ -79,9 +73,9 @@ func setDeferAccept(sc syscall.Conn, deferSeconds int) {
 // held up by a slow driver (redis), the others go on accepting.
 const acceptorsPerProc = 16
 
-// rawAcceptLoop accepts connections on lf until it fails; it returns nil when Shutdown closed
-// the listener.
-func (s *Server) rawAcceptLoop(lf *os.File, hand *handoffListener) error {
+// rawAcceptLoop accepts connections on lf until it fails, speaking TLS with tlsCfg when it is
+// set; it returns nil when Shutdown closed the listener.
+func (s *Server) rawAcceptLoop(lf *os.File, hand *handoffListener, tlsCfg *tls.Config) error {
 	rc, err := lf.SyscallConn()
 	if err != nil {
 		return fmt.Errorf("http: raw listener: %w", err)
@@ -89,7 +83,7 @@ func (s *Server) rawAcceptLoop(lf *os.File, hand *handoffListener) error {
 	n := acceptorsPerProc * runtime.GOMAXPROCS(0)
 	errc := make(chan error, n)
 	for range n {
-		go func() { errc <- s.rawAccept(rc, hand) }()
+		go func() { errc <- s.rawAccept(rc, hand, tlsCfg) }()
 	}
 	var first error
 	for range n {
@@ -101,8 +95,9 @@ func (s *Server) rawAcceptLoop(lf *os.File, hand *handoffListener) error {
 	return first
 }
 
-// rawAccept is one accepting goroutine.
-func (s *Server) rawAccept(rc syscall.RawConn, hand *handoffListener) error {
+// rawAccept is one accepting goroutine. It serves a plain connection inline; a TLS connection,
+// whose handshake waits for the client at least once, goes to a goroutine of its own (tls.go).
+func (s *Server) rawAccept(rc syscall.RawConn, hand *handoffListener, tlsCfg *tls.Config) error {
 	var (
 		nfd    int
 		remote netip.AddrPort
@@ -142,8 +137,16 @@ func (s *Server) rawAccept(rc syscall.RawConn, hand *handoffListener) error {
 		}
 		delay = 0
 		c := s.conns.Get().(*conn)
-		c.fd, c.hand, c.first, c.inline = nfd, hand, true, true
-		c.remote = remote
+		c.hand, c.first, c.remote = hand, true, remote
+		if tlsCfg != nil {
+			c.sock = newSock(nfd, remote)
+			c.tls = tls.Server(c.sock, tlsCfg)
+			c.conn = c.tls
+			s.accepting.Add(1)
+			s.dispatch(c)
+			continue
+		}
+		c.fd, c.inline = nfd, true
 		s.run(c)
 	}
 }
@@ -192,18 +195,11 @@ func (c *conn) rawRead(p []byte) (n int, wouldBlock bool, err error) {
 	if len(p) == 0 {
 		return 0, false, errNotPollable
 	}
-	for {
-		r, _, errno := syscall.RawSyscall(syscall.SYS_READ, uintptr(c.fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-		switch errno {
-		case 0:
-			return int(r), false, nil
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			return 0, true, nil
-		}
-		return 0, false, fmt.Errorf("http: read from %s: %w", c.remote, errno)
+	n, wouldBlock, err = readFD(c.fd, p)
+	if err != nil {
+		return 0, false, fmt.Errorf("http: read from %s: %w", c.remote, err)
 	}
+	return n, wouldBlock, nil
 }
 
 // rawWrite writes what the socket takes of p without blocking. When last is set the

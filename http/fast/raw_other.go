@@ -3,6 +3,7 @@
 package fast
 
 import (
+	"crypto/tls"
 	"errors"
 	"net"
 	"os"
@@ -12,9 +13,7 @@ import (
 
 func rawListener(net.Listener, int) (*os.File, bool) { return nil, false }
 
-func deferAccept(net.Listener, int) {}
-
-func (s *Server) rawAcceptLoop(*os.File, *handoffListener) error {
+func (s *Server) rawAcceptLoop(*os.File, *handoffListener, *tls.Config) error {
 	return errors.New("http: raw accept is Linux only")
 }
 
@@ -33,3 +32,8 @@ func (c *conn) netConn() (net.Conn, error) {
 	}
 	return nil, errNotPollable
 }
+
+// sock is Linux only: elsewhere a TLS connection is over the listener's net.Conn.
+type sock struct{}
+
+func (*sock) holdWrites() {}

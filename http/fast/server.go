@@ -97,6 +97,12 @@ type Server struct {
 	accepting sync.WaitGroup
 	// serving counts the Serve and ServeTLS calls that have not returned.
 	serving sync.WaitGroup
+	// work hands TLS connections to idle workers, idleWorkers counts them, and stop, closed
+	// by Shutdown, lets them go (tls.go).
+	work        chan *conn
+	idleWorkers atomic.Int32
+	stop        chan struct{}
+	stopOnce    sync.Once
 
 	// The connection budget (budget.go), under mu like the rest: every connection is counted
 	// in table from accept to close.
@@ -123,6 +129,8 @@ func New(cfg Config, h Handler, next nethttp.Handler) (*Server, error) {
 		listeners: make(map[io.Closer]struct{}),
 		active:    make(map[*conn]struct{}),
 		table:     newConnTable(cfg.MaxConnections, cfg.MaxConnectionsPerIP),
+		work:      make(chan *conn),
+		stop:      make(chan struct{}),
 	}
 	s.base, s.cancelBase = context.WithCancel(context.Background())
 	s.conns.New = func() any { return s.newConn() }
@@ -171,20 +179,16 @@ func (s *Server) serve(ln net.Listener, tlsCfg *tls.Config) error {
 	go func() { handErr <- s.srv.Serve(hand) }()
 	deferSeconds := max(1, int(s.cfg.ReadHeaderTimeout/time.Second))
 	var err error
-	if tlsCfg != nil {
-		// The raw system calls are for plain TCP only: a TLS connection is a net.Conn.
-		deferAccept(ln, deferSeconds)
-		err = s.acceptLoop(ln, tlsCfg, hand)
-	} else if lf, ok := rawListener(ln, deferSeconds); ok {
+	if lf, ok := rawListener(ln, deferSeconds); ok {
 		if s.listen(lf) {
-			err = s.rawAcceptLoop(lf, hand)
+			err = s.rawAcceptLoop(lf, hand, tlsCfg)
 		}
 		_ = lf.Close()
 		s.mu.Lock()
 		delete(s.listeners, lf)
 		s.mu.Unlock()
 	} else {
-		err = s.acceptLoop(ln, nil, hand)
+		err = s.acceptLoop(ln, tlsCfg, hand)
 	}
 	_ = hand.Close()
 	if herr := <-handErr; err == nil && !errors.Is(herr, nethttp.ErrServerClosed) && !errors.Is(herr, net.ErrClosed) {
@@ -248,6 +252,7 @@ func isTemporary(err error) bool {
 // When ctx ends first, the requests still running see their context cancelled, every
 // connection is closed, and Shutdown returns ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() { close(s.stop) })
 	s.mu.Lock()
 	s.shutting.Store(true)
 	for ln := range s.listeners {
