@@ -34,6 +34,8 @@ type sock struct {
 	f      *os.File // the socket on the poller, once a call would have blocked
 	remote netip.AddrPort
 	closed bool
+	// nodelay is set once TCP_NODELAY is.
+	nodelay bool
 	// rdl and wdl are the deadlines, applied to f when it is made.
 	rdl, wdl time.Time
 	// hold gathers writes in pending (up to maxHold bytes) until Close.
@@ -167,6 +169,9 @@ func (k *sock) writeUnlock(p []byte) (int, error) {
 		}
 	}
 	f := k.f
+	if !k.nodelay {
+		k.setNoDelay(f)
+	}
 	k.mu.Unlock()
 	n, err := f.Write(p[total:])
 	return total + n, netError("write", err)
@@ -186,10 +191,21 @@ func netError(op string, err error) error {
 	return &net.OpError{Op: op, Net: "tcp", Err: pe.Err}
 }
 
-// pollableLocked puts the raw socket on the runtime's poller, with the deadlines set so far and
-// TCP_NODELAY (as net does, so that pipelined answers are not held back by Nagle's algorithm).
+// setNoDelay sets TCP_NODELAY on the polled socket f, as net does, so that keep-alive and
+// pipelined answers and what net/http writes are not held back by Nagle's algorithm. It is set
+// at the first write on the poller: a connection that only answers once, with its close_notify
+// (hold), needs none, and the handshake's flight leaves raw before anything is in flight.
+func (k *sock) setNoDelay(f *os.File) {
+	k.nodelay = true
+	if rc, err := f.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) {
+			_ = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
+		})
+	}
+}
+
+// pollableLocked puts the raw socket on the runtime's poller, with the deadlines set so far.
 func (k *sock) pollableLocked() (*os.File, error) {
-	_ = syscall.SetsockoptInt(k.fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
 	f := os.NewFile(uintptr(k.fd), "")
 	if f == nil {
 		return nil, errNotPollable
