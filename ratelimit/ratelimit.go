@@ -219,6 +219,23 @@ func (l *Limiter) SetRates(announce, scrape Rate) {
 // prefix's bucket if so. A refused request takes nothing, so a client that keeps asking gets
 // through again at its rate.
 func (l *Limiter) Allow(k Kind, addr netip.Addr, now time.Time) bool {
+	return l.AllowHinted(k, addr, now, Hint{})
+}
+
+// Hint is what Prefetch worked out about a request's address, for the check that follows to
+// use rather than work it out again. The zero Hint holds nothing.
+type Hint struct {
+	l    *Limiter // nil in the zero Hint
+	addr netip.Addr
+	key  uint64
+	kind Kind
+}
+
+// AllowHinted is Allow with h, the Hint that Prefetch returned for the request: when k and addr
+// are what was prefetched, the address is not hashed again. A Hint of another kind or address
+// (a request behind a proxy, whose client address is known only after the prefetch), or from
+// another Limiter, is ignored: the answer is Allow's either way.
+func (l *Limiter) AllowHinted(k Kind, addr netip.Addr, now time.Time, h Hint) bool {
 	if l == nil {
 		return true
 	}
@@ -235,44 +252,59 @@ func (l *Limiter) Allow(k Kind, addr netip.Addr, now time.Time) bool {
 	}
 	base := last - ageCap
 	t = max(t, base) // a caller's time from before the last sweep started
-	h := l.key(k, addr)
-	s := &l.sets[h&l.mask]
-	tag := h & tagMask
+	key := h.key
+	if h.l != l || h.kind != k || h.addr != addr {
+		key = l.key(k, addr)
+	}
+	s := &l.sets[key&l.mask]
+	tag := key & tagMask
 	if tag == 0 {
 		tag = 1 << tatBits
 	}
 	for {
-		// One pass finds the prefix's way or, failing that, the way idle the longest: a free
-		// one first, else the one with the earliest TAT, the lowest index among equals.
-		// Because TATs only grow (but for an eviction), two first requests of one prefix
-		// racing for the same set choose the same way, and the loser of its compare-and-swap
-		// then finds the winner's bucket; the rare exception (an eviction in between) gives
-		// the prefix two buckets for a while, which errs towards answering it.
-		w, victim, oldest := -1, 0, int64(math.MaxInt64)
+		// The way that holds the prefix's bucket, mostly: a known client.
+		w := -1
 		var old uint64
 		for i := range s {
-			v := s[i].Load()
-			if v&tagMask == tag {
+			if v := s[i].Load(); v&tagMask == tag {
 				w, old = i, v
 				break
 			}
-			tat := int64(math.MinInt64)
-			if v != 0 {
-				tat = base + int64((v-uint64(base))&tatMask)
-			}
-			if tat < oldest {
-				victim, oldest, old = i, tat, v
-			}
 		}
 		if w < 0 {
-			// A new bucket is full: the request is allowed and takes its first token.
-			if !s[victim].CompareAndSwap(old, tag|uint64(t+interval)&tatMask) {
-				continue
+			// None: one pass finds the prefix's way after all (a check of the same prefix
+			// made it meanwhile) or, failing that, the way idle the longest: a free one
+			// first, else the one with the earliest TAT, the lowest index among equals.
+			// Because TATs only grow (but for an eviction), two first requests of one prefix
+			// racing for the same set choose the same way, and the loser of its
+			// compare-and-swap then finds the winner's bucket; the rare exception (an
+			// eviction in between) gives the prefix two buckets for a while, which errs
+			// towards answering it.
+			victim, oldest := 0, int64(math.MaxInt64)
+			for i := range s {
+				v := s[i].Load()
+				if v&tagMask == tag {
+					w, old = i, v
+					break
+				}
+				tat := int64(math.MinInt64)
+				if v != 0 {
+					tat = base + int64((v-uint64(base))&tatMask)
+				}
+				if tat < oldest {
+					victim, oldest, old = i, tat, v
+				}
 			}
-			if old != 0 {
-				l.evictions.Inc()
+			if w < 0 {
+				// A new bucket is full: the request is allowed and takes its first token.
+				if !s[victim].CompareAndSwap(old, tag|uint64(t+interval)&tatMask) {
+					continue
+				}
+				if old != 0 {
+					l.evictions.Inc()
+				}
+				return true
 			}
-			return true
 		}
 		tat := base + int64((old-uint64(base))&tatMask)
 		if tat < t || tat-t > maxLead {
@@ -289,16 +321,19 @@ func (l *Limiter) Allow(k Kind, addr netip.Addr, now time.Time) bool {
 	}
 }
 
-// Prefetch tells the limiter that Allow(k, addr, …) is coming soon: it starts loading the
-// bucket's line of the table into the cache and returns without waiting, so that the work a
-// caller does in between (parsing the rest of the request) hides the memory read that Allow
-// would otherwise wait for. It changes nothing and costs a few nanoseconds; a nil Limiter or
-// a kind without a limit does nothing.
-func (l *Limiter) Prefetch(k Kind, addr netip.Addr) {
+// Prefetch tells the limiter that a check of kind k for addr is coming soon: it starts loading
+// the bucket's line of the table into the cache and returns without waiting, so that the work a
+// caller does in between (parsing the rest of the request) hides the memory read that the check
+// would otherwise wait for. It changes nothing and costs a few nanoseconds; a nil Limiter or a
+// kind without a limit does nothing. The Hint it returns, passed to AllowHinted, saves that
+// check hashing the address again.
+func (l *Limiter) Prefetch(k Kind, addr netip.Addr) Hint {
 	if l == nil || l.interval[k].Load() == 0 {
-		return
+		return Hint{}
 	}
-	prefetch(&l.sets[l.key(k, addr)&l.mask])
+	key := l.key(k, addr)
+	prefetch(&l.sets[key&l.mask])
+	return Hint{l: l, addr: addr, key: key, kind: k}
 }
 
 // sweepStep does the next step of the sweep that is due at t (µs since start): it raises the
