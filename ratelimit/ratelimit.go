@@ -21,7 +21,9 @@
 // A check reads its set's line and changes its bucket with one compare-and-swap: it takes no
 // lock and allocates nothing. With many client addresses that line is mostly not in the cache,
 // and the memory read is most of what a check costs; a frontend calls Prefetch as a request
-// arrives, so that the read overlaps the parsing of the request rather than waiting in Allow.
+// arrives, so that the read overlaps the parsing of the request rather than waiting in Allow,
+// and passes the Hint it returns to AllowHinted, which then does not hash the address again.
+// A check takes its time from the caller, who has read the clock for the request already.
 package ratelimit
 
 import (
