@@ -263,50 +263,65 @@ func (l *Limiter) AllowHinted(k Kind, addr netip.Addr, now time.Time, h Hint) bo
 	if tag == 0 {
 		tag = 1 << tatBits
 	}
+	// The way that holds the prefix's bucket, mostly: a known client, whose check is short.
+	// Anything else (a new prefix, a lost compare-and-swap) takes the long way, in check.
+	for i := range s {
+		if old := s[i].Load(); old&tagMask == tag {
+			tat := base + int64((old-uint64(base))&tatMask)
+			if tat < t || tat-t > maxLead {
+				// Idle (the bucket is full), or a TAT no check can have written: full too.
+				tat = t
+			}
+			if tat-t > tolerance {
+				l.limited[k].Inc()
+				return false
+			}
+			if s[i].CompareAndSwap(old, tag|uint64(tat+interval)&tatMask) {
+				return true
+			}
+			break
+		}
+	}
+	return l.check(k, s, tag, t, base, interval, tolerance)
+}
+
+// check is the whole of AllowHinted's check in set s of the bucket tagged tag, at time t (µs
+// since start, with base the earliest time a bucket tells): it finds the prefix's way or makes
+// it a new bucket, and tries again as long as a compare-and-swap finds that another check
+// changed the way meanwhile.
+func (l *Limiter) check(k Kind, s *set, tag uint64, t, base, interval, tolerance int64) bool {
 	for {
-		// The way that holds the prefix's bucket, mostly: a known client.
-		w := -1
+		// One pass finds the prefix's way or, failing that, the way idle the longest: a free
+		// one first, else the one with the earliest TAT, the lowest index among equals.
+		// Because TATs only grow (but for an eviction), two first requests of one prefix
+		// racing for the same set choose the same way, and the loser of its compare-and-swap
+		// then finds the winner's bucket; the rare exception (an eviction in between) gives
+		// the prefix two buckets for a while, which errs towards answering it.
+		w, victim, oldest := -1, 0, int64(math.MaxInt64)
 		var old uint64
 		for i := range s {
-			if v := s[i].Load(); v&tagMask == tag {
+			v := s[i].Load()
+			if v&tagMask == tag {
 				w, old = i, v
 				break
 			}
+			tat := int64(math.MinInt64)
+			if v != 0 {
+				tat = base + int64((v-uint64(base))&tatMask)
+			}
+			if tat < oldest {
+				victim, oldest, old = i, tat, v
+			}
 		}
 		if w < 0 {
-			// None: one pass finds the prefix's way after all (a check of the same prefix
-			// made it meanwhile) or, failing that, the way idle the longest: a free one
-			// first, else the one with the earliest TAT, the lowest index among equals.
-			// Because TATs only grow (but for an eviction), two first requests of one prefix
-			// racing for the same set choose the same way, and the loser of its
-			// compare-and-swap then finds the winner's bucket; the rare exception (an
-			// eviction in between) gives the prefix two buckets for a while, which errs
-			// towards answering it.
-			victim, oldest := 0, int64(math.MaxInt64)
-			for i := range s {
-				v := s[i].Load()
-				if v&tagMask == tag {
-					w, old = i, v
-					break
-				}
-				tat := int64(math.MinInt64)
-				if v != 0 {
-					tat = base + int64((v-uint64(base))&tatMask)
-				}
-				if tat < oldest {
-					victim, oldest, old = i, tat, v
-				}
+			// A new bucket is full: the request is allowed and takes its first token.
+			if !s[victim].CompareAndSwap(old, tag|uint64(t+interval)&tatMask) {
+				continue
 			}
-			if w < 0 {
-				// A new bucket is full: the request is allowed and takes its first token.
-				if !s[victim].CompareAndSwap(old, tag|uint64(t+interval)&tatMask) {
-					continue
-				}
-				if old != 0 {
-					l.evictions.Inc()
-				}
-				return true
+			if old != 0 {
+				l.evictions.Inc()
 			}
+			return true
 		}
 		tat := base + int64((old-uint64(base))&tatMask)
 		if tat < t || tat-t > maxLead {
