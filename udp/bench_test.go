@@ -353,7 +353,7 @@ func BenchmarkAnnounceLimiter(b *testing.B) {
 // BenchmarkAnnounceLimiterPaired is BenchmarkAnnounceLimiter in one process: one warm server
 // answers alternating slices of 20,000 announces without the limiter and with it (see
 // ratelimittest.Paired), and on/off is the median of the pairs' ratios, steadier on a busy
-// machine than two separate benchmarks. off-ns/op and on-ns/op are the medians of each side.
+// machine than two separate benchmarks. off-ns/op and on-ns/op are the means of each side.
 func BenchmarkAnnounceLimiterPaired(b *testing.B) {
 	e, pkts := benchEnv(b, false, false)
 	l, err := ratelimit.New(ratelimit.Config{

@@ -116,7 +116,7 @@ func BenchmarkFastAnnounceLimiter(b *testing.B) {
 // connection answers alternating slices of 20,000 announces (from 20,000 addresses in turn)
 // with the limiter's rates off, as a tracker runs without rate_limit, and on (see
 // ratelimittest.Paired); on/off is the median of the pairs' ratios. off-ns/op and on-ns/op are
-// the medians of each side.
+// the means of each side.
 func BenchmarkFastAnnounceLimiterPaired(b *testing.B) {
 	l, err := ratelimit.New(ratelimit.Config{IPv4Prefix: 32, IPv6Prefix: 64, Slots: 1 << 16}, nil)
 	if err != nil {
