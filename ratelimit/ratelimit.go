@@ -21,7 +21,9 @@
 // A check reads its set's line and changes its bucket with one compare-and-swap: it takes no
 // lock and allocates nothing. With many client addresses that line is mostly not in the cache,
 // and the memory read is most of what a check costs; a frontend calls Prefetch as a request
-// arrives, so that the read overlaps the parsing of the request rather than waiting in Allow.
+// arrives, so that the read overlaps the parsing of the request rather than waiting in Allow,
+// and passes the Hint it returns to AllowHinted, which then does not hash the address again.
+// A check takes its time from the caller, who has read the clock for the request already.
 package ratelimit
 
 import (
@@ -219,6 +221,23 @@ func (l *Limiter) SetRates(announce, scrape Rate) {
 // prefix's bucket if so. A refused request takes nothing, so a client that keeps asking gets
 // through again at its rate.
 func (l *Limiter) Allow(k Kind, addr netip.Addr, now time.Time) bool {
+	return l.AllowHinted(k, addr, now, Hint{})
+}
+
+// Hint is what Prefetch worked out about a request's address, for the check that follows to
+// use rather than work it out again. The zero Hint holds nothing.
+type Hint struct {
+	l    *Limiter // nil in the zero Hint
+	addr netip.Addr
+	key  uint64
+	kind Kind
+}
+
+// AllowHinted is Allow with h, the Hint that Prefetch returned for the request: when k and addr
+// are what was prefetched, the address is not hashed again. A Hint of another kind or address
+// (a request behind a proxy, whose client address is known only after the prefetch), or from
+// another Limiter, is ignored: the answer is Allow's either way.
+func (l *Limiter) AllowHinted(k Kind, addr netip.Addr, now time.Time, h Hint) bool {
 	if l == nil {
 		return true
 	}
@@ -235,12 +254,42 @@ func (l *Limiter) Allow(k Kind, addr netip.Addr, now time.Time) bool {
 	}
 	base := last - ageCap
 	t = max(t, base) // a caller's time from before the last sweep started
-	h := l.key(k, addr)
-	s := &l.sets[h&l.mask]
-	tag := h & tagMask
+	key := h.key
+	if h.l != l || h.kind != k || h.addr != addr {
+		key = l.key(k, addr)
+	}
+	s := &l.sets[key&l.mask]
+	tag := key & tagMask
 	if tag == 0 {
 		tag = 1 << tatBits
 	}
+	// The way that holds the prefix's bucket, mostly: a known client, whose check is short.
+	// Anything else (a new prefix, a lost compare-and-swap) takes the long way, in check.
+	for i := range s {
+		if old := s[i].Load(); old&tagMask == tag {
+			tat := base + int64((old-uint64(base))&tatMask)
+			if tat < t || tat-t > maxLead {
+				// Idle (the bucket is full), or a TAT no check can have written: full too.
+				tat = t
+			}
+			if tat-t > tolerance {
+				l.limited[k].Inc()
+				return false
+			}
+			if s[i].CompareAndSwap(old, tag|uint64(tat+interval)&tatMask) {
+				return true
+			}
+			break
+		}
+	}
+	return l.check(k, s, tag, t, base, interval, tolerance)
+}
+
+// check is the whole of AllowHinted's check in set s of the bucket tagged tag, at time t (µs
+// since start, with base the earliest time a bucket tells): it finds the prefix's way or makes
+// it a new bucket, and tries again as long as a compare-and-swap finds that another check
+// changed the way meanwhile.
+func (l *Limiter) check(k Kind, s *set, tag uint64, t, base, interval, tolerance int64) bool {
 	for {
 		// One pass finds the prefix's way or, failing that, the way idle the longest: a free
 		// one first, else the one with the earliest TAT, the lowest index among equals.
@@ -289,16 +338,19 @@ func (l *Limiter) Allow(k Kind, addr netip.Addr, now time.Time) bool {
 	}
 }
 
-// Prefetch tells the limiter that Allow(k, addr, …) is coming soon: it starts loading the
-// bucket's line of the table into the cache and returns without waiting, so that the work a
-// caller does in between (parsing the rest of the request) hides the memory read that Allow
-// would otherwise wait for. It changes nothing and costs a few nanoseconds; a nil Limiter or
-// a kind without a limit does nothing.
-func (l *Limiter) Prefetch(k Kind, addr netip.Addr) {
+// Prefetch tells the limiter that a check of kind k for addr is coming soon: it starts loading
+// the bucket's line of the table into the cache and returns without waiting, so that the work a
+// caller does in between (parsing the rest of the request) hides the memory read that the check
+// would otherwise wait for. It changes nothing and costs a few nanoseconds; a nil Limiter or a
+// kind without a limit does nothing. The Hint it returns, passed to AllowHinted, saves that
+// check hashing the address again.
+func (l *Limiter) Prefetch(k Kind, addr netip.Addr) Hint {
 	if l == nil || l.interval[k].Load() == 0 {
-		return
+		return Hint{}
 	}
-	prefetch(&l.sets[l.key(k, addr)&l.mask])
+	key := l.key(k, addr)
+	prefetch(&l.sets[key&l.mask])
+	return Hint{l: l, addr: addr, key: key, kind: k}
 }
 
 // sweepStep does the next step of the sweep that is due at t (µs since start): it raises the

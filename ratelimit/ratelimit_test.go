@@ -134,6 +134,54 @@ func TestPrefetch(t *testing.T) {
 	}
 }
 
+// TestHint checks that a check with a Hint answers as Allow does for its own kind and address,
+// whatever the Hint: the prefetch's, another address's, another kind's, another Limiter's or
+// none.
+func TestHint(t *testing.T) {
+	a := netip.MustParseAddr("192.0.2.1")
+	b := netip.MustParseAddr("192.0.2.2")
+	mapped := netip.MustParseAddr("::ffff:192.0.2.1")
+	for _, tc := range []struct {
+		name     string
+		other    bool // the Hint is another Limiter's
+		hintKind Kind
+		hintAddr netip.Addr
+	}{
+		{"its own", false, Announce, a},
+		{"none", false, Announce, netip.Addr{}},
+		{"another address", false, Announce, b},
+		{"the IPv4-mapped form", false, Announce, mapped},
+		{"another kind", false, Scrape, a},
+		{"another Limiter's", true, Announce, a},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Config{Announce: Rate{PerSecond: 1, Burst: 2}, Scrape: Rate{PerSecond: 1, Burst: 2}}
+			l := newLimiter(t, cfg)
+			from := l
+			if tc.other {
+				from = newLimiter(t, cfg)
+			}
+			var h Hint
+			if tc.hintAddr.IsValid() {
+				h = from.Prefetch(tc.hintKind, tc.hintAddr)
+			}
+			now := time.Now()
+			assert.True(t, l.AllowHinted(Announce, a, now, h))
+			assert.True(t, l.AllowHinted(Announce, a, now, h))
+			assert.False(t, l.AllowHinted(Announce, a, now, h), "over the burst")
+			assert.False(t, l.Allow(Announce, a, now), "Allow sees the same bucket")
+			assert.False(t, l.Allow(Announce, mapped, now), "and so does its IPv4-mapped form")
+			assert.True(t, l.Allow(Announce, b, now), "another address's bucket is whole")
+			assert.True(t, l.Allow(Scrape, a, now), "the scrape bucket is whole")
+		})
+	}
+	var none *Limiter
+	assert.Equal(t, Hint{}, none.Prefetch(Announce, a), "a nil Limiter hints nothing")
+	assert.True(t, none.AllowHinted(Announce, a, time.Now(), Hint{}))
+	off := newLimiter(t, Config{})
+	assert.Equal(t, Hint{}, off.Prefetch(Announce, a), "nor does a kind without a limit")
+}
+
 func TestKindOff(t *testing.T) {
 	l := newLimiter(t, Config{Announce: Rate{1, 1}})
 	a := netip.MustParseAddr("192.0.2.1")
@@ -276,14 +324,16 @@ func TestConcurrent(t *testing.T) {
 }
 
 // BenchmarkAllow is one check, from 1,024 addresses (the table's lines stay cached) and from
-// 65,536 (512 KB of lines: cached only as far as the L2 cache holds them).
+// 65,536 (512 KB of lines: cached only as far as the L2 cache holds them), by Allow and, as the
+// frontends check, by Prefetch and then AllowHinted.
 func BenchmarkAllow(b *testing.B) {
 	for _, n := range []int{1024, 65536} {
-		b.Run(fmt.Sprintf("addresses=%d", n), func(b *testing.B) { benchAllow(b, n) })
+		b.Run(fmt.Sprintf("addresses=%d", n), func(b *testing.B) { benchAllow(b, n, false) })
+		b.Run(fmt.Sprintf("addresses=%d/prefetched", n), func(b *testing.B) { benchAllow(b, n, true) })
 	}
 }
 
-func benchAllow(b *testing.B, n int) {
+func benchAllow(b *testing.B, n int, prefetched bool) {
 	l := newLimiter(b, Config{Announce: Rate{PerSecond: 1e9, Burst: 1e6}, Slots: 65536})
 	addrs := make([]netip.Addr, n)
 	for i := range addrs {
@@ -293,6 +343,11 @@ func benchAllow(b *testing.B, n int) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		l.Allow(Announce, addrs[i%n], now)
+		a := addrs[i%n]
+		if prefetched {
+			l.AllowHinted(Announce, a, now, l.Prefetch(Announce, a))
+		} else {
+			l.Allow(Announce, a, now)
+		}
 	}
 }

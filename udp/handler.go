@@ -91,15 +91,16 @@ func (w *worker) handle(pkt []byte, from netip.AddrPort, oversized bool, out []b
 			kind = kindScrape
 		}
 		m.packets[kind][fam].Inc()
+		var hint ratelimit.Hint
 		if kind == kindAnnounce {
-			w.s.limiter.Prefetch(ratelimit.Announce, from.Addr())
+			hint = w.s.limiter.Prefetch(ratelimit.Announce, from.Addr())
 		}
 		if !w.s.ids.valid(&w.id, from, h.connID, w.s.now()) {
 			m.rejected[rejectConnectionID].Inc()
 			return appendError(out, h.txID, string(models.ErrBadConnectionID), len(pkt))
 		}
 		if kind == kindAnnounce {
-			return w.announce(pkt, from, fam, h.txID, oversized, out)
+			return w.announce(pkt, from, fam, h.txID, oversized, hint, out)
 		}
 		return w.scrape(pkt, from, fam, h.txID, oversized, out)
 	default:
@@ -109,11 +110,12 @@ func (w *worker) handle(pkt []byte, from netip.AddrPort, oversized bool, out []b
 	}
 }
 
-// announce runs an authenticated announce through the core.
-func (w *worker) announce(pkt []byte, from netip.AddrPort, fam models.Family, txID uint32, oversized bool, out []byte) []byte {
+// announce runs an authenticated announce through the core; hint is the limiter's prefetch of
+// the sender's bucket.
+func (w *worker) announce(pkt []byte, from netip.AddrPort, fam models.Family, txID uint32, oversized bool, hint ratelimit.Hint, out []byte) []byte {
 	start := time.Now()
 	fresh, err := w.parseAnnounce(pkt, from, fam, oversized)
-	if err == nil && !w.s.limiter.Allow(ratelimit.Announce, w.a.Remote, start) {
+	if err == nil && !w.s.limiter.AllowHinted(ratelimit.Announce, w.a.Remote, start, hint) {
 		err = models.ErrRateLimited
 	}
 	if err == nil {

@@ -70,6 +70,7 @@ func (c *conn) fail(sc *scratch, action string, ih *models.InfoHash, err error) 
 }
 
 func (s *Server) announce(c *conn, sc *scratch, now time.Time) (models.Event, error) {
+	hint := s.limiter.Prefetch(ratelimit.Announce, c.remote) // loads while the IDs are decoded
 	rq := &sc.rq
 	// The announce and its IDs live in sc: the core and the relay keep pointers to them past
 	// what escape analysis can see, which would put them on the heap per message.
@@ -100,7 +101,7 @@ func (s *Server) announce(c *conn, sc *scratch, now time.Time) (models.Event, er
 	} else {
 		s.m.messages[msgAnnounce].Add(1)
 	}
-	if s.limiter != nil && !s.limiter.Allow(ratelimit.Announce, c.remote, time.Now()) {
+	if s.limiter != nil && !s.limiter.AllowHinted(ratelimit.Announce, c.remote, now, hint) {
 		return ev, c.fail(sc, "announce", ih, models.ErrRateLimited)
 	}
 
@@ -249,7 +250,7 @@ func (s *Server) scrape(c *conn, sc *scratch, now time.Time) error {
 		return c.fail(sc, "", nil, errBadInfoHash)
 	}
 	sc.hashes = hashes
-	if s.limiter != nil && !s.limiter.Allow(ratelimit.Scrape, c.remote, time.Now()) {
+	if s.limiter != nil && !s.limiter.Allow(ratelimit.Scrape, c.remote, now) {
 		return c.fail(sc, "scrape", nil, models.ErrRateLimited)
 	}
 	if len(hashes) == 0 {
