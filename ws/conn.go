@@ -18,14 +18,14 @@ import (
 // A socket is read in one of two ways:
 //
 //   - polled (a plain TCP socket, on Linux): no goroutine waits on it. The server's poller
-//     (poll_linux.go) watches it; when it is readable a goroutine reads what is there, handles
-//     every whole message, writes what that queued and arms the poller again. An idle socket
-//     holds its conn and no buffer.
+//     (poll_linux.go) watches it; when it is readable a goroutine reads what is there and
+//     handles every whole message. An idle socket holds its conn and no buffer.
 //   - on a goroutine of its own (a socket under TLS, or no poller), which blocks in Read.
 //
 // Writes are the same for both: frames queue in the socket's buffer (bounded by ws_send_queue
 // messages); the sockets a wakeup queued frames to are written once each at its end, every
-// frame queued meanwhile in one write. A polled socket is written without blocking by whoever
+// frame queued meanwhile in one write. The wakeups of polled sockets the poller found ready
+// together are one batch (batch.go), written at the end of its last one. A polled socket is written without blocking by whoever
 // flushes it; only what the socket cannot take at once goes to a goroutine that waits.
 
 // The states of a socket's writing.
@@ -183,13 +183,20 @@ func putRead(bp *[]byte) {
 	}
 }
 
-// readable runs when the poller finds the socket readable: it reads what is there, handles
-// every whole message and writes what they queued, again as long as the poller finds more.
-func (c *conn) readable() {
+// readable runs when the poller finds the socket readable, as one of the poller's batch b: it
+// reads what is there and handles every whole message, whose frames b writes at its end; then
+// again as long as the poller finds more, each time writing what that queued itself.
+func (c *conn) readable(b *batch) {
 	for {
 		sc := c.s.getScratch()
 		ok := c.readPolled(sc)
-		sc.flushAll()
+		if b != nil {
+			b.join(sc)
+			b.done()
+			b = nil
+		} else {
+			sc.flushAll()
+		}
 		sc.release()
 		if ok && c.in != nil {
 			// An idle socket keeps no buffer, only the bytes of a frame not whole yet.

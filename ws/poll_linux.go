@@ -20,7 +20,9 @@ import (
 // goroutine that reads it (conn.readable) until it has read less than it had room for (all
 // there was); if the socket turns readable again meanwhile, the poller tells that goroutine to
 // read once more rather than starting another, so that one goroutine at a time reads a socket
-// and a wakeup costs no system call to arm the socket again. When a socket that could not take
+// and a wakeup costs no system call to arm the socket again. The readers started for the
+// sockets of one epoll_wait are a batch: what they queue is written when the last of them is
+// done, each socket once (batch.go). When a socket that could not take
 // all its frames turns writable, the poller starts a goroutine that writes the rest
 // (conn.resumeWrite). Events carry the socket's slot in the poller and the slot's generation,
 // so that an event for a socket finished meanwhile finds nothing.
@@ -49,6 +51,10 @@ type descriptorTaker interface {
 // write, as they come.
 const watched = syscall.EPOLLIN | syscall.EPOLLOUT | syscall.EPOLLRDHUP | epollET
 
+// pollBatch is the most sockets one pass of the poller takes (one epoll_wait): the readers of
+// those it finds readable are one batch, whose frames are written at its end (batch.go).
+const pollBatch = 1024
+
 // epollET is EPOLLET, which package syscall spells as a negative int.
 const epollET = 1 << 31
 
@@ -72,7 +78,7 @@ func newPoller() (*poller, error) {
 		_ = f.Close()
 		return nil, fmt.Errorf("ws: epoll descriptor: %w", err)
 	}
-	p := &poller{epfd: fd, file: f, rc: rc, events: make([]syscall.EpollEvent, 128), done: make(chan struct{})}
+	p := &poller{epfd: fd, file: f, rc: rc, events: make([]syscall.EpollEvent, pollBatch), done: make(chan struct{})}
 	p.waitFn = p.wait
 	go p.run()
 	return p, nil
@@ -112,6 +118,7 @@ func (p *poller) wait(fd uintptr) bool {
 		if err != nil {
 			return true // closed
 		}
+		b := newBatch()
 		for i := range n {
 			ev := &p.events[i]
 			c := p.lookup(uint32(ev.Fd), uint32(ev.Pad))
@@ -136,12 +143,14 @@ func (p *poller) wait(fd uintptr) bool {
 			}
 			c.mu.Unlock()
 			if read {
-				go c.readable()
+				b.hold()
+				go c.readable(b)
 			}
 			if write {
 				go c.resumeWrite()
 			}
 		}
+		b.done()
 		if n < len(p.events) {
 			return false
 		}
