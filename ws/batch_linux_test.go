@@ -1,0 +1,117 @@
+package ws
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// packetConn is a polled socket of s on a SOCK_SEQPACKET pair, from 127.0.0.(1+i), whose other
+// end (returned) reads one packet per write the server made: the test counts the writes.
+func packetConn(t *testing.T, s *Server, i int) (*conn, int) {
+	t.Helper()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
+	require.NoError(t, err)
+	require.NoError(t, syscall.SetNonblock(fds[0], true))
+	require.NoError(t, syscall.SetNonblock(fds[1], true))
+	t.Cleanup(func() { _ = syscall.Close(fds[1]) })
+	mine, theirs := net.Pipe()
+	_ = theirs.Close()
+	c := &conn{s: s, nc: mine, fd: fds[0], polled: true, remote: netip.AddrFrom4([4]byte{127, 0, 0, byte(1 + i)})}
+	c.lastHeard.Store(s.clock())
+	require.NoError(t, s.poll.add(c))
+	require.True(t, s.track(c))
+	s.m.polled.Add(1)
+	require.NoError(t, s.poll.start(c))
+	return c, fds[1]
+}
+
+// packets reads the packets waiting at fd (each one write of the server) and returns the
+// payloads of the frames in each.
+func packets(t *testing.T, fd int) [][]string {
+	t.Helper()
+	var got [][]string
+	buf := make([]byte, 256<<10)
+	for {
+		n, err := syscall.Read(fd, buf)
+		if err == syscall.EAGAIN {
+			return got
+		}
+		require.NoError(t, err)
+		var frames []string
+		for p := buf[:n]; len(p) > 0; {
+			require.GreaterOrEqual(t, len(p), 2)
+			require.Equal(t, byte(0x80|opText), p[0], "a final text frame")
+			size, head := int(p[1]&0x7f), 2
+			switch size {
+			case 126:
+				size, head = int(binary.BigEndian.Uint16(p[2:])), 4
+			case 127:
+				size, head = int(binary.BigEndian.Uint64(p[2:])), 10
+			}
+			require.GreaterOrEqual(t, len(p), head+size)
+			frames = append(frames, string(p[head:head+size]))
+			p = p[head+size:]
+		}
+		got = append(got, frames)
+	}
+}
+
+// TestBatchWritesOnce: what the readers of one batch queue to a socket is written to it in one
+// write, when the batch's last reader is done, and not before.
+func TestBatchWritesOnce(t *testing.T) {
+	s := benchServer(t)
+	const peers = 4
+	conns := make([]*conn, peers)
+	clients := make([]int, peers)
+	for i := range conns {
+		conns[i], clients[i] = packetConn(t, s, i)
+		sc := s.getScratch()
+		s.handle(conns[i], announceMessage(byte('A'+i), 0, 0), sc)
+		sc.flushAll()
+		sc.release()
+		require.Len(t, packets(t, clients[i]), 1, "peer %d's answer", i)
+	}
+
+	// Peers 1 to 3 announce with 3 offers each in one batch: each offer goes to one of the
+	// 3 others, so peer 0 gets 3 offers, and peers 1 to 3 their answer and 2 offers each.
+	b := newBatch()
+	for i := 1; i < peers; i++ {
+		b.hold()
+		sc := s.getScratch()
+		s.handle(conns[i], announceMessage(byte('A'+i), 3, 100), sc)
+		b.join(sc)
+		sc.release()
+		b.done()
+	}
+	for i := range clients {
+		assert.Empty(t, packets(t, clients[i]), "peer %d was written before the batch's end", i)
+	}
+	b.done() // the poller's reference: the batch is over
+	for i := range clients {
+		got := packets(t, clients[i])
+		require.Len(t, got, 1, "peer %d: one write", i)
+		var offers, answers int
+		for _, f := range got[0] {
+			switch {
+			case strings.Contains(f, `"offer":`):
+				offers++
+			case strings.Contains(f, `"complete":`):
+				answers++
+			}
+		}
+		if i == 0 {
+			assert.Equal(t, [2]int{3, 0}, [2]int{offers, answers}, "peer 0: offers, answers")
+		} else {
+			assert.Equal(t, [2]int{2, 1}, [2]int{offers, answers}, "peer %d: offers, answers", i)
+		}
+	}
+	assert.Zero(t, s.m.failures.Load())
+	assert.Equal(t, uint64(9), s.m.offersRelayed.Load())
+}
