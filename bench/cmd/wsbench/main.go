@@ -114,9 +114,10 @@ func pin(pid int, cpu string) error {
 }
 
 type tracker struct {
-	cmd  *exec.Cmd
-	url  string
-	work string
+	cmd    *exec.Cmd
+	url    string
+	work   string
+	exited <-chan struct{} // closed once cmd has exited (and been waited for)
 }
 
 func freePort() int {
@@ -171,27 +172,36 @@ func start(o options, name string) (*tracker, error) {
 	if err := t.cmd.Start(); err != nil {
 		return nil, err
 	}
+	exited := make(chan struct{})
+	go func() { _ = t.cmd.Wait(); close(exited) }()
+	t.exited = exited
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
 			c.Close()
 			return t, nil
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-exited:
+			log, _ := os.ReadFile(logf.Name())
 			t.stop()
-			return nil, fmt.Errorf("%s did not listen", name)
+			return nil, fmt.Errorf("%s exited before it listened: %s", name, bytes.TrimSpace(log))
+		default:
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(logf.Name())
+			t.stop()
+			return nil, fmt.Errorf("%s did not listen: %s", name, bytes.TrimSpace(log))
 		}
 	}
 }
 
 func (t *tracker) stop() {
 	_ = t.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = t.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-t.exited:
 	case <-time.After(5 * time.Second):
 		_ = t.cmd.Process.Kill()
-		<-done
+		<-t.exited
 	}
 	_ = os.RemoveAll(t.work)
 }
