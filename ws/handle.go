@@ -140,8 +140,12 @@ func (s *Server) announce(c *conn, sc *scratch, now time.Time) (models.Event, er
 		return ev, c.fail(sc, "announce", ih, err)
 	}
 	if j != nil && j.id != *id && j.registered {
-		// The socket announces ih under another peer ID now: the old one is gone.
+		// The socket announces ih under another peer ID now: the old one is gone, here and
+		// for the other instances.
 		s.idx.leave(ih, &j.id, c)
+		if s.relay != nil {
+			s.relay.Leave(ih, &j.id)
+		}
 	}
 	if ev == models.Stopped {
 		if j != nil {
