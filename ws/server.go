@@ -60,6 +60,7 @@ type Server struct {
 	redis       goredis.UniversalClient
 	redisPrefix string
 	rr          *redisRelay
+	relayTiming *relayTiming // nil: the relay's own constants
 	m           metrics
 
 	// scratch holds the room handling messages takes (getScratch).
