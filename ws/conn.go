@@ -76,6 +76,9 @@ type conn struct {
 	state   uint8   // writeIdle, writeScheduled, writeBusy
 	dead    bool    // closed, or closing
 	closing bool    // a close frame is queued: close the socket once it is written
+	// fullQueued counts the full scrape answers queued (fullscrape.go), whose slots go once the
+	// queue is written.
+	fullQueued int32
 	// A polled socket's own: its descriptor (-1 once closed), whether a goroutine reads it and
 	// whether it turned readable again meanwhile, and the frames a write left (pending, from
 	// pendingOff on) while its writer waits for room (wantWrite), or whether room came while
@@ -421,7 +424,9 @@ func (c *conn) take() *[]byte {
 		c.state = writeIdle
 		closing := c.closing && !c.dead
 		c.closeFD()
+		full := c.fullWritten()
 		c.mu.Unlock()
+		c.releaseFull(full)
 		if bp != nil {
 			putFrames(bp)
 		}
@@ -548,7 +553,12 @@ func (c *conn) kill() {
 		}
 		c.closeFD()
 	}
+	var full int32
+	if c.state == writeIdle {
+		full = c.fullWritten()
+	}
 	c.mu.Unlock()
+	c.releaseFull(full)
 	if pending != nil {
 		putFrames(pending)
 	}
@@ -582,7 +592,9 @@ func (c *conn) finish() {
 	c.frames = frameReader{}
 	c.mu.Lock()
 	c.closeFD()
+	full := c.fullWritten()
 	c.mu.Unlock()
+	c.releaseFull(full)
 	c.s.untrack(c)
 }
 

@@ -257,6 +257,12 @@ func (s *Server) scrape(c *conn, sc *scratch, now time.Time) error {
 		return c.fail(sc, "scrape", nil, models.ErrRateLimited)
 	}
 	if len(hashes) == 0 {
+		if s.full != nil && !present(rq.InfoHash) && c.passkey == "" {
+			if err := s.full.request(c, sc); err != nil {
+				return c.fail(sc, "scrape", nil, err)
+			}
+			return nil
+		}
 		return c.fail(sc, "scrape", nil, errNoScrapeHashes)
 	}
 	sc.ctx.Begin(now)

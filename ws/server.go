@@ -61,7 +61,9 @@ type Server struct {
 	redisPrefix string
 	rr          *redisRelay
 	relayTiming *relayTiming // nil: the relay's own constants
-	m           metrics
+	// full answers scrapes without info_hash; nil when full_scrape_enabled is off.
+	full *fullScrape
+	m    metrics
 
 	// scratch holds the room handling messages takes (getScratch).
 	scratch sync.Pool
@@ -116,6 +118,9 @@ func New(cfg *config.Config, tkr *tracker.Tracker, opts ...Option) (*Server, err
 		WriteBufferPool: &sync.Pool{},
 		// Browsers on any site may use a public tracker, as they may the reference's.
 		CheckOrigin: func(*http.Request) bool { return true },
+	}
+	if cfg.FullScrapeEnabled {
+		s.full = &fullScrape{s: s, interval: cfg.FullScrapeInterval.Duration}
 	}
 	for _, o := range opts {
 		o(s)
