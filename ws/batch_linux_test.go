@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // packetConn is a polled socket of s on a SOCK_SEQPACKET pair, from 127.0.0.(1+i), whose other
@@ -114,4 +115,60 @@ func TestBatchWritesOnce(t *testing.T) {
 	}
 	assert.Zero(t, s.m.failures.Load())
 	assert.Equal(t, uint64(9), s.m.offersRelayed.Load())
+}
+
+// TestBatchReadBounded: in its batch, a socket is read at most batchReads times, however much it
+// holds (a client that sends without end cannot hold up the batch's writes); it is read to its
+// end after that.
+func TestBatchReadBounded(t *testing.T) {
+	s := benchServer(t)
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	require.NoError(t, err)
+	require.NoError(t, syscall.SetNonblock(fds[0], true))
+	t.Cleanup(func() { _ = syscall.Close(fds[1]) })
+	// A socket of the server's that the poller does not watch: the test is its reader.
+	mine, theirs := net.Pipe()
+	_ = theirs.Close()
+	c := &conn{s: s, nc: mine, fd: fds[0], polled: true, remote: netip.AddrFrom4([4]byte{127, 0, 0, 1})}
+	require.True(t, s.track(c))
+
+	// 1 MB of pongs, all in the socket at once.
+	require.NoError(t, syscall.SetsockoptInt(fds[1], syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4<<20))
+	pong := clientFrame(true, opPong, []byte("0123456789"), [4]byte{1, 2, 3, 4})
+	var flood []byte
+	for len(flood) < 1<<20 {
+		flood = append(flood, pong...)
+	}
+	n, err := syscall.Write(fds[1], flood)
+	require.NoError(t, err)
+	require.Equal(t, len(flood), n)
+	unread := func() int {
+		v, err := unix.IoctlGetInt(fds[0], unix.SIOCINQ)
+		require.NoError(t, err)
+		return v
+	}
+
+	sc := s.getScratch()
+	ok, drained := c.readPolled(sc, batchReads)
+	sc.release()
+	assert.True(t, ok)
+	assert.False(t, drained, "stopped at batchReads")
+	assert.Equal(t, len(flood)-batchReads*readBufferSize, unread(), "batchReads reads of a buffer each")
+
+	// The reader's loop: its batch's share, then the rest on its own, until the client closes.
+	require.NoError(t, syscall.Shutdown(fds[1], syscall.SHUT_WR))
+	b := newBatch()
+	b.hold()
+	c.mu.Lock()
+	c.reading = true
+	c.mu.Unlock()
+	c.readable(b)
+	// It read every pong (a bad frame would have closed the socket with a close frame, which
+	// would be the first thing on the client's end) up to the client's close, which ends it.
+	assert.True(t, c.finished.Load(), "the client's close ends the connection")
+	var buf [16]byte
+	n, err = syscall.Read(fds[1], buf[:])
+	assert.Zero(t, n, "%q, %v", buf[:n], err)
+	assert.Equal(t, int32(1), b.refs.Load(), "the reader let go of its batch")
+	b.done()
 }

@@ -192,16 +192,20 @@ func putRead(bp *[]byte) {
 func (c *conn) readable(b *batch) {
 	for {
 		sc := c.s.getScratch()
-		ok := c.readPolled(sc)
+		var ok, drained bool
 		if b != nil {
+			// A socket that holds more than batchReads fill its share of the batch, and is
+			// read on after it: a client that sends without end cannot hold up the batch.
+			ok, drained = c.readPolled(sc, batchReads)
 			b.join(sc)
 			b.done()
 			b = nil
 		} else {
+			ok, drained = c.readPolled(sc, 0)
 			sc.flushAll()
 		}
 		sc.release()
-		if ok && c.in != nil {
+		if ok && drained && c.in != nil {
 			// An idle socket keeps no buffer, only the bytes of a frame not whole yet.
 			b := *c.in
 			putRead(c.in)
@@ -212,7 +216,7 @@ func (c *conn) readable(b *batch) {
 			}
 		}
 		c.mu.Lock()
-		more := ok && !c.dead && c.more
+		more := ok && !c.dead && (c.more || !drained)
 		c.more = false
 		if !more {
 			c.reading = false
@@ -229,9 +233,13 @@ func (c *conn) readable(b *batch) {
 	}
 }
 
-// readPolled reads the socket until it has nothing more for now, handling every whole message;
-// it reports false when the connection is over.
-func (c *conn) readPolled(sc *scratch) bool {
+// batchReads is how many reads that fill the buffer a socket has in its poller batch.
+const batchReads = 4
+
+// readPolled reads the socket until it has nothing more for now, or reads maxReads times (0: no
+// limit), handling every whole message; it reports false when the connection is over, and
+// whether the socket was drained (else it may hold more, and no event will say so).
+func (c *conn) readPolled(sc *scratch, maxReads int) (ok, drained bool) {
 	switch {
 	case c.in == nil:
 		c.in = readPool.Get().(*[]byte)
@@ -240,24 +248,27 @@ func (c *conn) readPolled(sc *scratch) bool {
 		*bp = append((*bp)[:0], *c.in...)
 		c.in = bp
 	}
-	for {
+	for reads := 1; ; reads++ {
 		c.room()
 		b := *c.in
 		n, err := c.readNow(b[len(b):cap(b)])
 		if err != nil {
-			return false
+			return false, true
 		}
 		if n == 0 {
-			return true
+			return true, true
 		}
 		*c.in = b[:len(b)+n]
 		if !c.process(sc) {
-			return false
+			return false, true
 		}
 		if len(b)+n < cap(b) {
 			// The socket had less than there was room for: it is drained. (If more came
 			// meanwhile, the poller says so again.)
-			return true
+			return true, true
+		}
+		if reads == maxReads {
+			return true, false
 		}
 	}
 }
