@@ -172,3 +172,37 @@ func TestBatchReadBounded(t *testing.T) {
 	assert.Equal(t, int32(1), b.refs.Load(), "the reader let go of its batch")
 	b.done()
 }
+
+// TestBatchCloseFrameWritten: a socket whose reader closes it with a close frame (here, for a
+// frame a client must not send) while other readers of its batch are still at work gets its
+// close frame when the batch ends, then its end.
+func TestBatchCloseFrameWritten(t *testing.T) {
+	s := benchServer(t)
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	require.NoError(t, err)
+	require.NoError(t, syscall.SetNonblock(fds[0], true))
+	t.Cleanup(func() { _ = syscall.Close(fds[1]) })
+	// A socket of the server's that the poller does not watch: the test is its reader.
+	mine, theirs := net.Pipe()
+	_ = theirs.Close()
+	c := &conn{s: s, nc: mine, fd: fds[0], polled: true, remote: netip.AddrFrom4([4]byte{127, 0, 0, 1})}
+	require.True(t, s.track(c))
+
+	_, err = syscall.Write(fds[1], []byte{0x80 | opText, 2, 'h', 'i'}) // not masked: 1002
+	require.NoError(t, err)
+	b := newBatch() // the poller's reference, which stands for another reader still at work
+	b.hold()
+	c.mu.Lock()
+	c.reading = true
+	c.mu.Unlock()
+	c.readable(b)
+	assert.True(t, c.finished.Load())
+	b.done()
+
+	var buf [16]byte
+	n, err := syscall.Read(fds[1], buf[:])
+	require.NoError(t, err)
+	require.Equal(t, []byte{0x80 | opClose, 2, closeProtocolError >> 8, closeProtocolError & 0xff}, buf[:n])
+	n, err = syscall.Read(fds[1], buf[:])
+	assert.Zero(t, n, "%v", err)
+}

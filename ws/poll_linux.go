@@ -284,10 +284,11 @@ func (c *conn) shutdown() {
 }
 
 // closeFD closes the polled socket's descriptor once it is finished and neither read nor
-// written: a descriptor closed under a reader or a writer could be another socket's by the time
-// they use it. It is called with c.mu held.
+// written, nor to be written (its close frame may wait for the end of a poller batch): a
+// descriptor closed under a reader or a writer could be another socket's by the time they use
+// it. It is called with c.mu held; the flush that ends a write calls it again (take).
 func (c *conn) closeFD() {
-	if c.fd >= 0 && c.finished.Load() && !c.reading && c.state != writeBusy {
+	if c.fd >= 0 && c.finished.Load() && !c.reading && c.state == writeIdle {
 		_ = syscall.Close(c.fd)
 		c.fd = -1
 	}
