@@ -1,16 +1,24 @@
 package ws
 
 import (
+	"context"
 	"encoding/binary"
 	"net"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/chihaya/chihaya/backend/noop"
+	"github.com/chihaya/chihaya/config"
+	"github.com/chihaya/chihaya/stats"
+	"github.com/chihaya/chihaya/tracker"
 )
 
 // packetConn is a polled socket of s on a SOCK_SEQPACKET pair, from 127.0.0.(1+i), whose other
@@ -205,4 +213,68 @@ func TestBatchCloseFrameWritten(t *testing.T) {
 	require.Equal(t, []byte{0x80 | opClose, 2, closeProtocolError >> 8, closeProtocolError & 0xff}, buf[:n])
 	n, err = syscall.Read(fds[1], buf[:])
 	assert.Zero(t, n, "%v", err)
+}
+
+// blockingRecorder blocks the first request it is told of until release is closed, as a core
+// waiting on a remote driver would hold its reader.
+type blockingRecorder struct {
+	first            atomic.Bool
+	blocked, release chan struct{}
+}
+
+func (r *blockingRecorder) Record(stats.Request) {
+	if r.first.CompareAndSwap(false, true) {
+		close(r.blocked)
+		<-r.release
+	}
+}
+
+// TestBlockedReaderHoldsUpNoOther: while one socket's reader waits (on the core), the poller's
+// other readers, or new ones, answer the other sockets.
+func TestBlockedReaderHoldsUpNoOther(t *testing.T) {
+	cfg := config.Default()
+	require.NoError(t, cfg.Validate())
+	pool, err := tracker.Open(cfg.Tracker)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pool.Close() })
+	tkr, err := tracker.New(&cfg, pool, noop.Conn{}, nil)
+	require.NoError(t, err)
+	rec := &blockingRecorder{blocked: make(chan struct{}), release: make(chan struct{})}
+	s, err := New(&cfg, tkr, WithRecorder(rec))
+	require.NoError(t, err)
+	released := false
+	t.Cleanup(func() {
+		if !released {
+			close(rec.release)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		require.NoError(t, s.Close(ctx))
+	})
+
+	const others = 8
+	clients := make([]int, others+1)
+	for i := range clients {
+		_, clients[i] = pairConn(t, s, i)
+		t.Cleanup(func() { _ = syscall.Close(clients[i]) })
+	}
+	send := func(i int) {
+		_, err := syscall.Write(clients[i], clientFrame(true, opText, announceMessage(byte('A'+i), 0, 0), [4]byte{1, 2, 3, 4}))
+		require.NoError(t, err)
+	}
+	send(0)
+	select {
+	case <-rec.blocked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first announce never reached the recorder")
+	}
+	for i := 1; i <= others; i++ {
+		send(i)
+	}
+	for i := 1; i <= others; i++ {
+		assert.Contains(t, string(readServerFrame(t, clients[i])), `"complete":`, "socket %d answered", i)
+	}
+	close(rec.release)
+	released = true
+	assert.Contains(t, string(readServerFrame(t, clients[0])), `"complete":`)
 }
