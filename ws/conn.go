@@ -18,15 +18,17 @@ import (
 // A socket is read in one of two ways:
 //
 //   - polled (a plain TCP socket, on Linux): no goroutine waits on it. The server's poller
-//     (poll_linux.go) watches it; when it is readable a goroutine reads what is there and
-//     handles every whole message. An idle socket holds its conn and no buffer.
+//     (poll_linux.go) watches it; when it is readable one of the poller's reader goroutines
+//     reads what is there and handles every whole message. An idle socket holds its conn and
+//     no buffer.
 //   - on a goroutine of its own (a socket under TLS, or no poller), which blocks in Read.
 //
 // Writes are the same for both: frames queue in the socket's buffer (bounded by ws_send_queue
 // messages); the sockets a wakeup queued frames to are written once each at its end, every
 // frame queued meanwhile in one write. The wakeups of polled sockets the poller found ready
-// together are one batch (batch.go), written at the end of its last one. A polled socket is written without blocking by whoever
-// flushes it; only what the socket cannot take at once goes to a goroutine that waits.
+// together are one batch (batch.go), written at the end of its last one. A polled socket is
+// written without blocking by whoever flushes it; only what the socket cannot take at once
+// goes to a goroutine that waits.
 
 // The states of a socket's writing.
 const (
