@@ -92,7 +92,7 @@ type redisRelay struct {
 	// them).
 	beatEvery, instanceTTL, swarmTTL time.Duration
 	// purged holds the dead instances whose entries this instance deleted from the swarms it
-	// holds peers of (the heartbeat's own; bounded by the instances Redis remembers).
+	// holds peers of (the refresher's own; bounded by the instances Redis remembers).
 	purged map[string]bool
 	// beaten tells the refresher that a heartbeat went through.
 	beaten chan struct{}
