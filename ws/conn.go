@@ -18,15 +18,17 @@ import (
 // A socket is read in one of two ways:
 //
 //   - polled (a plain TCP socket, on Linux): no goroutine waits on it. The server's poller
-//     (poll_linux.go) watches it; when it is readable a goroutine reads what is there, handles
-//     every whole message, writes what that queued and arms the poller again. An idle socket
-//     holds its conn and no buffer.
+//     (poll_linux.go) watches it; when it is readable one of the poller's reader goroutines
+//     reads what is there and handles every whole message. An idle socket holds its conn and
+//     no buffer.
 //   - on a goroutine of its own (a socket under TLS, or no poller), which blocks in Read.
 //
 // Writes are the same for both: frames queue in the socket's buffer (bounded by ws_send_queue
 // messages); the sockets a wakeup queued frames to are written once each at its end, every
-// frame queued meanwhile in one write. A polled socket is written without blocking by whoever
-// flushes it; only what the socket cannot take at once goes to a goroutine that waits.
+// frame queued meanwhile in one write. The wakeups of polled sockets the poller found ready
+// together are one batch (batch.go), written at the end of its last one. A polled socket is
+// written without blocking by whoever flushes it; only what the socket cannot take at once
+// goes to a goroutine that waits.
 
 // The states of a socket's writing.
 const (
@@ -76,6 +78,9 @@ type conn struct {
 	state   uint8   // writeIdle, writeScheduled, writeBusy
 	dead    bool    // closed, or closing
 	closing bool    // a close frame is queued: close the socket once it is written
+	// fullQueued counts the full scrape answers queued (fullscrape.go), whose slots go once the
+	// queue is written.
+	fullQueued int32
 	// A polled socket's own: its descriptor (-1 once closed), whether a goroutine reads it and
 	// whether it turned readable again meanwhile, and the frames a write left (pending, from
 	// pendingOff on) while its writer waits for room (wantWrite), or whether room came while
@@ -183,15 +188,26 @@ func putRead(bp *[]byte) {
 	}
 }
 
-// readable runs when the poller finds the socket readable: it reads what is there, handles
-// every whole message and writes what they queued, again as long as the poller finds more.
-func (c *conn) readable() {
+// readable runs when the poller finds the socket readable, as one of the poller's batch b: it
+// reads what is there and handles every whole message, whose frames b writes at its end; then
+// again as long as the poller finds more, each time writing what that queued itself.
+func (c *conn) readable(b *batch) {
 	for {
 		sc := c.s.getScratch()
-		ok := c.readPolled(sc)
-		sc.flushAll()
+		var ok, drained bool
+		if b != nil {
+			// A socket that holds more than batchReads fill its share of the batch, and is
+			// read on after it: a client that sends without end cannot hold up the batch.
+			ok, drained = c.readPolled(sc, batchReads)
+			b.join(sc)
+			b.done()
+			b = nil
+		} else {
+			ok, drained = c.readPolled(sc, 0)
+			sc.flushAll()
+		}
 		sc.release()
-		if ok && c.in != nil {
+		if ok && drained && c.in != nil {
 			// An idle socket keeps no buffer, only the bytes of a frame not whole yet.
 			b := *c.in
 			putRead(c.in)
@@ -202,7 +218,7 @@ func (c *conn) readable() {
 			}
 		}
 		c.mu.Lock()
-		more := ok && !c.dead && c.more
+		more := ok && !c.dead && (c.more || !drained)
 		c.more = false
 		if !more {
 			c.reading = false
@@ -219,9 +235,13 @@ func (c *conn) readable() {
 	}
 }
 
-// readPolled reads the socket until it has nothing more for now, handling every whole message;
-// it reports false when the connection is over.
-func (c *conn) readPolled(sc *scratch) bool {
+// batchReads is how many reads that fill the buffer a socket has in its poller batch.
+const batchReads = 4
+
+// readPolled reads the socket until it has nothing more for now, or reads maxReads times (0: no
+// limit), handling every whole message; it reports false when the connection is over, and
+// whether the socket was drained (else it may hold more, and no event will say so).
+func (c *conn) readPolled(sc *scratch, maxReads int) (ok, drained bool) {
 	switch {
 	case c.in == nil:
 		c.in = readPool.Get().(*[]byte)
@@ -230,24 +250,27 @@ func (c *conn) readPolled(sc *scratch) bool {
 		*bp = append((*bp)[:0], *c.in...)
 		c.in = bp
 	}
-	for {
+	for reads := 1; ; reads++ {
 		c.room()
 		b := *c.in
 		n, err := c.readNow(b[len(b):cap(b)])
 		if err != nil {
-			return false
+			return false, true
 		}
 		if n == 0 {
-			return true
+			return true, true
 		}
 		*c.in = b[:len(b)+n]
 		if !c.process(sc) {
-			return false
+			return false, true
 		}
 		if len(b)+n < cap(b) {
 			// The socket had less than there was room for: it is drained. (If more came
 			// meanwhile, the poller says so again.)
-			return true
+			return true, true
+		}
+		if reads == maxReads {
+			return true, false
 		}
 	}
 }
@@ -414,7 +437,9 @@ func (c *conn) take() *[]byte {
 		c.state = writeIdle
 		closing := c.closing && !c.dead
 		c.closeFD()
+		full := c.fullWritten()
 		c.mu.Unlock()
+		c.releaseFull(full)
 		if bp != nil {
 			putFrames(bp)
 		}
@@ -541,7 +566,12 @@ func (c *conn) kill() {
 		}
 		c.closeFD()
 	}
+	var full int32
+	if c.state == writeIdle {
+		full = c.fullWritten()
+	}
 	c.mu.Unlock()
+	c.releaseFull(full)
 	if pending != nil {
 		putFrames(pending)
 	}
@@ -575,7 +605,9 @@ func (c *conn) finish() {
 	c.frames = frameReader{}
 	c.mu.Lock()
 	c.closeFD()
+	full := c.fullWritten()
 	c.mu.Unlock()
+	c.releaseFull(full)
 	c.s.untrack(c)
 }
 

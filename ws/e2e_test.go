@@ -474,3 +474,39 @@ func TestRequestsCounted(t *testing.T) {
 	assert.Equal(t, uint64(0), doc["requests_by_transport"].(map[string]any)["http"])
 	assert.Equal(t, uint64(4), doc["announces"].(map[string]any)["total"])
 }
+
+// TestFullScrape: with full_scrape_enabled, a scrape without info_hash is answered with every
+// torrent, as the reference answers it, from an answer built at most once per
+// full_scrape_interval; a scrape with an empty list is still refused.
+func TestFullScrape(t *testing.T) {
+	c := startTracker(t, func(cfg *config.Config) {
+		cfg.FullScrapeEnabled = true
+		cfg.FullScrapeInterval = config.Duration{Duration: time.Hour}
+	})
+	ih1, ih2, ih3 := bin("full", 1), bin("full", 2), bin("full", 3)
+	cl := dial(t, c, "/announce")
+	cl.send(announce(ih1, bin("p", 1), "started", 0))
+	cl.read()
+	cl.send(announce(ih2, bin("p", 1), "started", 5))
+	cl.read()
+	want := map[string]any{
+		ih1: map[string]any{"complete": float64(1), "incomplete": float64(0), "downloaded": float64(0)},
+		ih2: map[string]any{"complete": float64(0), "incomplete": float64(1), "downloaded": float64(0)},
+	}
+	for _, scrape := range []map[string]any{{"action": "scrape"}, {"action": "scrape", "info_hash": nil}} {
+		cl.send(scrape)
+		m := cl.read()
+		assert.Equal(t, "scrape", m["action"])
+		assert.Equal(t, want, m["files"], "%v", scrape)
+		assert.Equal(t, map[string]any{"min_request_interval": float64(1800)}, m["flags"])
+	}
+
+	// A torrent announced since is not in the answer kept for the interval.
+	cl.send(announce(ih3, bin("p", 1), "started", 5))
+	cl.read()
+	cl.send(map[string]any{"action": "scrape"})
+	assert.Equal(t, want, cl.read()["files"], "the kept answer")
+
+	cl.send(map[string]any{"action": "scrape", "info_hash": []string{}})
+	assert.Contains(t, cl.read(), "failure reason")
+}

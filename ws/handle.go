@@ -141,8 +141,12 @@ func (s *Server) announce(c *conn, sc *scratch, now time.Time) (models.Event, er
 		return ev, c.fail(sc, "announce", ih, err)
 	}
 	if j != nil && j.id != *id && j.registered {
-		// The socket announces ih under another peer ID now: the old one is gone.
+		// The socket announces ih under another peer ID now: the old one is gone, here and
+		// for the other instances.
 		s.idx.leave(ih, &j.id, c)
+		if s.relay != nil {
+			s.relay.Leave(ih, &j.id)
+		}
 	}
 	if ev == models.Stopped {
 		if j != nil {
@@ -254,6 +258,12 @@ func (s *Server) scrape(c *conn, sc *scratch, now time.Time) error {
 		return c.fail(sc, "scrape", nil, models.ErrRateLimited)
 	}
 	if len(hashes) == 0 {
+		if s.full != nil && !present(rq.InfoHash) && c.passkey == "" {
+			if err := s.full.request(c, sc); err != nil {
+				return c.fail(sc, "scrape", nil, err)
+			}
+			return nil
+		}
 		return c.fail(sc, "scrape", nil, errNoScrapeHashes)
 	}
 	sc.ctx.Begin(now)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -16,13 +17,16 @@ import (
 // is in Go's netpoller: the poller's goroutine parks there while no socket is ready, and holds
 // no thread.
 //
-// Each socket is registered once, edge-triggered. When it turns readable the poller starts a
-// goroutine that reads it (conn.readable) until it has read less than it had room for (all
-// there was); if the socket turns readable again meanwhile, the poller tells that goroutine to
-// read once more rather than starting another, so that one goroutine at a time reads a socket
-// and a wakeup costs no system call to arm the socket again. When a socket that could not take
-// all its frames turns writable, the poller starts a goroutine that writes the rest
-// (conn.resumeWrite). Events carry the socket's slot in the poller and the slot's generation,
+// Each socket is registered once, edge-triggered. When it turns readable the poller queues it
+// for its reader goroutines (dispatch), one of which reads it (conn.readable) until it has read
+// less than it had room for (all there was); if the socket turns readable again meanwhile, the
+// poller tells that reader to read once more rather than queuing it again, so that one
+// goroutine at a time reads a socket and a wakeup costs no system call to arm the socket
+// again. The readers are a pool that grows while they are all busy with sockets queued (up to
+// maxReaders; past that, and a full queue, a socket gets a goroutine of its own). The sockets
+// of one epoll_wait are a batch: what their readers queue is written when the last of them is
+// done, each socket once (batch.go). When a socket that could not take all its frames turns
+// writable, the poller starts a goroutine that writes the rest (conn.resumeWrite). Events carry the socket's slot in the poller and the slot's generation,
 // so that an event for a socket finished meanwhile finds nothing.
 type poller struct {
 	epfd int
@@ -37,7 +41,28 @@ type poller struct {
 	events []syscall.EpollEvent
 	waitFn func(uintptr) bool
 	done   chan struct{}
+
+	// Readers: work holds the sockets found readable, for the reader goroutines that wait on
+	// it (idle of them; workers in all, at most maxReaders; starting: started and not yet
+	// running), which keep their grown stacks from one socket to the next where a goroutine
+	// per wakeup started afresh each time.
+	work     chan readWork
+	idle     atomic.Int32
+	workers  atomic.Int32
+	starting atomic.Int32
+	quit     chan struct{}
 }
+
+// readWork is a socket to read, of a poller batch.
+type readWork struct {
+	c *conn
+	b *batch
+}
+
+// maxReaders bounds the reader goroutines, and 2*maxReaders the sockets queued for them. When
+// they are all busy (their calls to the core may wait on a remote driver) and the queue is full,
+// a socket gets a goroutine of its own, as each did before there were readers.
+const maxReaders = 64
 
 // descriptorTaker is a connection that hands its socket's descriptor over (the HTTP frontend's
 // connections do, but those under TLS).
@@ -48,6 +73,10 @@ type descriptorTaker interface {
 // watched is what the poller asks of a socket: data or a close from the client, and room to
 // write, as they come.
 const watched = syscall.EPOLLIN | syscall.EPOLLOUT | syscall.EPOLLRDHUP | epollET
+
+// pollBatch is the most sockets one pass of the poller takes (one epoll_wait): the readers of
+// those it finds readable are one batch, whose frames are written at its end (batch.go).
+const pollBatch = 1024
 
 // epollET is EPOLLET, which package syscall spells as a negative int.
 const epollET = 1 << 31
@@ -72,7 +101,8 @@ func newPoller() (*poller, error) {
 		_ = f.Close()
 		return nil, fmt.Errorf("ws: epoll descriptor: %w", err)
 	}
-	p := &poller{epfd: fd, file: f, rc: rc, events: make([]syscall.EpollEvent, 128), done: make(chan struct{})}
+	p := &poller{epfd: fd, file: f, rc: rc, events: make([]syscall.EpollEvent, pollBatch), done: make(chan struct{}),
+		work: make(chan readWork, 2*maxReaders), quit: make(chan struct{})}
 	p.waitFn = p.wait
 	go p.run()
 	return p, nil
@@ -112,6 +142,7 @@ func (p *poller) wait(fd uintptr) bool {
 		if err != nil {
 			return true // closed
 		}
+		b := newBatch()
 		for i := range n {
 			ev := &p.events[i]
 			c := p.lookup(uint32(ev.Fd), uint32(ev.Pad))
@@ -136,12 +167,15 @@ func (p *poller) wait(fd uintptr) bool {
 			}
 			c.mu.Unlock()
 			if read {
-				go c.readable()
+				b.hold()
+				p.dispatch(c, b)
 			}
 			if write {
 				go c.resumeWrite()
 			}
 		}
+		b.done()
+		p.grow()
 		if n < len(p.events) {
 			return false
 		}
@@ -223,10 +257,63 @@ func (p *poller) ctl(fd, op int, events uint32, slot, gen uint32) error {
 	return nil
 }
 
-// close stops the poller; the sockets are the server's to close.
+// dispatch has c read, as one of batch b, by a reader goroutine.
+func (p *poller) dispatch(c *conn, b *batch) {
+	select {
+	case p.work <- readWork{c, b}:
+	default:
+		go c.readable(b) // the queue is full
+	}
+}
+
+// grow starts one more reader when sockets are queued, no reader is idle and none is starting
+// already: at the end of a poller pass, and whenever a reader takes a socket. The readers that
+// wait on the core (a remote driver) are thus joined by others one after the other, up to
+// maxReaders, while the queue holds sockets.
+func (p *poller) grow() {
+	if len(p.work) == 0 || p.idle.Load() > 0 || p.starting.Load() > 0 {
+		return
+	}
+	if n := p.workers.Add(1); n > maxReaders {
+		p.workers.Add(-1)
+		return
+	}
+	p.starting.Add(1)
+	go p.reader()
+}
+
+// reader reads the sockets dispatched to it until the poller closes.
+func (p *poller) reader() {
+	p.starting.Add(-1)
+	for {
+		p.idle.Add(1)
+		select {
+		case w := <-p.work:
+			p.idle.Add(-1)
+			p.grow()
+			w.c.readable(w.b)
+		case <-p.quit:
+			p.idle.Add(-1)
+			p.workers.Add(-1)
+			return
+		}
+	}
+}
+
+// close stops the poller and its readers; the sockets are the server's to close.
 func (p *poller) close() {
 	_ = p.file.Close()
 	<-p.done
+	close(p.quit)
+	// Work queued and not taken (none once every socket is finished) is read on its own.
+	for {
+		select {
+		case w := <-p.work:
+			go w.c.readable(w.b)
+		default:
+			return
+		}
+	}
 }
 
 // errClosed is a read of a socket the client closed.
@@ -275,10 +362,11 @@ func (c *conn) shutdown() {
 }
 
 // closeFD closes the polled socket's descriptor once it is finished and neither read nor
-// written: a descriptor closed under a reader or a writer could be another socket's by the time
-// they use it. It is called with c.mu held.
+// written, nor to be written (its close frame may wait for the end of a poller batch): a
+// descriptor closed under a reader or a writer could be another socket's by the time they use
+// it. It is called with c.mu held; the flush that ends a write calls it again (take).
 func (c *conn) closeFD() {
-	if c.fd >= 0 && c.finished.Load() && !c.reading && c.state != writeBusy {
+	if c.fd >= 0 && c.finished.Load() && !c.reading && c.state == writeIdle {
 		_ = syscall.Close(c.fd)
 		c.fd = -1
 	}

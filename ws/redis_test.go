@@ -104,3 +104,53 @@ func TestTwoInstancesThroughRedis(t *testing.T) {
 	assert.Equal(t, 1.0, metric(t, trB, "chihaya_ws_relay_received_total"), "the answer")
 	assert.Equal(t, 0.0, metric(t, trB, "chihaya_ws_relay_dropped_total"))
 }
+
+// redisKeys returns a client of the test's Redis and the relay hash of info hash ih (a binary
+// string as the tests send it) under params' key prefix.
+func redisKeys(t *testing.T, params json.RawMessage, ih string) (*goredis.Client, string) {
+	t.Helper()
+	var p struct {
+		Addr      string `json:"addr"`
+		KeyPrefix string `json:"key_prefix"`
+	}
+	require.NoError(t, json.Unmarshal(params, &p))
+	rdb := goredis.NewClient(&goredis.Options{Addr: p.Addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb, p.KeyPrefix + "ws:" + hex.EncodeToString([]byte(latin1(ih)))
+}
+
+// TestRedisNewPeerIDReplacesOld: a socket that announces a torrent again under another peer ID
+// leaves the relay's hash under its old one.
+func TestRedisNewPeerIDReplacesOld(t *testing.T) {
+	params := redisParams(t)
+	tr := startTracker(t, func(cfg *config.Config) { cfg.Tracker = config.DriverConfig{Name: "redis", Params: params} })
+	ih := bin("newid", 1)
+	rdb, key := redisKeys(t, params, ih)
+	ctx := context.Background()
+	cl := dial(t, tr, "/announce")
+	oldID, newID := bin("old", 1), bin("new", 2)
+	cl.send(announce(ih, oldID, "started", 10))
+	require.Equal(t, "announce", cl.read()["action"])
+	fields, err := rdb.HKeys(ctx, key).Result()
+	require.NoError(t, err)
+	assert.Equal(t, []string{latin1(oldID)}, fields)
+
+	cl.send(announce(ih, newID, "", 10))
+	require.Equal(t, "announce", cl.read()["action"])
+	fields, err = rdb.HKeys(ctx, key).Result()
+	require.NoError(t, err)
+	assert.Equal(t, []string{latin1(newID)}, fields, "the old peer ID is gone")
+
+	// The socket closes: its peer leaves the hash.
+	require.NoError(t, cl.ws.Close())
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, err := rdb.HLen(ctx, key).Result()
+		require.NoError(t, err)
+		if n == 0 {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the closed socket's peer is still in the hash")
+		time.Sleep(10 * time.Millisecond)
+	}
+}

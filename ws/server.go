@@ -60,7 +60,10 @@ type Server struct {
 	redis       goredis.UniversalClient
 	redisPrefix string
 	rr          *redisRelay
-	m           metrics
+	relayTiming *relayTiming // nil: the relay's own constants
+	// full answers scrapes without info_hash; nil when full_scrape_enabled is off.
+	full *fullScrape
+	m    metrics
 
 	// scratch holds the room handling messages takes (getScratch).
 	scratch sync.Pool
@@ -115,6 +118,9 @@ func New(cfg *config.Config, tkr *tracker.Tracker, opts ...Option) (*Server, err
 		WriteBufferPool: &sync.Pool{},
 		// Browsers on any site may use a public tracker, as they may the reference's.
 		CheckOrigin: func(*http.Request) bool { return true },
+	}
+	if cfg.FullScrapeEnabled {
+		s.full = &fullScrape{s: s, interval: cfg.FullScrapeInterval.Duration}
 	}
 	for _, o := range opts {
 		o(s)

@@ -167,3 +167,21 @@ func (x *index) peers() (n int) {
 	}
 	return n
 }
+
+// held appends to ihs the info hash of every swarm this process holds peers of, and to ids
+// their IDs, swarm after swarm; ends[i] is where the IDs of ihs[i] end in ids.
+func (x *index) held(ihs []models.InfoHash, ids []models.PeerID, ends []int) ([]models.InfoHash, []models.PeerID, []int) {
+	for i := range x.shards {
+		sh := &x.shards[i]
+		sh.mu.RLock()
+		for ih, sw := range sh.swarms {
+			ihs = append(ihs, ih)
+			for _, m := range sw.members {
+				ids = append(ids, m.id)
+			}
+			ends = append(ends, len(ids))
+		}
+		sh.mu.RUnlock()
+	}
+	return ihs, ids, ends
+}

@@ -14,7 +14,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -114,9 +113,10 @@ func pin(pid int, cpu string) error {
 }
 
 type tracker struct {
-	cmd  *exec.Cmd
-	url  string
-	work string
+	cmd    *exec.Cmd
+	url    string
+	work   string
+	exited <-chan struct{} // closed once cmd has exited (and been waited for)
 }
 
 func freePort() int {
@@ -171,27 +171,36 @@ func start(o options, name string) (*tracker, error) {
 	if err := t.cmd.Start(); err != nil {
 		return nil, err
 	}
+	exited := make(chan struct{})
+	go func() { _ = t.cmd.Wait(); close(exited) }()
+	t.exited = exited
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
 			c.Close()
 			return t, nil
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-exited:
+			log, _ := os.ReadFile(logf.Name())
 			t.stop()
-			return nil, fmt.Errorf("%s did not listen", name)
+			return nil, fmt.Errorf("%s exited before it listened: %s", name, bytes.TrimSpace(log))
+		default:
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(logf.Name())
+			t.stop()
+			return nil, fmt.Errorf("%s did not listen: %s", name, bytes.TrimSpace(log))
 		}
 	}
 }
 
 func (t *tracker) stop() {
 	_ = t.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = t.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-t.exited:
 	case <-time.After(5 * time.Second):
 		_ = t.cmd.Process.Kill()
-		<-done
+		<-t.exited
 	}
 	_ = os.RemoveAll(t.work)
 }
@@ -235,9 +244,24 @@ func bin(kind byte, a, b int) string {
 func (t *tracker) pid() int { return t.cmd.Process.Pid }
 
 type peer struct {
-	c       *websocket.Conn
-	ih, id  string
-	replies chan struct{}
+	c      *websocket.Conn
+	ih, id string
+	// regular is the peer's announce after the first, which it sends again each time it is
+	// answered, from its reader (no goroutine hand-off or timer per announce: the generator,
+	// on its one CPU, is the bottleneck otherwise).
+	regular []byte
+	stop    *atomic.Bool
+	mu      sync.Mutex // writes: the reader's, and a retry's after a failure
+}
+
+// announce sends msg, unless the run is over.
+func (p *peer) announce(msg []byte) {
+	if p.stop.Load() {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_ = p.c.WriteMessage(websocket.TextMessage, msg)
 }
 
 // The keys that tell the messages a peer gets apart, in the tracker's text (neither tracker
@@ -276,14 +300,12 @@ func (p *peer) read(announces, offers *atomic.Int64) {
 		switch {
 		case bytes.Contains(buf, keyFailure):
 			fmt.Fprintf(os.Stderr, "failure: %s\n", buf)
+			time.AfterFunc(10*time.Second, func() { p.announce(p.regular) })
 		case bytes.Contains(buf, keyOffer):
 			offers.Add(1)
 		case bytes.Contains(buf, keyComplete):
 			announces.Add(1)
-			select {
-			case p.replies <- struct{}{}:
-			default:
-			}
+			p.announce(p.regular)
 		}
 	}
 }
@@ -302,63 +324,53 @@ func relay(o options, name string) (string, error) {
 	defer t.stop()
 	var peers []*peer
 	var announces, offers atomic.Int64
+	var stop atomic.Bool
+	sdp := strings.Repeat("a", o.offerBytes)
 	for s := 0; s < o.swarms; s++ {
 		for i := 0; i < o.perSwarm; i++ {
 			c, err := dial(t.url)
 			if err != nil {
 				return "", err
 			}
-			p := &peer{c: c, ih: bin('h', s, 0), id: bin('p', s, i), replies: make(chan struct{}, 1)}
+			p := &peer{c: c, ih: bin('h', s, 0), id: bin('p', s, i), stop: &stop}
 			peers = append(peers, p)
-			go p.read(&announces, &offers)
 		}
 	}
 	defer func() {
+		stop.Store(true)
 		for _, p := range peers {
 			_ = p.c.Close()
 		}
 	}()
-	sdp := strings.Repeat("a", o.offerBytes)
-	ctx, cancel := context.WithCancel(context.Background())
+	// Each peer's two announces, encoded once: the first with event started, the next ones with
+	// none. The tracker relays offers and offer IDs as they come, so that the same ones every
+	// time cost it what new ones would.
+	starts := make([][]byte, len(peers))
+	for k, p := range peers {
+		offs := make([]map[string]any, o.offer)
+		for i := range offs {
+			offs[i] = map[string]any{"offer": map[string]any{"type": "offer", "sdp": sdp}, "offer_id": bin('o', i, 0)}
+		}
+		msg := map[string]any{"action": "announce", "info_hash": p.ih, "peer_id": p.id, "numwant": o.offer,
+			"uploaded": 0, "downloaded": 0, "left": 100, "offers": offs}
+		p.regular, _ = json.Marshal(msg)
+		msg["event"] = "started"
+		starts[k], _ = json.Marshal(msg)
+	}
 	var wg sync.WaitGroup
-	for _, p := range peers {
+	for k, p := range peers {
 		wg.Add(1)
-		go func(p *peer) {
+		go func() {
 			defer wg.Done()
-			// Each peer's two announces, encoded once: the first with event started, the next
-			// ones with none. The tracker relays offers and offer IDs as they come, so that the
-			// same ones every time cost it what new ones would.
-			offs := make([]map[string]any, o.offer)
-			for i := range offs {
-				offs[i] = map[string]any{"offer": map[string]any{"type": "offer", "sdp": sdp}, "offer_id": bin('o', i, 0)}
-			}
-			msg := map[string]any{"action": "announce", "info_hash": p.ih, "peer_id": p.id, "numwant": o.offer,
-				"uploaded": 0, "downloaded": 0, "left": 100, "offers": offs}
-			regular, _ := json.Marshal(msg)
-			msg["event"] = "started"
-			started, _ := json.Marshal(msg)
-			for n := 0; ctx.Err() == nil; n++ {
-				next := regular
-				if n == 0 {
-					next = started
-				}
-				if err := p.c.WriteMessage(websocket.TextMessage, next); err != nil {
-					return
-				}
-				select {
-				case <-p.replies:
-				case <-ctx.Done():
-					return
-				case <-time.After(10 * time.Second):
-				}
-			}
-		}(p)
+			p.read(&announces, &offers)
+		}()
+		p.announce(starts[k])
 	}
 	time.Sleep(o.warmup)
 	a0, f0, c0, t0 := announces.Load(), offers.Load(), cpuTicks(t.pid()), time.Now()
 	time.Sleep(o.duration)
 	a1, f1, c1, t1 := announces.Load(), offers.Load(), cpuTicks(t.pid()), time.Now()
-	cancel()
+	stop.Store(true)
 	for _, p := range peers {
 		_ = p.c.Close()
 	}
