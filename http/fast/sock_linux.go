@@ -254,12 +254,13 @@ func (k *sock) Close() error {
 }
 
 // sendHeld sends the held bytes p on a socket being closed, raw (its write deadline, which
-// crypto/tls sets in the past after its close_notify alert, does not apply). A socket that
-// takes only part of them (it cannot, below maxHold) loses the rest, as a close would.
+// crypto/tls sets in the past after its close_notify alert, does not apply), with MSG_MORE:
+// the close that follows sends them in one segment with the FIN. A socket that takes only part
+// of them (it cannot, below maxHold) loses the rest, as a close would.
 func (k *sock) sendHeld(f *os.File, fd int, p []byte) {
 	send := func(fd uintptr) {
 		for len(p) > 0 {
-			n, err := sendmsg(int(fd), p, 0)
+			n, err := sendmsg(int(fd), p, syscall.MSG_MORE)
 			if n > 0 {
 				p = p[n:]
 			}
