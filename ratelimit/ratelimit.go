@@ -267,11 +267,7 @@ func (l *Limiter) AllowHinted(k Kind, addr netip.Addr, now time.Time, h Hint) bo
 	// Anything else (a new prefix, a lost compare-and-swap) takes the long way, in check.
 	for i := range s {
 		if old := s[i].Load(); old&tagMask == tag {
-			tat := base + int64((old-uint64(base))&tatMask)
-			if tat < t || tat-t > maxLead {
-				// Idle (the bucket is full), or a TAT no check can have written: full too.
-				tat = t
-			}
+			tat := tatAt(old, base, t)
 			if tat-t > tolerance {
 				l.limited[k].Inc()
 				return false
@@ -323,11 +319,7 @@ func (l *Limiter) check(k Kind, s *set, tag uint64, t, base, interval, tolerance
 			}
 			return true
 		}
-		tat := base + int64((old-uint64(base))&tatMask)
-		if tat < t || tat-t > maxLead {
-			// Idle (the bucket is full), or a TAT no check can have written: full too.
-			tat = t
-		}
+		tat := tatAt(old, base, t)
 		if tat-t > tolerance {
 			l.limited[k].Inc()
 			return false
@@ -432,4 +424,15 @@ func (l *Limiter) key(k Kind, addr netip.Addr) uint64 {
 func mix(a, b uint64) uint64 {
 	hi, lo := bits.Mul64(a, b)
 	return hi ^ lo
+}
+
+// tatAt is the theoretical arrival time a bucket word old holds, in µs from base, as a check at
+// t reads it: t for an idle bucket (it is full) and for a time no check can have written
+// (more than maxLead ahead), which is full too.
+func tatAt(old uint64, base, t int64) int64 {
+	tat := base + int64((old-uint64(base))&tatMask)
+	if tat < t || tat-t > maxLead {
+		return t
+	}
+	return tat
 }

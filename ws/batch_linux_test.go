@@ -130,28 +130,24 @@ func TestBatchWritesOnce(t *testing.T) {
 // end after that.
 func TestBatchReadBounded(t *testing.T) {
 	s := benchServer(t)
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	require.NoError(t, err)
-	require.NoError(t, syscall.SetNonblock(fds[0], true))
-	t.Cleanup(func() { _ = syscall.Close(fds[1]) })
 	// A socket of the server's that the poller does not watch: the test is its reader.
-	mine, theirs := net.Pipe()
-	_ = theirs.Close()
-	c := &conn{s: s, nc: mine, fd: fds[0], polled: true, remote: netip.AddrFrom4([4]byte{127, 0, 0, 1})}
+	c, client := pairSocket(t, s, 0)
+	t.Cleanup(func() { _ = syscall.Close(client) })
 	require.True(t, s.track(c))
+	serverFD := c.fd
 
 	// 1 MB of pongs, all in the socket at once.
-	require.NoError(t, syscall.SetsockoptInt(fds[1], syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4<<20))
+	require.NoError(t, syscall.SetsockoptInt(client, syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4<<20))
 	pong := clientFrame(true, opPong, []byte("0123456789"), [4]byte{1, 2, 3, 4})
 	var flood []byte
 	for len(flood) < 1<<20 {
 		flood = append(flood, pong...)
 	}
-	n, err := syscall.Write(fds[1], flood)
+	n, err := syscall.Write(client, flood)
 	require.NoError(t, err)
 	require.Equal(t, len(flood), n)
 	unread := func() int {
-		v, err := unix.IoctlGetInt(fds[0], unix.SIOCINQ)
+		v, err := unix.IoctlGetInt(serverFD, unix.SIOCINQ)
 		require.NoError(t, err)
 		return v
 	}
@@ -164,7 +160,7 @@ func TestBatchReadBounded(t *testing.T) {
 	assert.Equal(t, len(flood)-batchReads*readBufferSize, unread(), "batchReads reads of a buffer each")
 
 	// The reader's loop: its batch's share, then the rest on its own, until the client closes.
-	require.NoError(t, syscall.Shutdown(fds[1], syscall.SHUT_WR))
+	require.NoError(t, syscall.Shutdown(client, syscall.SHUT_WR))
 	b := newBatch()
 	b.hold()
 	c.mu.Lock()
@@ -175,7 +171,7 @@ func TestBatchReadBounded(t *testing.T) {
 	// would be the first thing on the client's end) up to the client's close, which ends it.
 	assert.True(t, c.finished.Load(), "the client's close ends the connection")
 	var buf [16]byte
-	n, err = syscall.Read(fds[1], buf[:])
+	n, err = syscall.Read(client, buf[:])
 	assert.Zero(t, n, "%q, %v", buf[:n], err)
 	assert.Equal(t, int32(1), b.refs.Load(), "the reader let go of its batch")
 	b.done()
@@ -186,17 +182,12 @@ func TestBatchReadBounded(t *testing.T) {
 // close frame when the batch ends, then its end.
 func TestBatchCloseFrameWritten(t *testing.T) {
 	s := benchServer(t)
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	require.NoError(t, err)
-	require.NoError(t, syscall.SetNonblock(fds[0], true))
-	t.Cleanup(func() { _ = syscall.Close(fds[1]) })
 	// A socket of the server's that the poller does not watch: the test is its reader.
-	mine, theirs := net.Pipe()
-	_ = theirs.Close()
-	c := &conn{s: s, nc: mine, fd: fds[0], polled: true, remote: netip.AddrFrom4([4]byte{127, 0, 0, 1})}
+	c, client := pairSocket(t, s, 0)
+	t.Cleanup(func() { _ = syscall.Close(client) })
 	require.True(t, s.track(c))
 
-	_, err = syscall.Write(fds[1], []byte{0x80 | opText, 2, 'h', 'i'}) // not masked: 1002
+	_, err := syscall.Write(client, []byte{0x80 | opText, 2, 'h', 'i'}) // not masked: 1002
 	require.NoError(t, err)
 	b := newBatch() // the poller's reference, which stands for another reader still at work
 	b.hold()
@@ -208,10 +199,10 @@ func TestBatchCloseFrameWritten(t *testing.T) {
 	b.done()
 
 	var buf [16]byte
-	n, err := syscall.Read(fds[1], buf[:])
+	n, err := syscall.Read(client, buf[:])
 	require.NoError(t, err)
 	require.Equal(t, []byte{0x80 | opClose, 2, closeProtocolError >> 8, closeProtocolError & 0xff}, buf[:n])
-	n, err = syscall.Read(fds[1], buf[:])
+	n, err = syscall.Read(client, buf[:])
 	assert.Zero(t, n, "%v", err)
 }
 

@@ -40,22 +40,30 @@ func benchServer(tb testing.TB) *Server {
 	return s
 }
 
-// pairConn is a polled socket of s, one end of a socket pair, from 127.0.0.(1+i); it returns the
-// client's end too.
-func pairConn(tb testing.TB, s *Server, i int) (*conn, int) {
+// pairSocket is a socket of s, the non-blocking end of a socket pair, from 127.0.0.(1+i),
+// neither watched by the poller nor tracked; it returns the client's end too, which the
+// caller closes.
+func pairSocket(tb testing.TB, s *Server, i int) (*conn, int) {
 	tb.Helper()
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	require.NoError(tb, err)
 	require.NoError(tb, syscall.SetNonblock(fds[0], true))
 	mine, theirs := net.Pipe() // what the HTTP frontend would keep to count the socket
 	_ = theirs.Close()
-	c := &conn{s: s, nc: mine, fd: fds[0], polled: true, remote: netip.AddrFrom4([4]byte{127, 0, 0, byte(1 + i)})}
+	return &conn{s: s, nc: mine, fd: fds[0], polled: true, remote: netip.AddrFrom4([4]byte{127, 0, 0, byte(1 + i)})}, fds[1]
+}
+
+// pairConn is a polled socket of s, one end of a socket pair, from 127.0.0.(1+i); it returns the
+// client's end too.
+func pairConn(tb testing.TB, s *Server, i int) (*conn, int) {
+	tb.Helper()
+	c, client := pairSocket(tb, s, i)
 	c.lastHeard.Store(s.clock())
 	require.NoError(tb, s.poll.add(c))
 	require.True(tb, s.track(c))
 	s.m.polled.Add(1)
 	require.NoError(tb, s.poll.start(c))
-	return c, fds[1]
+	return c, client
 }
 
 // benchSwarm is a server and a swarm of polled sockets on socket pairs, each peer announced,

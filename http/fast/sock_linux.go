@@ -288,28 +288,24 @@ func (k *sock) SetDeadline(t time.Time) error {
 
 // SetReadDeadline sets the read deadline; a raw socket keeps it until it waits.
 func (k *sock) SetReadDeadline(t time.Time) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.closed {
-		return net.ErrClosed
-	}
-	k.rdl = t
-	if k.f != nil {
-		return k.f.SetReadDeadline(t)
-	}
-	return nil
+	return k.setDeadline(&k.rdl, t, (*os.File).SetReadDeadline)
 }
 
 // SetWriteDeadline sets the write deadline; a raw socket keeps it until it waits.
 func (k *sock) SetWriteDeadline(t time.Time) error {
+	return k.setDeadline(&k.wdl, t, (*os.File).SetWriteDeadline)
+}
+
+// setDeadline keeps t in *d, which is rdl or wdl, and sets it on the polled socket with set.
+func (k *sock) setDeadline(d *time.Time, t time.Time, set func(*os.File, time.Time) error) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.closed {
 		return net.ErrClosed
 	}
-	k.wdl = t
+	*d = t
 	if k.f != nil {
-		return k.f.SetWriteDeadline(t)
+		return set(k.f, t)
 	}
 	return nil
 }
