@@ -21,8 +21,18 @@ import (
 // benchServer is a server on a tracker with the memory driver, closed when the test ends.
 func benchServer(tb testing.TB) *Server {
 	tb.Helper()
+	s, _ := memoryServer(tb, func(cfg *config.Config) {
+		cfg.WSSendQueue = 1024 // as wsbench: the readers of the other ends may lag behind
+	})
+	return s
+}
+
+// memoryServer is a server on a tracker with the memory driver and config.Default() changed by
+// mod, closed (and its sockets with it) when the test ends; it returns the tracker too.
+func memoryServer(tb testing.TB, mod func(*config.Config)) (*Server, *tracker.Tracker) {
+	tb.Helper()
 	cfg := config.Default()
-	cfg.WSSendQueue = 1024 // as wsbench: the readers of the other ends may lag behind
+	mod(&cfg)
 	require.NoError(tb, cfg.Validate())
 	pool, err := tracker.Open(cfg.Tracker)
 	require.NoError(tb, err)
@@ -37,7 +47,7 @@ func benchServer(tb testing.TB) *Server {
 		defer cancel()
 		require.NoError(tb, s.Close(ctx))
 	})
-	return s
+	return s, tkr
 }
 
 // pairSocket is a socket of s, the non-blocking end of a socket pair, from 127.0.0.(1+i),

@@ -13,9 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/chihaya/chihaya/backend/noop"
 	"github.com/chihaya/chihaya/config"
-	"github.com/chihaya/chihaya/tracker"
 	"github.com/chihaya/chihaya/tracker/models"
 )
 
@@ -63,21 +61,9 @@ func (fd fdReader) Read(p []byte) (int, error) {
 // TestFullScrapeBound: at most maxFullScrapes sockets have a full scrape's answer in flight; the
 // next one is refused until they have taken theirs, then answered.
 func TestFullScrapeBound(t *testing.T) {
-	cfg := config.Default()
-	cfg.FullScrapeEnabled = true
-	cfg.FullScrapeInterval = config.Duration{Duration: time.Hour}
-	require.NoError(t, cfg.Validate())
-	pool, err := tracker.Open(cfg.Tracker)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = pool.Close() })
-	tkr, err := tracker.New(&cfg, pool, noop.Conn{}, nil)
-	require.NoError(t, err)
-	s, err := New(&cfg, tkr)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		require.NoError(t, s.Close(ctx))
+	s, tkr := memoryServer(t, func(cfg *config.Config) {
+		cfg.FullScrapeEnabled = true
+		cfg.FullScrapeInterval = config.Duration{Duration: time.Hour}
 	})
 	// Enough torrents that an answer (about 400 KB) is more than a socket pair holds.
 	const torrents = 4000
