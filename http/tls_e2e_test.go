@@ -302,13 +302,17 @@ func TestE2EHTTPSBudgetAndRateLimit(t *testing.T) {
 	}
 	c1, c2 := h.dialTLS(t, nil), h.dialTLS(t, nil)
 	br1, br2 := bufio.NewReader(c1), bufio.NewReader(c2)
-	for _, cb := range []struct {
+	for i, cb := range []struct {
 		c  *tls.Conn
 		br *bufio.Reader
 	}{{c1, br1}, {c2, br2}} {
 		body, err := exchange(cb.c, cb.br)
 		require.NoError(t, err)
 		assert.Contains(t, body, "8:intervali1800e")
+		// The server's goroutine goes idle after the answer, not when the client reads it:
+		// under load c2's could otherwise go idle first, and be the oldest idle one.
+		require.Eventually(t, func() bool { return idleConns(t, h.c) == i+1 }, 10*time.Second, time.Millisecond,
+			"connection %d idle on the server", i+1)
 	}
 	// A third connection from the address sheds its oldest idle one, c1.
 	c3 := h.dialTLS(t, nil)
@@ -323,4 +327,20 @@ func TestE2EHTTPSBudgetAndRateLimit(t *testing.T) {
 	body, err = exchange(c2, br2)
 	require.NoError(t, err)
 	assert.Contains(t, body, "too many requests from your address")
+}
+
+// idleConns is the tracker's gauge of idle keep-alive connections.
+func idleConns(t *testing.T, c *chihaya.Chihaya) int {
+	t.Helper()
+	fams, err := c.Stats().Registry().Gather()
+	require.NoError(t, err)
+	for _, f := range fams {
+		if f.GetName() == "chihaya_http_connections_idle" {
+			for _, m := range f.GetMetric() {
+				return int(m.GetGauge().GetValue())
+			}
+		}
+	}
+	t.Fatal("no chihaya_http_connections_idle gauge")
+	return 0
 }
