@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	nethttp "net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/chihaya/chihaya/http/bencode"
 	"github.com/chihaya/chihaya/tracker"
-	"github.com/chihaya/chihaya/tracker/models"
 )
 
 // fullScrape answers scrapes without info_hash with every torrent the tracker serves. The
@@ -45,15 +43,10 @@ func (f *fullScrape) body(ctx context.Context) ([]byte, int, error) {
 		return f.gz, f.size, nil
 	}
 	start := time.Now()
-	var all []models.TorrentStats
-	err := f.tkr.ScrapeAll(ctx, func(batch []models.TorrentStats) error {
-		all = append(all, batch...)
-		return nil
-	})
+	all, err := f.tkr.AllTorrents(ctx)
 	if err != nil {
 		return nil, 0, err
 	}
-	slices.SortFunc(all, func(x, y models.TorrentStats) int { return bytes.Compare(x.InfoHash[:], y.InfoHash[:]) })
 	var out bytes.Buffer
 	zw, _ := gzip.NewWriterLevel(&out, gzip.BestSpeed)
 	buf := make([]byte, 0, 1<<16)

@@ -1,9 +1,11 @@
 package tracker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/chihaya/chihaya/tracker/models"
 )
@@ -121,4 +123,19 @@ func (t *Tracker) ScrapeAll(ctx context.Context, fn func(batch []models.TorrentS
 		return fmt.Errorf("tracker: full scrape: %w", err)
 	}
 	return nil
+}
+
+// AllTorrents returns the counts of every torrent the access list serves, in the order of
+// their info hashes: what a full scrape answers, over HTTP and WebSocket alike.
+func (t *Tracker) AllTorrents(ctx context.Context) ([]models.TorrentStats, error) {
+	var all []models.TorrentStats
+	err := t.ScrapeAll(ctx, func(batch []models.TorrentStats) error {
+		all = append(all, batch...)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(all, func(x, y models.TorrentStats) int { return bytes.Compare(x.InfoHash[:], y.InfoHash[:]) })
+	return all, nil
 }

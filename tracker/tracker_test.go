@@ -1,6 +1,7 @@
 package tracker_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -872,5 +873,29 @@ func TestCountersKeptOnlyForDeltas(t *testing.T) {
 			require.NoError(t, tr.HandleAnnounce(context.Background(), leecher(hash(1), numPid(1), "10.0.0.1:6881"), &w))
 			assert.Equal(t, []bool{tt.want}, spy.counters)
 		})
+	}
+}
+
+// TestAllTorrents: a full scrape's torrents come in the order of their info hashes, each with
+// its counts.
+func TestAllTorrents(t *testing.T) {
+	e := newEnv(t, nil)
+	const n = 40
+	for i := range n { // hash(i) scatters the hashes: announced out of their order
+		e.announce(t, leecher(hash(i), numPid(i), fmt.Sprintf("10.0.0.%d:6881", 1+i)))
+	}
+	all, err := e.tr.AllTorrents(context.Background())
+	require.NoError(t, err)
+	require.Len(t, all, n)
+	want := make(map[models.InfoHash]bool, n)
+	for i := range n {
+		want[hash(i)] = true
+	}
+	for i, ts := range all {
+		assert.True(t, want[ts.InfoHash], "torrent %x was never announced", ts.InfoHash[:])
+		assert.Equal(t, 1, ts.Leechers, "torrent %x", ts.InfoHash[:])
+		if i > 0 {
+			assert.Negative(t, bytes.Compare(all[i-1].InfoHash[:], ts.InfoHash[:]), "in the order of their info hashes at %d", i)
+		}
 	}
 }

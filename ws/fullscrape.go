@@ -1,9 +1,7 @@
 package ws
 
 import (
-	"bytes"
 	"context"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,15 +66,10 @@ func (f *fullScrape) build() {
 	s := f.s
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(s.base, fullScrapeTimeout)
-	var all []models.TorrentStats
-	err := s.tkr.ScrapeAll(ctx, func(batch []models.TorrentStats) error {
-		all = append(all, batch...)
-		return nil
-	})
+	all, err := s.tkr.AllTorrents(ctx)
 	cancel()
 	var msg []byte
 	if err == nil {
-		slices.SortFunc(all, func(x, y models.TorrentStats) int { return bytes.Compare(x.InfoHash[:], y.InfoHash[:]) })
 		interval, _ := s.tkr.AnnounceInterval()
 		msg = appendScrape(make([]byte, 0, 64+len(all)*96), all, int((interval+time.Second-1)/time.Second))
 		if glog.V(1) {
