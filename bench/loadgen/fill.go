@@ -42,19 +42,9 @@ func (r *run) fill(ctx context.Context) (*Result, error) {
 		torrentOf = func(j int) int { return j % cfg.FillTorrents }
 	}
 	window := max(1, min((cfg.Conns+cfg.Sockets-1)/cfg.Sockets, maxWindow))
-	socks := make([]*udpSocket, cfg.Sockets)
-	for k := range socks {
-		u, err := dialUDP(k, cfg.Target)
-		if err == nil {
-			err = u.connect(ctx, 5*time.Second)
-		}
-		if err != nil {
-			for _, s := range socks[:k] {
-				_ = s.conn.Close()
-			}
-			return nil, err
-		}
-		socks[k] = u
+	socks, err := dialConnected(ctx, cfg.Sockets, cfg.Target)
+	if err != nil {
+		return nil, err
 	}
 	r.phase.Store(phaseMeasure)
 	all := make([]stats, cfg.Sockets)

@@ -91,18 +91,12 @@ func (r *run) open(ctx context.Context, mark Marker) (*Result, error) {
 		defer runtime.GOMAXPROCS(prev)
 	}
 	size := openRing(cfg.Rate, cfg.Sockets, cfg.Timeout)
+	us, err := dialConnected(ctx, cfg.Sockets, cfg.Target)
+	if err != nil {
+		return nil, err
+	}
 	socks := make([]*openSock, cfg.Sockets)
-	for k := range socks {
-		u, err := dialUDP(k, cfg.Target)
-		if err == nil {
-			err = u.connect(ctx, 5*time.Second)
-		}
-		if err != nil {
-			for _, s := range socks[:k] {
-				_ = s.u.conn.Close()
-			}
-			return nil, err
-		}
+	for k, u := range us {
 		s := &openSock{
 			u: u, ring: make([]openSlot, size), mask: uint32(size - 1),
 			rng: rand.New(rand.NewPCG(uint64(k), 13)), hashes: make([][20]byte, 0, 10),
@@ -135,7 +129,7 @@ func (r *run) open(ctx context.Context, mark Marker) (*Result, error) {
 		senderErr <- r.openSend(ctx, socks, sched, warmEnd, end, mark, &lag)
 		close(done)
 	}()
-	err := <-senderErr
+	err = <-senderErr
 	wg.Wait()
 	if err != nil {
 		return nil, err

@@ -39,6 +39,28 @@ func dialUDP(host int, target string) (*udpSocket, error) {
 	return &udpSocket{conn: c, host: host, buf: make([]byte, 8192), out: make([]byte, 0, 2048)}, nil
 }
 
+// dialConnected opens n sockets, from source addresses 0 to n-1, connected to target, each with
+// a connection ID; on an error it closes those it opened.
+func dialConnected(ctx context.Context, n int, target string) ([]*udpSocket, error) {
+	socks := make([]*udpSocket, n)
+	for k := range socks {
+		u, err := dialUDP(k, target)
+		if err == nil {
+			if err = u.connect(ctx, 5*time.Second); err != nil {
+				_ = u.conn.Close()
+			}
+		}
+		if err != nil {
+			for _, s := range socks[:k] {
+				_ = s.conn.Close()
+			}
+			return nil, err
+		}
+		socks[k] = u
+	}
+	return socks, nil
+}
+
 // connect gets a connection ID, retrying a few times within timeout.
 func (u *udpSocket) connect(ctx context.Context, timeout time.Duration) error {
 	end := time.Now().Add(timeout)
@@ -92,16 +114,12 @@ func (r *run) udpWorkers(ctx context.Context) ([]func(*stats), error) {
 	cfg := &r.cfg
 	window := (cfg.Conns + cfg.Sockets - 1) / cfg.Sockets
 	window = max(1, min(window, maxWindow))
+	socks, err := dialConnected(ctx, cfg.Sockets, cfg.Target)
+	if err != nil {
+		return nil, err
+	}
 	ws := make([]func(*stats), cfg.Sockets)
-	for k := range ws {
-		u, err := dialUDP(k, cfg.Target)
-		if err != nil {
-			return nil, err
-		}
-		if err := u.connect(ctx, 5*time.Second); err != nil {
-			_ = u.conn.Close()
-			return nil, err
-		}
+	for k, u := range socks {
 		w := &udpWorker{
 			r: r, u: u, rng: rand.New(rand.NewPCG(uint64(k), 11)),
 			slots: make([]slot, window), hashes: make([][20]byte, 0, 10),
