@@ -113,17 +113,7 @@ func (e *env) measureOpen(ctx context.Context, t string, rate float64) (openRow,
 
 // medianOpen returns the round with the median p99 (the lower middle of an even count).
 func medianOpen(rs []openRow) openRow {
-	s := slices.Clone(rs)
-	slices.SortFunc(s, func(a, b openRow) int {
-		switch {
-		case a.res.P99us < b.res.P99us:
-			return -1
-		case a.res.P99us > b.res.P99us:
-			return 1
-		}
-		return 0
-	})
-	return s[(len(s)-1)/2]
+	return medianBy(rs, func(r openRow) float64 { return float64(r.res.P99us) })
 }
 
 // udpRcvbufErrors returns the UDP datagrams dropped so far for a full receive buffer in this

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"slices"
@@ -11,17 +12,12 @@ import (
 
 // median returns the round with the median responses per second (the lower middle of an even
 // count), so that every figure of a table row comes from one and the same round.
-func median(rs []row) row {
+func median(rs []row) row { return medianBy(rs, func(r row) float64 { return r.res.PerSecond }) }
+
+// medianBy returns the round whose key is the median (the lower middle of an even count).
+func medianBy[T any](rs []T, key func(T) float64) T {
 	s := slices.Clone(rs)
-	slices.SortFunc(s, func(a, b row) int {
-		switch {
-		case a.res.PerSecond < b.res.PerSecond:
-			return -1
-		case a.res.PerSecond > b.res.PerSecond:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(s, func(a, b T) int { return cmp.Compare(key(a), key(b)) })
 	return s[(len(s)-1)/2]
 }
 
